@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Writes spec/vectors/frames.json: the protocol's test vectors.
+
+This is an independent reference encoder for spec/PROTOCOL.md, written from
+the spec and not from the Rust code, using only the Python standard library
+(zlib's CRC-32 is the same CRC-32/IEEE the spec names). The Rust tests decode
+every vector and re-encode it, so the two implementations check each other.
+
+Run: python3 spec/vectors/generate.py   (rewrites frames.json in place)
+"""
+import json
+import os
+import struct
+import zlib
+
+MAGIC, VERSION = 0x4354, 1
+OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
+          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, UPDATE=0x40, ACK=0x41,
+          SNAPSHOT=0x42, ERROR=0xFF)
+REPLY = 0x80
+FLAG_ASYNC = 1
+ROLES = dict(standalone=0, head=1, middle=2, tail=3, solo=4, joining=5, fenced=6)
+OUTCOMES = dict(pending=0, absent=1, existed=2)
+OP_STATES = dict(unknown=0, pending=1, executed=2)
+ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPCODE=4,
+              BAD_REQUEST=5, HANDSHAKE_REQUIRED=6, TOO_MANY_CONNECTIONS=7, BUSY=8,
+              NOT_HEAD=9, NOT_TAIL=10, UNAVAILABLE=11, SHUTTING_DOWN=12,
+              RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15)
+
+
+def frame(opcode, request_id, payload, flags=0, version=VERSION, magic=MAGIC, crc=None):
+    head = struct.pack(">HBBHHQI", magic, version, opcode, flags, 0, request_id, len(payload))
+    if crc is None:
+        crc = zlib.crc32(head + payload) & 0xFFFFFFFF
+    return head + struct.pack(">I", crc) + payload
+
+
+def key(k):
+    return struct.pack(">H", len(k)) + k
+
+
+def data(d):
+    return struct.pack(">I", len(d)) + d
+
+
+def text(t):
+    b = t.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def entry(e):
+    return key(e["key"].encode()) + struct.pack(">Q", e["version"]) + data(e["value"].encode())
+
+
+def stats(fields):
+    out = struct.pack(">H", len(fields))
+    for name, value in fields:
+        out += text(name)
+        out += b"\x00" + struct.pack(">Q", value) if isinstance(value, int) else b"\x01" + text(value)
+    return out
+
+
+def encode(m):
+    """Encodes the JSON form of a message (see frames.json) into a frame."""
+    t, rid = m["type"], m["request_id"]
+    flags = FLAG_ASYNC if m.get("async") else 0
+    k = m.get("key", "").encode()
+    if t == "HELLO":
+        p = bytes([{"client": 1, "peer": 2}[m["role"]]]) + struct.pack(">I", m["features"]) + text(m["node"])
+    elif t == "PUT":
+        p = key(k) + data(m["value"].encode())
+    elif t in ("GET", "DEL"):
+        p = key(k)
+    elif t in ("SIZE", "GETKEYS", "GETTABLE", "STATS"):
+        p = b""
+    elif t == "VERIFY":
+        p = struct.pack(">Q", m["op_id"])
+    elif t == "UPDATE":
+        body = bytes([OP["PUT"]]) + key(k) + data(m["value"].encode()) if m["op"] == "put" else bytes([OP["DEL"]]) + key(k)
+        p = struct.pack(">Q", m["seq"]) + body
+    elif t == "ACK":
+        p = struct.pack(">Q", m["seq"])
+    elif t == "SNAPSHOT":
+        p = struct.pack(">QB", m["snapshot_seq"], int(m["first"]) | int(m["last"]) << 1) + struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
+    elif t == "HELLO_OK":
+        p = struct.pack(">BIIBQ", m["version"], m["features"], m["payload_bytes_max"], ROLES[m["role"]], m["last_seq"])
+    elif t in ("PUT_OK", "DEL_OK"):
+        p = struct.pack(">QB", m["op_id"], OUTCOMES[m["outcome"]])
+    elif t == "VALUE":
+        p = b"\x00" if m["found"] is False else b"\x01" + struct.pack(">Q", m["version"]) + data(m["value"].encode())
+    elif t == "SIZE_OK":
+        p = struct.pack(">Q", m["entries"])
+    elif t == "KEYS":
+        p = struct.pack(">I", len(m["keys"])) + b"".join(key(x.encode()) for x in m["keys"])
+    elif t == "ENTRIES":
+        p = struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
+    elif t == "STATS_OK":
+        p = stats([(f["name"], f["value"]) for f in m["fields"]])
+    elif t == "VERIFY_OK":
+        p = bytes([OP_STATES[m["state"]]])
+    elif t == "ERROR":
+        p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
+    else:
+        raise ValueError(t)
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY"}[t]] | REPLY
+    return frame(opcode, rid, p, flags)
+
+
+VALID = [
+    ("hello-client", dict(type="HELLO", request_id=1, role="client", features=0, node="")),
+    ("hello-peer", dict(type="HELLO", request_id=1, role="peer", features=0, node="node0000000007")),
+    ("hello-ok", dict(type="HELLO_OK", request_id=1, version=1, features=0, payload_bytes_max=16777216, role="tail", last_seq=41)),
+    ("put-sync", dict(type="PUT", request_id=2, key="foo", value="bar", **{"async": False})),
+    ("put-async", dict(type="PUT", request_id=3, key="k", value="", **{"async": True})),
+    ("put-ok", dict(type="PUT_OK", request_id=2, op_id=42, outcome="absent")),
+    ("put-ok-pending", dict(type="PUT_OK", request_id=3, op_id=43, outcome="pending")),
+    ("get", dict(type="GET", request_id=4, key="foo")),
+    ("value-found", dict(type="VALUE", request_id=4, found=True, version=42, value="bar")),
+    ("value-not-found", dict(type="VALUE", request_id=4, found=False)),
+    ("del-sync", dict(type="DEL", request_id=5, key="foo", **{"async": False})),
+    ("del-ok", dict(type="DEL_OK", request_id=5, op_id=44, outcome="existed")),
+    ("size", dict(type="SIZE", request_id=6)),
+    ("size-ok", dict(type="SIZE_OK", request_id=6, entries=2)),
+    ("getkeys", dict(type="GETKEYS", request_id=7)),
+    ("keys", dict(type="KEYS", request_id=7, keys=["a", "bc"])),
+    ("gettable", dict(type="GETTABLE", request_id=8)),
+    ("entries", dict(type="ENTRIES", request_id=8, entries=[dict(key="a", version=1, value="x")])),
+    ("stats", dict(type="STATS", request_id=9)),
+    ("stats-ok", dict(type="STATS_OK", request_id=9, fields=[dict(name="ops", value=7), dict(name="role", value="head")])),
+    ("verify", dict(type="VERIFY", request_id=10, op_id=43)),
+    ("verify-ok", dict(type="VERIFY_OK", request_id=10, state="executed")),
+    ("error-not-tail", dict(type="ERROR", request_id=4, code="NOT_TAIL", message="not the tail", redirect="127.0.0.1:9002")),
+    ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
+    ("update-put", dict(type="UPDATE", request_id=0, seq=42, op="put", key="foo", value="bar")),
+    ("update-del", dict(type="UPDATE", request_id=0, seq=44, op="del", key="foo")),
+    ("ack", dict(type="ACK", request_id=0, seq=44)),
+    ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, entries=[dict(key="a", version=40, value="x")])),
+]
+
+
+def malformed():
+    good = encode(dict(type="GET", request_id=4, key="foo"))
+    bad_crc = bytearray(good)
+    bad_crc[-1] ^= 0x01                      # payload changed after the CRC was computed
+    flipped_crc = bytearray(good)
+    flipped_crc[23] ^= 0xFF                  # CRC field itself damaged
+    too_long_key = frame(OP["GET"], 4, key(b"x" * 1025))
+    return [
+        ("bad-magic", b"GET / HTTP/1.1\r\n\r\n", "BAD_MAGIC", "BAD_FRAME", True),
+        ("bad-version", frame(OP["GET"], 4, key(b"foo"), version=2), "UNSUPPORTED_VERSION", "UNSUPPORTED_VERSION", True),
+        ("bad-crc-payload", bytes(bad_crc), "BAD_CRC", "BAD_FRAME", True),
+        ("bad-crc-field", bytes(flipped_crc), "BAD_CRC", "BAD_FRAME", True),
+        ("oversized-length", good[:16] + struct.pack(">I", 16 * 1024 * 1024 + 1) + good[20:24], "FRAME_TOO_LARGE", "FRAME_TOO_LARGE", True),
+        ("truncated-header", good[:10], "TRUNCATED", None, True),
+        ("truncated-payload", good[:-1], "TRUNCATED", None, True),
+        ("unknown-opcode", frame(0x3F, 11, b""), "UNKNOWN_OPCODE", "UNKNOWN_OPCODE", False),
+        ("unknown-reply-opcode", frame(0xBF, 11, b""), "UNKNOWN_OPCODE", "UNKNOWN_OPCODE", False),
+        ("trailing-bytes", frame(OP["SIZE"], 6, b"\x00"), "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("empty-key", frame(OP["GET"], 4, key(b"")), "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("key-too-long", too_long_key, "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("data-length-past-end", frame(OP["PUT"], 2, key(b"k") + struct.pack(">I", 100) + b"abc"), "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("bad-update-kind", frame(OP["UPDATE"], 0, struct.pack(">Q", 1) + b"\x07" + key(b"k")), "BAD_PAYLOAD", "BAD_REQUEST", False),
+    ]
+
+
+def main():
+    vectors = {
+        "about": "Test vectors for spec/PROTOCOL.md. 'valid' frames decode to 'message' and 'message' encodes to exactly 'hex'. "
+                 "'malformed' frames must produce 'error' (decoder result) and the server answers 'server_reply' "
+                 "(an ERROR frame with that code; null means the server waits for more bytes) and closes the connection if 'closes'. "
+                 "Limits assumed: payload_bytes_max = 16777216. Generated by generate.py.",
+        "valid": [dict(name=n, hex=encode(m).hex(), message=m) for n, m in VALID],
+        "malformed": [dict(name=n, hex=b.hex(), error=e, server_reply=r, closes=c) for n, b, e, r, c in malformed()],
+    }
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "frames.json")
+    with open(path, "w") as f:
+        json.dump(vectors, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

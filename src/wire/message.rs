@@ -1,0 +1,607 @@
+//! Typed messages: what each opcode's payload holds.
+//!
+//! Requests use opcodes 0x01..=0x3F, peer (replication) messages 0x40..=0x7F,
+//! replies the request's opcode with the top bit set, and ERROR is 0xFF.
+
+use super::frame::{Frame, FLAG_ASYNC};
+use super::status::ErrorCode;
+use crate::serialize::types::{arbitrary_text, decode_text, encode_text};
+use crate::serialize::{decode_data, decode_list, encode_data, encode_list};
+use crate::serialize::{Codec, DecodeError, Entry, Key, Reader, Stats};
+use arbitrary::{Arbitrary, Unstructured};
+use byteorder::{BigEndian, WriteBytesExt};
+use thiserror::Error;
+
+/// Opcode values, as named in the spec.
+pub mod op {
+    pub const HELLO: u8 = 0x01;
+    pub const PUT: u8 = 0x02;
+    pub const GET: u8 = 0x03;
+    pub const DEL: u8 = 0x04;
+    pub const SIZE: u8 = 0x05;
+    pub const GETKEYS: u8 = 0x06;
+    pub const GETTABLE: u8 = 0x07;
+    pub const STATS: u8 = 0x08;
+    pub const VERIFY: u8 = 0x09;
+    pub const UPDATE: u8 = 0x40;
+    pub const ACK: u8 = 0x41;
+    pub const SNAPSHOT: u8 = 0x42;
+    pub const REPLY: u8 = 0x80;
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Who opens a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum PeerRole {
+    Client = 1,
+    /// A chain member connecting to its successor.
+    Peer = 2,
+}
+
+/// A server's place in its chain, as HELLO_OK and STATS report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum NodeRole {
+    Standalone = 0,
+    Head = 1,
+    Middle = 2,
+    Tail = 3,
+    /// Head and tail at once: a chain of one.
+    Solo = 4,
+    /// Receiving state; serves nothing yet.
+    Joining = 5,
+    /// Lost its coordination session; serves nothing.
+    Fenced = 6,
+}
+
+impl NodeRole {
+    const ALL: [NodeRole; 7] = [
+        NodeRole::Standalone,
+        NodeRole::Head,
+        NodeRole::Middle,
+        NodeRole::Tail,
+        NodeRole::Solo,
+        NodeRole::Joining,
+        NodeRole::Fenced,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::Standalone => "standalone",
+            NodeRole::Head => "head",
+            NodeRole::Middle => "middle",
+            NodeRole::Tail => "tail",
+            NodeRole::Solo => "solo",
+            NodeRole::Joining => "joining",
+            NodeRole::Fenced => "fenced",
+        }
+    }
+}
+
+/// Whether a write is answered when queued (async) or when executed (sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum WriteMode {
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct Hello {
+    pub role: PeerRole,
+    /// Feature bits; none are defined in version 1 (send 0, ignore unknown).
+    pub features: u32,
+    /// For peers: the sender's member name (e.g. `node0000000007`); else empty.
+    #[arbitrary(with = arbitrary_text)]
+    pub node: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct HelloOk {
+    pub version: u8,
+    pub features: u32,
+    /// Largest payload this server accepts.
+    pub payload_bytes_max: u32,
+    pub role: NodeRole,
+    /// Highest sequence number this server has applied; a predecessor
+    /// resends everything after it.
+    pub last_seq: u64,
+}
+
+/// The result of a PUT or DEL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub struct WriteOk {
+    /// Operation id: the write's sequence number, and the entry's version.
+    pub op_id: u64,
+    pub outcome: WriteOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum WriteOutcome {
+    /// Async write: queued, not executed yet (ask VERIFY).
+    Pending = 0,
+    /// Executed; the key did not exist before (for DEL: nothing deleted).
+    Absent = 1,
+    /// Executed; the key existed (PUT replaced it, DEL removed it).
+    Existed = 2,
+}
+
+/// A found value with its version.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct Versioned {
+    pub version: u64,
+    pub value: Vec<u8>,
+}
+
+/// What VERIFY says of an operation id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum OpState {
+    /// Never assigned by this server (or its chain).
+    Unknown = 0,
+    /// Assigned, not yet executed (in a chain: not yet at the tail).
+    Pending = 1,
+    /// Executed (in a chain, at the tail: by every replica).
+    Executed = 2,
+}
+
+/// A write as it travels down the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct Update {
+    pub seq: u64,
+    pub op: WriteOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub enum WriteOp {
+    Put { key: Key, value: Vec<u8> },
+    Del { key: Key },
+}
+
+/// One piece of a state transfer to a joining member.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct SnapshotChunk {
+    /// The state is exactly that after applying every update <= this.
+    pub snapshot_seq: u64,
+    /// Set on the first chunk: the receiver discards whatever it held.
+    pub first: bool,
+    /// Set on the final chunk; UPDATEs after `snapshot_seq` follow.
+    pub last: bool,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct ErrorReply {
+    /// A registry code; kept raw so that codes from newer servers survive.
+    pub code: u16,
+    #[arbitrary(with = arbitrary_text)]
+    pub message: String,
+    /// `host:port` to send the request to instead (NOT_HEAD / NOT_TAIL), or empty.
+    #[arbitrary(with = arbitrary_text)]
+    pub redirect: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code: code as u16,
+            message: message.into(),
+            redirect: String::new(),
+        }
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::from_u16(self.code)
+    }
+}
+
+/// Every message body, requests, peer messages and replies alike.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub enum Body {
+    Hello(Hello),
+    Put {
+        key: Key,
+        value: Vec<u8>,
+        mode: WriteMode,
+    },
+    Get {
+        key: Key,
+    },
+    Del {
+        key: Key,
+        mode: WriteMode,
+    },
+    Size,
+    GetKeys,
+    GetTable,
+    Stats,
+    Verify {
+        op_id: u64,
+    },
+    Update(Update),
+    Ack {
+        seq: u64,
+    },
+    Snapshot(SnapshotChunk),
+    HelloOk(HelloOk),
+    PutOk(WriteOk),
+    Value(Option<Versioned>),
+    DelOk(WriteOk),
+    SizeOk {
+        entries: u64,
+    },
+    Keys(Vec<Key>),
+    Entries(Vec<Entry>),
+    StatsOk(Stats),
+    VerifyOk(OpState),
+    Error(ErrorReply),
+}
+
+/// A message: its body and the request id the reply echoes.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct Message {
+    pub request_id: u64,
+    pub body: Body,
+}
+
+/// Why a well-framed message could not be understood. The stream is intact,
+/// so the receiver answers with an error and keeps the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MessageError {
+    #[error("unknown opcode 0x{0:02x}")]
+    UnknownOpcode(u8),
+    #[error("bad payload for opcode 0x{opcode:02x}: {source}")]
+    BadPayload { opcode: u8, source: DecodeError },
+}
+
+impl Body {
+    /// The opcode this body travels under.
+    pub fn opcode(&self) -> u8 {
+        use Body::*;
+        match self {
+            Hello(_) => op::HELLO,
+            Put { .. } => op::PUT,
+            Get { .. } => op::GET,
+            Del { .. } => op::DEL,
+            Size => op::SIZE,
+            GetKeys => op::GETKEYS,
+            GetTable => op::GETTABLE,
+            Stats => op::STATS,
+            Verify { .. } => op::VERIFY,
+            Update(_) => op::UPDATE,
+            Ack { .. } => op::ACK,
+            Snapshot(_) => op::SNAPSHOT,
+            HelloOk(_) => op::REPLY | op::HELLO,
+            PutOk(_) => op::REPLY | op::PUT,
+            Value(_) => op::REPLY | op::GET,
+            DelOk(_) => op::REPLY | op::DEL,
+            SizeOk { .. } => op::REPLY | op::SIZE,
+            Keys(_) => op::REPLY | op::GETKEYS,
+            Entries(_) => op::REPLY | op::GETTABLE,
+            StatsOk(_) => op::REPLY | op::STATS,
+            VerifyOk(_) => op::REPLY | op::VERIFY,
+            Error(_) => op::ERROR,
+        }
+    }
+
+    /// Requests a client may send (everything a server answers).
+    pub fn is_client_request(&self) -> bool {
+        self.opcode() < op::UPDATE
+    }
+
+    fn flags(&self) -> u16 {
+        match self {
+            Body::Put {
+                mode: WriteMode::Async,
+                ..
+            }
+            | Body::Del {
+                mode: WriteMode::Async,
+                ..
+            } => FLAG_ASYNC,
+            _ => 0,
+        }
+    }
+}
+
+impl Message {
+    pub fn new(request_id: u64, body: Body) -> Self {
+        Message { request_id, body }
+    }
+
+    /// The frame that carries this message.
+    pub fn to_frame(&self) -> Frame {
+        let mut payload = Vec::new();
+        encode_body(&self.body, &mut payload);
+        Frame {
+            opcode: self.body.opcode(),
+            flags: self.body.flags(),
+            request_id: self.request_id,
+            payload,
+        }
+    }
+
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.to_frame().encode(out);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_frame().to_bytes()
+    }
+
+    /// Interprets a frame's payload. Flags other than ASYNC on PUT/DEL are
+    /// ignored, as are the reserved header bytes.
+    pub fn from_frame(frame: &Frame) -> Result<Message, MessageError> {
+        let mut r = Reader::new(&frame.payload);
+        let mode = if frame.flags & FLAG_ASYNC != 0 {
+            WriteMode::Async
+        } else {
+            WriteMode::Sync
+        };
+        let body = decode_body(frame.opcode, mode, &mut r)?;
+        r.finish().map_err(|source| MessageError::BadPayload {
+            opcode: frame.opcode,
+            source,
+        })?;
+        Ok(Message {
+            request_id: frame.request_id,
+            body,
+        })
+    }
+}
+
+fn put_u8(out: &mut Vec<u8>, v: u8) {
+    out.push(v);
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    let _ = out.write_u64::<BigEndian>(v);
+}
+
+fn encode_body(body: &Body, out: &mut Vec<u8>) {
+    use Body::*;
+    match body {
+        Hello(h) => {
+            put_u8(out, h.role as u8);
+            let _ = out.write_u32::<BigEndian>(h.features);
+            encode_text(out, &h.node);
+        }
+        Put { key, value, .. } => {
+            key.encode(out);
+            encode_data(out, value);
+        }
+        Get { key } | Del { key, .. } => key.encode(out),
+        Size | GetKeys | GetTable | Stats => {}
+        Verify { op_id } => put_u64(out, *op_id),
+        Update(u) => {
+            put_u64(out, u.seq);
+            match &u.op {
+                WriteOp::Put { key, value } => {
+                    put_u8(out, op::PUT);
+                    key.encode(out);
+                    encode_data(out, value);
+                }
+                WriteOp::Del { key } => {
+                    put_u8(out, op::DEL);
+                    key.encode(out);
+                }
+            }
+        }
+        Ack { seq } => put_u64(out, *seq),
+        Snapshot(s) => {
+            put_u64(out, s.snapshot_seq);
+            put_u8(out, (s.first as u8) | ((s.last as u8) << 1));
+            encode_list(out, &s.entries);
+        }
+        HelloOk(h) => {
+            put_u8(out, h.version);
+            let _ = out.write_u32::<BigEndian>(h.features);
+            let _ = out.write_u32::<BigEndian>(h.payload_bytes_max);
+            put_u8(out, h.role as u8);
+            put_u64(out, h.last_seq);
+        }
+        PutOk(w) | DelOk(w) => {
+            put_u64(out, w.op_id);
+            put_u8(out, w.outcome as u8);
+        }
+        Value(None) => put_u8(out, 0),
+        Value(Some(v)) => {
+            put_u8(out, 1);
+            put_u64(out, v.version);
+            encode_data(out, &v.value);
+        }
+        SizeOk { entries } => put_u64(out, *entries),
+        Keys(keys) => encode_list(out, keys),
+        Entries(entries) => encode_list(out, entries),
+        StatsOk(s) => s.encode(out),
+        VerifyOk(state) => put_u8(out, *state as u8),
+        Error(e) => {
+            let _ = out.write_u16::<BigEndian>(e.code);
+            encode_text(out, &e.message);
+            encode_text(out, &e.redirect);
+        }
+    }
+}
+
+fn decode_body(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, MessageError> {
+    let bad = |source| MessageError::BadPayload { opcode, source };
+    match opcode {
+        op::HELLO | op::PUT | op::GET | op::DEL | op::SIZE | op::GETKEYS | op::GETTABLE
+        | op::STATS | op::VERIFY => decode_request(opcode, mode, r).map_err(bad),
+        op::UPDATE | op::ACK | op::SNAPSHOT => decode_peer(opcode, r).map_err(bad),
+        op::ERROR => decode_error(r).map_err(bad),
+        _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
+            Some(result) => result.map_err(bad),
+            None => Err(MessageError::UnknownOpcode(opcode)),
+        },
+        _ => Err(MessageError::UnknownOpcode(opcode)),
+    }
+}
+
+fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(match opcode {
+        op::HELLO => Body::Hello(Hello {
+            role: decode_enum(r, "peer role", &[PeerRole::Client, PeerRole::Peer], |v| {
+                *v as u8
+            })?,
+            features: r.u32("features")?,
+            node: decode_text(r, "node name")?,
+        }),
+        op::PUT => Body::Put {
+            key: Key::decode(r)?,
+            value: decode_data(r)?,
+            mode,
+        },
+        op::GET => Body::Get {
+            key: Key::decode(r)?,
+        },
+        op::DEL => Body::Del {
+            key: Key::decode(r)?,
+            mode,
+        },
+        op::SIZE => Body::Size,
+        op::GETKEYS => Body::GetKeys,
+        op::GETTABLE => Body::GetTable,
+        op::STATS => Body::Stats,
+        _ => Body::Verify {
+            op_id: r.u64("op id")?,
+        },
+    })
+}
+
+fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(match opcode {
+        op::UPDATE => {
+            let seq = r.u64("seq")?;
+            let op = match r.u8("update kind")? {
+                op::PUT => WriteOp::Put {
+                    key: Key::decode(r)?,
+                    value: decode_data(r)?,
+                },
+                op::DEL => WriteOp::Del {
+                    key: Key::decode(r)?,
+                },
+                other => {
+                    return Err(DecodeError::Invalid {
+                        what: "update kind",
+                        value: other.into(),
+                    })
+                }
+            };
+            Body::Update(Update { seq, op })
+        }
+        op::ACK => Body::Ack {
+            seq: r.u64("seq")?,
+        },
+        _ => {
+            let snapshot_seq = r.u64("snapshot seq")?;
+            // Bits other than FIRST (0) and LAST (1) are reserved: ignored.
+            let flags = r.u8("snapshot flags")?;
+            Body::Snapshot(SnapshotChunk {
+                snapshot_seq,
+                first: flags & 1 != 0,
+                last: flags & 2 != 0,
+                entries: decode_list(r, "entries", Entry::MIN_ENCODED_LEN)?,
+            })
+        }
+    })
+}
+
+/// Reply bodies by their request opcode; `None` for an unassigned one.
+fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeError>> {
+    let body = match request {
+        op::HELLO => decode_hello_ok(r),
+        op::PUT => decode_write_ok(r).map(Body::PutOk),
+        op::GET => decode_value(r),
+        op::DEL => decode_write_ok(r).map(Body::DelOk),
+        op::SIZE => r.u64("size").map(|entries| Body::SizeOk { entries }),
+        op::GETKEYS => decode_list(r, "keys", Key::MIN_ENCODED_LEN).map(Body::Keys),
+        op::GETTABLE => decode_list(r, "entries", Entry::MIN_ENCODED_LEN).map(Body::Entries),
+        op::STATS => Stats::decode(r).map(Body::StatsOk),
+        op::VERIFY => decode_enum(
+            r,
+            "op state",
+            &[OpState::Unknown, OpState::Pending, OpState::Executed],
+            |v| *v as u8,
+        )
+        .map(Body::VerifyOk),
+        _ => return None,
+    };
+    Some(body)
+}
+
+fn decode_hello_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(Body::HelloOk(HelloOk {
+        version: r.u8("version")?,
+        features: r.u32("features")?,
+        payload_bytes_max: r.u32("payload bytes max")?,
+        role: decode_enum(r, "node role", &NodeRole::ALL, |v| *v as u8)?,
+        last_seq: r.u64("last seq")?,
+    }))
+}
+
+fn decode_write_ok(r: &mut Reader<'_>) -> Result<WriteOk, DecodeError> {
+    Ok(WriteOk {
+        op_id: r.u64("op id")?,
+        outcome: decode_enum(
+            r,
+            "write outcome",
+            &[
+                WriteOutcome::Pending,
+                WriteOutcome::Absent,
+                WriteOutcome::Existed,
+            ],
+            |v| *v as u8,
+        )?,
+    })
+}
+
+fn decode_value(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    if !decode_bool(r, "found")? {
+        return Ok(Body::Value(None));
+    }
+    Ok(Body::Value(Some(Versioned {
+        version: r.u64("version")?,
+        value: decode_data(r)?,
+    })))
+}
+
+fn decode_error(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(Body::Error(ErrorReply {
+        code: r.u16("error code")?,
+        message: decode_text(r, "error message")?,
+        redirect: decode_text(r, "redirect")?,
+    }))
+}
+
+fn decode_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(DecodeError::Invalid {
+            what,
+            value: other.into(),
+        }),
+    }
+}
+
+/// Reads a `u8` that must be one of `values` (as mapped by `code`).
+fn decode_enum<T: Copy>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    values: &[T],
+    code: impl Fn(&T) -> u8,
+) -> Result<T, DecodeError> {
+    let raw = r.u8(what)?;
+    values
+        .iter()
+        .find(|v| code(v) == raw)
+        .copied()
+        .ok_or(DecodeError::Invalid {
+            what,
+            value: raw.into(),
+        })
+}
+
+/// Builds an arbitrary message from fuzzer bytes (used by tests and fuzz targets).
+pub fn arbitrary_message(data: &[u8]) -> arbitrary::Result<Message> {
+    Message::arbitrary(&mut Unstructured::new(data))
+}

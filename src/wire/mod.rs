@@ -1,0 +1,15 @@
+//! The framed binary protocol: frames ([`frame`]), typed messages
+//! ([`message`]) and the error registry ([`status`]). `spec/PROTOCOL.md` is
+//! the normative description; this module implements it.
+
+pub mod frame;
+pub mod message;
+pub mod status;
+
+pub use frame::{decode_frame, Frame, FrameDecoder, FrameError};
+pub use frame::{HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
+pub use message::{
+    op, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpState, PeerRole,
+    SnapshotChunk, Update, Versioned, WriteMode, WriteOk, WriteOp, WriteOutcome,
+};
+pub use status::{AfterError, ErrorCode, Retry};

@@ -1,0 +1,297 @@
+//! The protocol test vectors in `spec/vectors/frames.json` (written by an
+//! independent Python encoder) must decode to the messages they describe and
+//! re-encode to the same bytes; malformed ones must fail the documented way.
+//! Every hex dump in spec/PROTOCOL.md must be one of these vectors.
+
+use chaintable::serialize::{Entry, Key, Stats};
+use chaintable::wire::message::*;
+use chaintable::wire::{decode_frame, ErrorCode, FrameError, PAYLOAD_BYTES_MAX_DEFAULT};
+use serde_json::Value;
+use std::collections::HashMap;
+
+fn vectors() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/vectors/frames.json");
+    let text = std::fs::read_to_string(path).expect("frames.json is readable");
+    serde_json::from_str(&text).expect("frames.json is JSON")
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+fn s<'a>(m: &'a Value, field: &str) -> &'a str {
+    m[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is a string"))
+}
+
+fn n(m: &Value, field: &str) -> u64 {
+    m[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is a number"))
+}
+
+fn key(m: &Value) -> Key {
+    Key::new(s(m, "key").as_bytes()).unwrap()
+}
+
+fn mode(m: &Value) -> WriteMode {
+    if m["async"].as_bool() == Some(true) {
+        WriteMode::Async
+    } else {
+        WriteMode::Sync
+    }
+}
+
+fn entries(list: &Value) -> Vec<Entry> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| Entry {
+            key: key(e),
+            version: n(e, "version"),
+            value: s(e, "value").as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+fn node_role(name: &str) -> NodeRole {
+    let all = [
+        NodeRole::Standalone,
+        NodeRole::Head,
+        NodeRole::Middle,
+        NodeRole::Tail,
+        NodeRole::Solo,
+        NodeRole::Joining,
+        NodeRole::Fenced,
+    ];
+    *all.iter().find(|r| r.name() == name).unwrap()
+}
+
+fn write_ok(m: &Value) -> WriteOk {
+    let outcome = match s(m, "outcome") {
+        "pending" => WriteOutcome::Pending,
+        "absent" => WriteOutcome::Absent,
+        "existed" => WriteOutcome::Existed,
+        other => panic!("outcome {other}"),
+    };
+    WriteOk {
+        op_id: n(m, "op_id"),
+        outcome,
+    }
+}
+
+/// Builds the Rust message that a vector's JSON form describes.
+fn message(m: &Value) -> Message {
+    let body = match s(m, "type") {
+        "HELLO" => Body::Hello(Hello {
+            role: if s(m, "role") == "peer" {
+                PeerRole::Peer
+            } else {
+                PeerRole::Client
+            },
+            features: n(m, "features") as u32,
+            node: s(m, "node").to_string(),
+        }),
+        "HELLO_OK" => Body::HelloOk(HelloOk {
+            version: n(m, "version") as u8,
+            features: n(m, "features") as u32,
+            payload_bytes_max: n(m, "payload_bytes_max") as u32,
+            role: node_role(s(m, "role")),
+            last_seq: n(m, "last_seq"),
+        }),
+        "PUT" => Body::Put {
+            key: key(m),
+            value: s(m, "value").as_bytes().to_vec(),
+            mode: mode(m),
+        },
+        "GET" => Body::Get { key: key(m) },
+        "DEL" => Body::Del {
+            key: key(m),
+            mode: mode(m),
+        },
+        "SIZE" => Body::Size,
+        "GETKEYS" => Body::GetKeys,
+        "GETTABLE" => Body::GetTable,
+        "STATS" => Body::Stats,
+        "VERIFY" => Body::Verify {
+            op_id: n(m, "op_id"),
+        },
+        "PUT_OK" => Body::PutOk(write_ok(m)),
+        "DEL_OK" => Body::DelOk(write_ok(m)),
+        "VALUE" if m["found"] == Value::Bool(false) => Body::Value(None),
+        "VALUE" => Body::Value(Some(Versioned {
+            version: n(m, "version"),
+            value: s(m, "value").as_bytes().to_vec(),
+        })),
+        "SIZE_OK" => Body::SizeOk {
+            entries: n(m, "entries"),
+        },
+        "KEYS" => Body::Keys(
+            m["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| Key::new(k.as_str().unwrap().as_bytes()).unwrap())
+                .collect(),
+        ),
+        "ENTRIES" => Body::Entries(entries(&m["entries"])),
+        "STATS_OK" => {
+            let mut stats = Stats::default();
+            for f in m["fields"].as_array().unwrap() {
+                match &f["value"] {
+                    Value::String(t) => stats.text(s(f, "name"), t),
+                    v => stats.count(s(f, "name"), v.as_u64().unwrap()),
+                }
+            }
+            Body::StatsOk(stats)
+        }
+        "VERIFY_OK" => Body::VerifyOk(match s(m, "state") {
+            "unknown" => OpState::Unknown,
+            "pending" => OpState::Pending,
+            _ => OpState::Executed,
+        }),
+        "ERROR" => Body::Error(ErrorReply {
+            code: ErrorCode::ALL
+                .iter()
+                .find(|c| c.name() == s(m, "code"))
+                .map(|c| *c as u16)
+                .unwrap(),
+            message: s(m, "message").to_string(),
+            redirect: s(m, "redirect").to_string(),
+        }),
+        "UPDATE" => Body::Update(Update {
+            seq: n(m, "seq"),
+            op: if s(m, "op") == "put" {
+                WriteOp::Put {
+                    key: key(m),
+                    value: s(m, "value").as_bytes().to_vec(),
+                }
+            } else {
+                WriteOp::Del { key: key(m) }
+            },
+        }),
+        "ACK" => Body::Ack { seq: n(m, "seq") },
+        "SNAPSHOT" => Body::Snapshot(SnapshotChunk {
+            snapshot_seq: n(m, "snapshot_seq"),
+            first: m["first"].as_bool().unwrap(),
+            last: m["last"].as_bool().unwrap(),
+            entries: entries(&m["entries"]),
+        }),
+        other => panic!("unknown vector type {other}"),
+    };
+    Message::new(n(m, "request_id"), body)
+}
+
+#[test]
+fn every_valid_vector_decodes_to_its_message_and_encodes_back() {
+    let v = vectors();
+    let valid = v["valid"].as_array().unwrap();
+    assert!(valid.len() >= 20, "the vector file lost entries");
+    for vector in valid {
+        let name = s(vector, "name");
+        let bytes = unhex(s(vector, "hex"));
+        let expected = message(&vector["message"]);
+        let (frame, used) = decode_frame(&bytes, PAYLOAD_BYTES_MAX_DEFAULT)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: incomplete"));
+        assert_eq!(used, bytes.len(), "{name}: used bytes");
+        let decoded = Message::from_frame(&frame).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(decoded, expected, "{name}: decode");
+        assert_eq!(expected.to_bytes(), bytes, "{name}: encode");
+    }
+}
+
+/// The decoder's verdict on a malformed vector, named as in frames.json.
+fn verdict(bytes: &[u8]) -> &'static str {
+    match decode_frame(bytes, PAYLOAD_BYTES_MAX_DEFAULT) {
+        Err(FrameError::BadMagic(_)) => "BAD_MAGIC",
+        Err(FrameError::UnsupportedVersion(_)) => "UNSUPPORTED_VERSION",
+        Err(FrameError::TooLarge { .. }) => "FRAME_TOO_LARGE",
+        Err(FrameError::BadCrc { .. }) => "BAD_CRC",
+        Ok(None) => "TRUNCATED",
+        Ok(Some((frame, _))) => match Message::from_frame(&frame) {
+            Err(MessageError::UnknownOpcode(_)) => "UNKNOWN_OPCODE",
+            Err(MessageError::BadPayload { .. }) => "BAD_PAYLOAD",
+            Ok(_) => "DECODED",
+        },
+    }
+}
+
+#[test]
+fn every_malformed_vector_fails_the_documented_way() {
+    let v = vectors();
+    let malformed = v["malformed"].as_array().unwrap();
+    let mut kinds = HashMap::new();
+    for vector in malformed {
+        let name = s(vector, "name");
+        let expected = s(vector, "error");
+        assert_eq!(verdict(&unhex(s(vector, "hex"))), expected, "{name}");
+        *kinds.entry(expected).or_insert(0) += 1;
+        if let Some(code) = vector["server_reply"].as_str() {
+            let code = ErrorCode::ALL.iter().find(|c| c.name() == code).unwrap();
+            let closes = vector["closes"].as_bool().unwrap();
+            assert_eq!(
+                code.after() == chaintable::wire::AfterError::Close,
+                closes,
+                "{name}: close rule"
+            );
+        }
+    }
+    for kind in [
+        "BAD_MAGIC",
+        "BAD_CRC",
+        "FRAME_TOO_LARGE",
+        "TRUNCATED",
+        "UNKNOWN_OPCODE",
+        "BAD_PAYLOAD",
+    ] {
+        assert!(kinds.contains_key(kind), "no malformed vector of kind {kind}");
+    }
+}
+
+/// Hex dumps in the spec are introduced by `<!-- vector: NAME -->` and are
+/// a fenced block whose lines hold hex bytes, then optionally `|` and a note.
+#[test]
+fn every_hex_dump_in_the_spec_is_a_checked_vector() {
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/spec/PROTOCOL.md"
+    ))
+    .expect("spec/PROTOCOL.md is readable");
+    let v = vectors();
+    let mut by_name = HashMap::new();
+    for group in ["valid", "malformed"] {
+        for vector in v[group].as_array().unwrap() {
+            by_name.insert(s(vector, "name").to_string(), s(vector, "hex").to_string());
+        }
+    }
+    let mut checked = 0;
+    let mut lines = spec.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("<!-- vector: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap_or_default();
+        assert!(fence.starts_with("```"), "{name}: no code block after marker");
+        let mut hex = String::new();
+        for dump_line in lines.by_ref().take_while(|l| !l.starts_with("```")) {
+            let bytes = dump_line.split('|').next().unwrap_or_default();
+            hex.extend(bytes.split_whitespace().map(|b| b.to_lowercase()));
+        }
+        let expected = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("spec quotes unknown vector {name}"));
+        assert_eq!(&hex, expected, "spec dump of {name} differs from the vector");
+        checked += 1;
+    }
+    assert!(checked >= 5, "the spec should quote vectors; found {checked}");
+}

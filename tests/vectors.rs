@@ -176,6 +176,7 @@ fn message(m: &Value) -> Message {
             },
         }),
         "ACK" => Body::Ack { seq: n(m, "seq") },
+        "HANDOFF" => Body::Handoff { seq: n(m, "seq") },
         "SNAPSHOT" => Body::Snapshot(SnapshotChunk {
             snapshot_seq: n(m, "snapshot_seq"),
             first: m["first"].as_bool().unwrap(),

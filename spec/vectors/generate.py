@@ -16,7 +16,7 @@ import zlib
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
           GETTABLE=0x07, STATS=0x08, VERIFY=0x09, UPDATE=0x40, ACK=0x41,
-          SNAPSHOT=0x42, ERROR=0xFF)
+          SNAPSHOT=0x42, HANDOFF=0x43, ERROR=0xFF)
 REPLY = 0x80
 FLAG_ASYNC = 1
 ROLES = dict(standalone=0, head=1, middle=2, tail=3, solo=4, joining=5, fenced=6)
@@ -78,7 +78,7 @@ def encode(m):
     elif t == "UPDATE":
         body = bytes([OP["PUT"]]) + key(k) + data(m["value"].encode()) if m["op"] == "put" else bytes([OP["DEL"]]) + key(k)
         p = struct.pack(">Q", m["seq"]) + body
-    elif t == "ACK":
+    elif t in ("ACK", "HANDOFF"):
         p = struct.pack(">Q", m["seq"])
     elif t == "SNAPSHOT":
         p = struct.pack(">QB", m["snapshot_seq"], int(m["first"]) | int(m["last"]) << 1) + struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
@@ -134,6 +134,7 @@ VALID = [
     ("update-put", dict(type="UPDATE", request_id=0, seq=42, op="put", key="foo", value="bar")),
     ("update-del", dict(type="UPDATE", request_id=0, seq=44, op="del", key="foo")),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
+    ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
     ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, entries=[dict(key="a", version=40, value="x")])),
 ]
 

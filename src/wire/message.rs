@@ -26,6 +26,7 @@ pub mod op {
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
+    pub const HANDOFF: u8 = 0x43;
     pub const REPLY: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -220,6 +221,11 @@ pub enum Body {
         seq: u64,
     },
     Snapshot(SnapshotChunk),
+    /// From an acting tail to its newly joined successor: "serve reads and
+    /// acknowledge once you have applied `seq`; I no longer do".
+    Handoff {
+        seq: u64,
+    },
     HelloOk(HelloOk),
     PutOk(WriteOk),
     Value(Option<Versioned>),
@@ -268,6 +274,7 @@ impl Body {
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
+            Handoff { .. } => op::HANDOFF,
             HelloOk(_) => op::REPLY | op::HELLO,
             PutOk(_) => op::REPLY | op::PUT,
             Value(_) => op::REPLY | op::GET,
@@ -385,7 +392,7 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
                 }
             }
         }
-        Ack { seq } => put_u64(out, *seq),
+        Ack { seq } | Handoff { seq } => put_u64(out, *seq),
         Snapshot(s) => {
             put_u64(out, s.snapshot_seq);
             put_u8(out, (s.first as u8) | ((s.last as u8) << 1));
@@ -426,7 +433,9 @@ fn decode_body(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, 
     match opcode {
         op::HELLO | op::PUT | op::GET | op::DEL | op::SIZE | op::GETKEYS | op::GETTABLE
         | op::STATS | op::VERIFY => decode_request(opcode, mode, r).map_err(bad),
-        op::UPDATE | op::ACK | op::SNAPSHOT => decode_peer(opcode, r).map_err(bad),
+        op::UPDATE | op::ACK | op::SNAPSHOT | op::HANDOFF => {
+            decode_peer(opcode, r).map_err(bad)
+        }
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
             Some(result) => result.map_err(bad),
@@ -489,6 +498,9 @@ fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
             Body::Update(Update { seq, op })
         }
         op::ACK => Body::Ack {
+            seq: r.u64("seq")?,
+        },
+        op::HANDOFF => Body::Handoff {
             seq: r.u64("seq")?,
         },
         _ => {

@@ -4,8 +4,15 @@
 //! |---------------|------------------------------------------------------|
 //! | [`serialize`] | byte-level encoding of keys, entries, lists, stats    |
 //! | [`wire`]      | frames, messages and the status registry             |
+//! | [`table`]     | the partitioned, versioned key-value table           |
+//! | [`replica`]   | the sans-IO chain-replication state machine          |
 
 #![forbid(unsafe_code)]
 
 pub mod serialize;
 pub mod wire;
+pub mod client;
+pub mod coord;
+pub mod replica;
+pub mod server;
+pub mod table;

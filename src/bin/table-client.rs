@@ -1,1 +1,183 @@
-fn main(){}
+//! table-client: an interactive shell, a one-shot command, or a script
+//! read from standard input, against one server or a chain.
+
+use chaintable::client::chain::ChainClient;
+use chaintable::client::cli::{self, Command};
+use chaintable::client::{Client, ClientError, Options};
+use chaintable::wire::Body;
+use clap::Parser;
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Talk to a chaintable server (or, with --zookeeper, to a chain).
+///
+/// Interactive: `table-client 127.0.0.1:9000`. One-shot: `table-client
+/// 127.0.0.1:9000 get foo`. Scripted: `echo size | table-client ADDR`.
+/// Exit codes: 0 success, 1 an operation failed, 2 usage.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Server `host:port`, or ZooKeeper `host:port` with --zookeeper.
+    addr: String,
+    /// A single command to run instead of the shell (e.g. `get foo`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// ADDR is ZooKeeper: find the chain's head and tail there.
+    #[arg(long, short = 'z')]
+    zookeeper: bool,
+    /// ZooKeeper path of the chain.
+    #[arg(long, default_value = "/chain")]
+    chain_root: String,
+    /// Show which server answered each command.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Reply timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+enum Backend {
+    Single(Client),
+    Chain(ChainClient),
+}
+
+impl Backend {
+    fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
+        match self {
+            Backend::Single(c) => {
+                let addr = c.addr().to_string();
+                c.call(body).map(|b| (b, addr))
+            }
+            Backend::Chain(c) => c.call(body),
+        }
+    }
+}
+
+/// What running one line did, for the exit code.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Outcome {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+}
+
+struct Shell {
+    backend: Backend,
+    verbose: bool,
+}
+
+impl Shell {
+    /// Runs one line; returns the outcome and whether to quit.
+    fn run_line(&mut self, line: &str) -> (Outcome, bool) {
+        let cmd = match cli::parse(line) {
+            Ok(None) => return (Outcome::Ok, false),
+            Ok(Some(c)) => c,
+            Err(usage) => {
+                eprintln!("{usage}");
+                return (Outcome::Usage, false);
+            }
+        };
+        match cmd {
+            Command::Help => {
+                println!("{}", cli::HELP);
+                (Outcome::Ok, false)
+            }
+            Command::Quit => (Outcome::Ok, true),
+            Command::Request(body) => match self.backend.call(body) {
+                Ok((reply, addr)) => {
+                    println!("{}", cli::render(&reply));
+                    if self.verbose {
+                        eprintln!("(answered by {addr})");
+                    }
+                    (Outcome::Ok, false)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}{}", advice(&e));
+                    (Outcome::Failed, false)
+                }
+            },
+        }
+    }
+}
+
+fn advice(e: &ClientError) -> &'static str {
+    use chaintable::wire::Retry;
+    match e.retry() {
+        Retry::OutcomeUnknown => {
+            " (the write may or may not have been applied: check with get or verify)"
+        }
+        Retry::Retriable => " (nothing was changed; try again)",
+        Retry::NotRetriable => "",
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let opts = Options {
+        read_timeout: Duration::from_millis(args.timeout_ms),
+        ..Options::default()
+    };
+    let backend = if args.zookeeper {
+        ChainClient::connect(&args.addr, &args.chain_root, opts).map(Backend::Chain)
+    } else {
+        Client::connect_with(&args.addr, opts).map(Backend::Single)
+    };
+    let backend = match backend {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("table-client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut shell = Shell {
+        backend,
+        verbose: args.verbose,
+    };
+    let outcome = if !args.command.is_empty() {
+        shell.run_line(&args.command.join(" ")).0
+    } else if std::io::stdin().is_terminal() {
+        interactive(&mut shell)
+    } else {
+        scripted(&mut shell)
+    };
+    ExitCode::from(outcome as u8)
+}
+
+fn scripted(shell: &mut Shell) -> Outcome {
+    let mut worst = Outcome::Ok;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else {
+            return Outcome::Failed;
+        };
+        let (o, quit) = shell.run_line(&line);
+        worst = worst.max(o);
+        if quit {
+            break;
+        }
+    }
+    worst
+}
+
+fn interactive(shell: &mut Shell) -> Outcome {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("table-client: cannot start the line editor: {e}");
+            return Outcome::Failed;
+        }
+    };
+    println!("connected. type 'help' for commands, 'quit' to leave.");
+    loop {
+        match editor.readline("table> ") {
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                if shell.run_line(&line).1 {
+                    return Outcome::Ok;
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(_) => return Outcome::Ok, // EOF (Ctrl-D)
+        }
+    }
+}

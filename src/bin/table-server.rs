@@ -1,1 +1,109 @@
-fn main(){}
+//! table-server: a standalone server, or a chain member coordinated by
+//! ZooKeeper when a third argument names it.
+
+use chaintable::server::{Server, ServerConfig};
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A chaintable server.
+///
+/// Standalone: `table-server 9000 16`. Chain member: `table-server 9001 16
+/// 127.0.0.1:2181` (writes go to the head, reads to the tail; see README).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// TCP port to listen on.
+    port: u16,
+    /// Number of table partitions (independent lock stripes), 1..=65536.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    n_lists: u32,
+    /// ZooKeeper `host:port`: run as a chain member.
+    zookeeper: Option<String>,
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+    /// `host:port` that clients and peers use to reach this server
+    /// (registered in ZooKeeper). Default: 127.0.0.1:<port>.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// ZooKeeper path of the chain; several chains can share one ZooKeeper.
+    #[arg(long, default_value = "/chain")]
+    chain_root: String,
+    /// Limit: largest frame payload accepted, bytes (FRAME_TOO_LARGE beyond).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    frame_bytes_max: usize,
+    /// Limit: most client connections (TOO_MANY_CONNECTIONS beyond).
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Limit: reply bytes queued for one client before it is disconnected.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    output_bytes_max: usize,
+    /// Limit: requests in progress per connection before reading pauses.
+    #[arg(long, default_value_t = 4096)]
+    inflight_max: usize,
+    /// Limit: writes waiting for the worker (BUSY beyond).
+    #[arg(long, default_value_t = 65_536)]
+    queue_depth: usize,
+    /// Limit: writes not yet acknowledged by the tail (BUSY at the head
+    /// beyond), at most 1048576.
+    #[arg(long, default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    sent_max: u32,
+    /// ZooKeeper session timeout in ms: a member that cannot confirm its
+    /// session for this long stops serving (fencing).
+    #[arg(long, default_value_t = 1000)]
+    session_timeout_ms: u64,
+    /// Entries per chunk when sending state to a joining member.
+    #[arg(long, default_value_t = 4096)]
+    snapshot_chunk_entries: usize,
+    /// TEST ONLY: answer reads on any member. Breaks linearizability; exists
+    /// so the fault-injection suite can show its checker catches that.
+    #[arg(long, hide = true)]
+    unsafe_reads_anywhere: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = ServerConfig {
+        listen: format!("{}:{}", args.bind, args.port),
+        advertise: args
+            .advertise
+            .unwrap_or_else(|| format!("127.0.0.1:{}", args.port)),
+        n_lists: args.n_lists as usize,
+        payload_bytes_max: args.frame_bytes_max,
+        connections_max: args.max_connections,
+        output_bytes_max: args.output_bytes_max,
+        inflight_max: args.inflight_max.max(1),
+        queue_depth_max: args.queue_depth.max(1),
+        sent_max: args.sent_max as usize,
+        zookeeper: args.zookeeper,
+        chain_root: args.chain_root,
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
+        unsafe_reads_anywhere: args.unsafe_reads_anywhere,
+        ..ServerConfig::default()
+    };
+    let server = match Server::bind(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("table-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("table-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

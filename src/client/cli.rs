@@ -1,0 +1,240 @@
+//! The `table-client` command language: parsing a line into a request and
+//! rendering a reply for people. Kept apart from the binary so it is tested.
+
+use crate::serialize::{Key, StatValue};
+use crate::wire::{Body, OpState, Versioned, WriteMode, WriteOk, WriteOutcome};
+
+pub const HELP: &str = "\
+commands (alias):
+  put (p) [-a] <key> <data>   store <data> (the rest of the line) under <key>;
+                              -a: answer at once with an op id (async)
+  get (g) <key>               show the value of <key>
+  del (d) [-a] <key>          delete <key>
+  size (s)                    number of entries
+  getkeys (k)                 all keys
+  gettable (t)                all entries
+  stats (st)                  server statistics
+  verify <op_id>              has write <op_id> been executed?
+  help (h)                    this text
+  quit (q)                    leave";
+
+/// One parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Request(Body),
+    Help,
+    Quit,
+}
+
+/// Parses one line. `Ok(None)` for a blank line; `Err` explains a usage error.
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let line = line.trim_start();
+    if line.trim().is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (word, rest) = split_word(line);
+    let cmd = match word {
+        "put" | "p" => {
+            let (mode, rest) = async_flag(rest);
+            let (key, data) = split_word(rest);
+            let data = data.strip_suffix('\n').unwrap_or(data);
+            Command::Request(Body::Put {
+                key: key_arg(key, "put <key> <data>")?,
+                value: data.as_bytes().to_vec(),
+                mode,
+            })
+        }
+        "get" | "g" => Command::Request(Body::Get {
+            key: key_arg(one_arg(rest, "get <key>")?, "get <key>")?,
+        }),
+        "del" | "d" => {
+            let (mode, rest) = async_flag(rest);
+            Command::Request(Body::Del {
+                key: key_arg(one_arg(rest, "del <key>")?, "del <key>")?,
+                mode,
+            })
+        }
+        "size" | "s" => no_args(rest, Body::Size)?,
+        "getkeys" | "k" => no_args(rest, Body::GetKeys)?,
+        "gettable" | "t" => no_args(rest, Body::GetTable)?,
+        "stats" | "st" => no_args(rest, Body::Stats)?,
+        "verify" | "v" => {
+            let n = one_arg(rest, "verify <op_id>")?;
+            let op_id = n
+                .parse()
+                .map_err(|_| format!("verify: '{n}' is not an operation number"))?;
+            Command::Request(Body::Verify { op_id })
+        }
+        "help" | "h" | "?" => Command::Help,
+        "quit" | "q" | "exit" => Command::Quit,
+        other => return Err(format!("unknown command '{other}' (type 'help')")),
+    };
+    Ok(Some(cmd))
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        // Exactly one separator is dropped so that put keeps its data's spaces.
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    }
+}
+
+fn async_flag(rest: &str) -> (WriteMode, &str) {
+    let (w, r) = split_word(rest);
+    if w == "-a" || w == "--async" {
+        (WriteMode::Async, r)
+    } else {
+        (WriteMode::Sync, rest)
+    }
+}
+
+fn one_arg<'a>(rest: &'a str, usage: &str) -> Result<&'a str, String> {
+    let mut words = rest.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(w), None) => Ok(w),
+        _ => Err(format!("usage: {usage}")),
+    }
+}
+
+fn no_args(rest: &str, body: Body) -> Result<Command, String> {
+    if rest.trim().is_empty() {
+        Ok(Command::Request(body))
+    } else {
+        Err(format!("'{}' takes no arguments", rest.trim()))
+    }
+}
+
+fn key_arg(key: &str, usage: &str) -> Result<Key, String> {
+    if key.is_empty() {
+        return Err(format!("usage: {usage}"));
+    }
+    Key::new(key.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Bytes as text when they are printable UTF-8, else as `0x` hex.
+pub fn show_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.chars().all(|c| !c.is_control() || c == '\t') => s.to_string(),
+        _ => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}
+
+fn show_write(w: &WriteOk, is_put: bool) -> String {
+    match (w.outcome, is_put) {
+        (WriteOutcome::Pending, _) => {
+            format!("queued: op {} (check with: verify {})", w.op_id, w.op_id)
+        }
+        (WriteOutcome::Absent, true) => format!("ok: op {} (created)", w.op_id),
+        (WriteOutcome::Existed, true) => format!("ok: op {} (replaced)", w.op_id),
+        (WriteOutcome::Existed, false) => format!("ok: op {} (deleted)", w.op_id),
+        (WriteOutcome::Absent, false) => format!("ok: op {} (key was not there)", w.op_id),
+    }
+}
+
+fn show_value(v: &Option<Versioned>) -> String {
+    match v {
+        Some(v) => format!("{} (version {})", show_bytes(&v.value), v.version),
+        None => "(not found)".to_string(),
+    }
+}
+
+/// Renders a reply for people.
+pub fn render(reply: &Body) -> String {
+    match reply {
+        Body::PutOk(w) => show_write(w, true),
+        Body::DelOk(w) => show_write(w, false),
+        Body::Value(v) => show_value(v),
+        Body::SizeOk { entries } => entries.to_string(),
+        Body::Keys(keys) if keys.is_empty() => "(no keys)".to_string(),
+        Body::Keys(keys) => {
+            let mut shown: Vec<String> = keys.iter().map(|k| show_bytes(k.as_bytes())).collect();
+            shown.sort();
+            shown.join("\n")
+        }
+        Body::Entries(e) if e.is_empty() => "(empty table)".to_string(),
+        Body::Entries(entries) => {
+            let mut rows: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} = {} (version {})",
+                        show_bytes(e.key.as_bytes()),
+                        show_bytes(&e.value),
+                        e.version
+                    )
+                })
+                .collect();
+            rows.sort();
+            rows.join("\n")
+        }
+        Body::StatsOk(s) => s
+            .fields
+            .iter()
+            .map(|f| match &f.value {
+                StatValue::Count(n) => format!("{}: {}", f.name, n),
+                StatValue::Text(t) => format!("{}: {}", f.name, t),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Body::VerifyOk(OpState::Executed) => "executed".to_string(),
+        Body::VerifyOk(OpState::Pending) => "pending".to_string(),
+        Body::VerifyOk(OpState::Unknown) => "unknown operation id".to_string(),
+        other => format!("unexpected reply (opcode 0x{:02x})", other.opcode()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(line: &str) -> Body {
+        match parse(line).unwrap().unwrap() {
+            Command::Request(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_data_is_the_rest_of_the_line() {
+        let Body::Put { key, value, mode } = req("p  k1 hello  world ") else {
+            panic!()
+        };
+        assert_eq!(key.as_bytes(), b"k1");
+        assert_eq!(value, b"hello  world ");
+        assert_eq!(mode, WriteMode::Sync);
+        let Body::Put { mode, value, .. } = req("put -a k v") else {
+            panic!()
+        };
+        assert_eq!((mode, value.as_slice()), (WriteMode::Async, &b"v"[..]));
+    }
+
+    #[test]
+    fn aliases_and_usage_errors() {
+        assert_eq!(req("s"), Body::Size);
+        assert_eq!(req("k"), Body::GetKeys);
+        assert_eq!(req("t"), Body::GetTable);
+        assert_eq!(req("st"), Body::Stats);
+        assert_eq!(req("verify 7"), Body::Verify { op_id: 7 });
+        assert_eq!(parse("q").unwrap(), Some(Command::Quit));
+        assert_eq!(parse("h").unwrap(), Some(Command::Help));
+        assert_eq!(parse("   ").unwrap(), None);
+        assert!(parse("get").is_err());
+        assert!(parse("get a b").is_err());
+        assert!(parse("verify x").is_err());
+        assert!(parse("frobnicate").is_err());
+        assert!(parse("size 3").is_err());
+        assert!(parse(&format!("get {}", "x".repeat(2000))).is_err());
+    }
+
+    #[test]
+    fn values_show_as_text_or_hex() {
+        assert_eq!(show_bytes(b"hi there"), "hi there");
+        assert_eq!(show_bytes(&[0, 255]), "0x00ff");
+        assert_eq!(show_bytes(b"a\nb"), "0x610a62");
+    }
+}

@@ -1,0 +1,280 @@
+//! The client library: one connection to one server, typed calls for every
+//! operation, and pipelined batches. [`chain::ChainClient`] builds on it to
+//! follow a chain through ZooKeeper.
+
+pub mod chain;
+pub mod cli;
+mod error;
+
+pub use error::ClientError;
+
+use crate::serialize::{Entry, Key, Stats};
+use crate::wire::{decode_frame, Body, Hello, HelloOk, Message, PeerRole, FrameDecoder};
+use crate::wire::{OpState, Versioned, WriteMode, WriteOk, PAYLOAD_BYTES_MAX_DEFAULT};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub connect_timeout: Duration,
+    /// How long to wait for each reply.
+    pub read_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connection to one table-server.
+pub struct Client {
+    addr: String,
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    /// Bytes read from the socket that the decoder had no room for yet.
+    unfed: Vec<u8>,
+    next_request_id: u64,
+    opts: Options,
+    hello: HelloOk,
+}
+
+impl Client {
+    /// Connects with default timeouts and performs the handshake.
+    pub fn connect(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with(addr, Options::default())
+    }
+
+    pub fn connect_with(addr: &str, opts: Options) -> Result<Client, ClientError> {
+        let stream = open(addr, opts.connect_timeout)?;
+        let _ = stream.set_nodelay(true);
+        let mut client = Client {
+            addr: addr.to_string(),
+            stream,
+            decoder: FrameDecoder::new(PAYLOAD_BYTES_MAX_DEFAULT),
+            unfed: Vec::new(),
+            next_request_id: 1,
+            opts,
+            hello: HelloOk {
+                version: 0,
+                features: 0,
+                payload_bytes_max: 0,
+                role: crate::wire::NodeRole::Standalone,
+                last_seq: 0,
+            },
+        };
+        let hello = Body::Hello(Hello {
+            role: PeerRole::Client,
+            features: 0,
+            node: String::new(),
+        });
+        match client.call(hello)? {
+            Body::HelloOk(h) => client.hello = h,
+            other => return Err(unexpected(&other)),
+        }
+        Ok(client)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// What the server said in its HELLO_OK.
+    pub fn server_hello(&self) -> &HelloOk {
+        &self.hello
+    }
+
+    /// Sends one request and waits for its reply. ERROR replies become
+    /// `ClientError::Server`.
+    pub fn call(&mut self, body: Body) -> Result<Body, ClientError> {
+        let mut replies = self.pipeline(vec![body])?;
+        replies.pop().unwrap_or_else(|| Err(ClientError::Protocol("no reply".into())))
+    }
+
+    /// Sends every request at once, then reads every reply (in order).
+    /// The outer error means the connection failed; inner ones are per request.
+    pub fn pipeline(&mut self, bodies: Vec<Body>) -> Result<Vec<Result<Body, ClientError>>, ClientError> {
+        let has_write = bodies
+            .iter()
+            .any(|b| matches!(b, Body::Put { .. } | Body::Del { .. }));
+        let first_id = self.next_request_id;
+        let mut out = Vec::new();
+        for body in bodies.iter() {
+            Message::new(self.next_request_id, body.clone()).encode(&mut out);
+            self.next_request_id += 1;
+        }
+        let timeout_ms = self.opts.read_timeout.as_millis() as u64;
+        self.stream
+            .write_all(&out)
+            .map_err(|e| ClientError::from_io(e, has_write, timeout_ms))?;
+        let mut replies = Vec::with_capacity(bodies.len());
+        for i in 0..bodies.len() as u64 {
+            let msg = self.read_message(has_write)?;
+            if msg.request_id != first_id + i {
+                // Request id 0: an unsolicited error before the server closes.
+                if let Body::Error(e) = msg.body {
+                    return Err(ClientError::Server(e));
+                }
+                return Err(ClientError::Protocol(format!(
+                    "reply for request {} while waiting for {}",
+                    msg.request_id,
+                    first_id + i
+                )));
+            }
+            replies.push(match msg.body {
+                Body::Error(e) => Err(ClientError::Server(e)),
+                other => Ok(other),
+            });
+        }
+        Ok(replies)
+    }
+
+    fn read_message(&mut self, write: bool) -> Result<Message, ClientError> {
+        let timeout_ms = self.opts.read_timeout.as_millis() as u64;
+        let _ = self.stream.set_read_timeout(Some(self.opts.read_timeout));
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            if !self.unfed.is_empty() {
+                let taken = self.decoder.feed(&self.unfed);
+                self.unfed.drain(..taken);
+            }
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Message::from_frame(&frame)?);
+            }
+            let n = self
+                .stream
+                .read(&mut buf)
+                .map_err(|e| ClientError::from_io(e, write, timeout_ms))?;
+            if n == 0 {
+                return Err(ClientError::Disconnected {
+                    reason: "server closed the connection".into(),
+                    write,
+                });
+            }
+            self.unfed.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn write(&mut self, body: Body) -> Result<WriteOk, ClientError> {
+        match self.call(body)? {
+            Body::PutOk(w) | Body::DelOk(w) => Ok(w),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Stores `value` under `key`; returns once executed (by every replica).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<WriteOk, ClientError> {
+        self.put_mode(key, value, WriteMode::Sync)
+    }
+
+    /// Stores without waiting for execution; check the op id with `verify`.
+    pub fn put_async(&mut self, key: &[u8], value: &[u8]) -> Result<WriteOk, ClientError> {
+        self.put_mode(key, value, WriteMode::Async)
+    }
+
+    pub fn put_mode(&mut self, key: &[u8], value: &[u8], mode: WriteMode) -> Result<WriteOk, ClientError> {
+        let key = Key::new(key)?;
+        self.write(Body::Put {
+            key,
+            value: value.to_vec(),
+            mode,
+        })
+    }
+
+    pub fn del(&mut self, key: &[u8]) -> Result<WriteOk, ClientError> {
+        self.del_mode(key, WriteMode::Sync)
+    }
+
+    pub fn del_mode(&mut self, key: &[u8], mode: WriteMode) -> Result<WriteOk, ClientError> {
+        let key = Key::new(key)?;
+        self.write(Body::Del { key, mode })
+    }
+
+    /// The value and its version, or `None` if the key is absent.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Versioned>, ClientError> {
+        match self.call(Body::Get { key: Key::new(key)? })? {
+            Body::Value(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn size(&mut self) -> Result<u64, ClientError> {
+        match self.call(Body::Size)? {
+            Body::SizeOk { entries } => Ok(entries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn keys(&mut self) -> Result<Vec<Key>, ClientError> {
+        match self.call(Body::GetKeys)? {
+            Body::Keys(k) => Ok(k),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn table(&mut self) -> Result<Vec<Entry>, ClientError> {
+        match self.call(Body::GetTable)? {
+            Body::Entries(e) => Ok(e),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn stats(&mut self) -> Result<Stats, ClientError> {
+        match self.call(Body::Stats)? {
+            Body::StatsOk(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn verify(&mut self, op_id: u64) -> Result<OpState, ClientError> {
+        match self.call(Body::Verify { op_id })? {
+            Body::VerifyOk(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+pub(crate) fn unexpected(body: &Body) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply opcode 0x{:02x}", body.opcode()))
+}
+
+fn open(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?
+        .collect();
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => ClientError::Refused {
+            addr: addr.to_string(),
+        },
+        Some(source) => ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        },
+        None => ClientError::Connect {
+            addr: addr.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
+        },
+    })
+}
+
+/// Decodes one whole frame from a buffer (for tests and tools).
+pub fn decode_one(bytes: &[u8]) -> Option<Message> {
+    let (frame, _) = decode_frame(bytes, usize::MAX).ok()??;
+    Message::from_frame(&frame).ok()
+}

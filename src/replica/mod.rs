@@ -1,0 +1,762 @@
+//! The replica: a sans-IO state machine for one member of a chain (or a
+//! standalone server, which is a chain of one that never changes).
+//!
+//! Inputs arrive through `handle_*` methods; outputs are [`Action`]s taken
+//! with [`Replica::poll_action`]. It owns no socket, no thread and no clock,
+//! so the same code runs in the server and in the deterministic simulation
+//! in `tests/chain_sim.rs`.
+//!
+//! Contract with the IO layer (the Ready/advance idea of raft-rs):
+//! - [`Action::Apply`] goes to the worker in order; the worker reports each
+//!   one back with [`Replica::handle_applied`], in the same order.
+//! - [`Action::Snapshot`] goes to the worker behind the applies already
+//!   queued; the worker reports the consistent cut with
+//!   [`Replica::handle_snapshot_taken`].
+//! - Nothing is acknowledged to a client before the tail has applied it.
+//!
+//! The paper's invariants hold after every input: a member's applied
+//! history is a prefix of its predecessor's, and a member's history equals
+//! its successor's history followed by its Sent list.
+
+mod sent;
+
+pub use sent::SentList;
+
+use crate::wire::{Body, ErrorCode, NodeRole, OpState, SnapshotChunk, Update, WriteOp};
+use crate::wire::{WriteOk, WriteOutcome};
+use std::collections::VecDeque;
+
+/// A member that becomes head skips this many sequence numbers, so that ids
+/// the failed head handed out (at most `sent_max` of them, which is capped
+/// at this value) are never reused for another write.
+pub const HEAD_TAKEOVER_SEQ_GAP: u64 = 1 << 20;
+
+/// Identifies the client request a synchronous write must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WriteToken {
+    pub conn: u64,
+    pub request_id: u64,
+}
+
+/// One member of the chain as membership lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Unique, ordered name (the ZooKeeper sequential node name).
+    pub name: String,
+    /// `host:port` for clients and peers.
+    pub addr: String,
+}
+
+/// What the replica asks the IO layer to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Execute this write on the table (via the worker), then report it.
+    Apply(Update),
+    /// Capture the table after every queued write, then report it.
+    Snapshot,
+    /// Install a snapshot chunk (via the worker, in order with applies):
+    /// clear the table first if `first`; report `last` chunks with
+    /// [`Replica::handle_snapshot_installed`].
+    Install(SnapshotChunk),
+    /// A synchronous write has been executed by the tail: answer the client.
+    WriteDone { token: WriteToken, result: WriteOk },
+    /// A synchronous write cannot be answered with certainty any more.
+    WriteFailed { token: WriteToken, code: ErrorCode },
+    /// Open a peer connection to this successor and send HELLO; report the
+    /// answer with [`Replica::handle_successor_hello`].
+    ConnectSuccessor(Member),
+    /// Close the peer connection to the successor, if any.
+    DropSuccessor,
+    /// Close the connection from the predecessor, if any.
+    DropPredecessor,
+    /// Send to the successor (UPDATE, SNAPSHOT, HANDOFF).
+    SendDown(Body),
+    /// Send ACK to the predecessor.
+    SendUp(u64),
+}
+
+/// Why a client write was refused before getting a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    /// Where to send it instead (`host:port`), if known.
+    pub redirect: Option<String>,
+}
+
+/// Where this member stands with its successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Successor {
+    None,
+    /// Connecting; no HELLO_OK yet. Updates accumulate in Sent.
+    Connecting(Member),
+    /// A joiner receiving a snapshot: this member still acts as tail.
+    Transferring { member: Member, snapshot_seq: Option<u64> },
+    /// Receiving updates and acknowledging them.
+    Active(Member),
+}
+
+/// Where this member stands itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Holds a complete history; serves according to its position.
+    Active,
+    /// Receiving a snapshot; `handoff` is set once the predecessor handed
+    /// over the tail role at that sequence number.
+    Joining {
+        installed: bool,
+        handoff: Option<u64>,
+    },
+    Fenced,
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    chain: bool,
+    me: String,
+    members: Vec<Member>,
+    standing: Standing,
+    successor: Successor,
+    /// Highest sequence number handed to the worker (assigned or received).
+    last_queued: u64,
+    /// Highest sequence number the worker has reported applied.
+    last_applied: u64,
+    /// Highest sequence number known to be applied by the tail.
+    last_acked: u64,
+    sent: SentList,
+    /// Synchronous writes waiting for the tail, in sequence order.
+    waiting: VecDeque<(u64, WriteToken, Option<WriteOutcome>)>,
+    /// Applies handed to the worker and not yet reported.
+    unapplied: usize,
+    /// Set once membership has listed a predecessor: a joiner that later
+    /// finds itself head lost its source of state, rather than founding
+    /// a new chain.
+    had_predecessor: bool,
+    /// Whether the table held a complete history when last fenced.
+    was_complete: bool,
+    actions: VecDeque<Action>,
+    snapshot_chunk_entries: usize,
+}
+
+impl Replica {
+    /// A standalone server: head and tail of a chain that never changes.
+    pub fn standalone(sent_max: usize) -> Replica {
+        Replica::new(false, String::new(), sent_max, Standing::Active)
+    }
+
+    /// A chain member named `me` that has just registered. It holds no
+    /// state and joins through a snapshot unless it turns out to be alone
+    /// (then it is the first member and its empty table is the state).
+    pub fn chain_member(me: impl Into<String>, sent_max: usize) -> Replica {
+        let standing = Standing::Joining {
+            installed: false,
+            handoff: None,
+        };
+        Replica::new(true, me.into(), sent_max, standing)
+    }
+
+    fn new(chain: bool, me: String, sent_max: usize, standing: Standing) -> Replica {
+        Replica {
+            chain,
+            me,
+            members: Vec::new(),
+            standing,
+            successor: Successor::None,
+            last_queued: 0,
+            last_applied: 0,
+            last_acked: 0,
+            sent: SentList::new(sent_max.min(HEAD_TAKEOVER_SEQ_GAP as usize)),
+            waiting: VecDeque::new(),
+            unapplied: 0,
+            had_predecessor: false,
+            was_complete: false,
+            actions: VecDeque::new(),
+            snapshot_chunk_entries: 4096,
+        }
+    }
+
+    /// After fencing, registered again as `name`: a fresh member that joins
+    /// through a snapshot, unless it finds itself alone. Its table is kept
+    /// only if it was a complete replica when fenced: every acknowledged
+    /// write is then in it, so it can found a new chain if it must.
+    pub fn rejoin(&mut self, name: impl Into<String>) {
+        let complete = self.was_complete;
+        self.me = name.into();
+        self.members.clear();
+        self.successor = Successor::None;
+        self.standing = Standing::Joining {
+            installed: false,
+            handoff: None,
+        };
+        self.had_predecessor = false;
+        self.sent.trim_through(u64::MAX);
+        self.waiting.clear();
+        if !complete {
+            self.last_queued = 0;
+            self.last_applied = 0;
+            self.last_acked = 0;
+            self.clear_table();
+        }
+    }
+
+    /// Empties the table through the worker, in order with other writes.
+    fn clear_table(&mut self) {
+        self.actions.push_back(Action::Install(SnapshotChunk {
+            snapshot_seq: 0,
+            first: true,
+            last: false,
+            entries: Vec::new(),
+        }));
+    }
+
+    /// How many entries go in one SNAPSHOT chunk.
+    pub fn set_snapshot_chunk_entries(&mut self, n: usize) {
+        self.snapshot_chunk_entries = n.max(1);
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- position ---------------------------------------------------------
+
+    fn my_index(&self) -> Option<usize> {
+        self.members.iter().position(|m| m.name == self.me)
+    }
+
+    fn is_head(&self) -> bool {
+        !self.chain || self.my_index() == Some(0)
+    }
+
+    pub fn predecessor(&self) -> Option<&Member> {
+        let i = self.my_index()?;
+        i.checked_sub(1).map(|p| &self.members[p])
+    }
+
+    pub fn successor_member(&self) -> Option<&Member> {
+        let i = self.my_index()?;
+        self.members.get(i + 1)
+    }
+
+    fn head_addr(&self) -> Option<String> {
+        self.members.first().map(|m| m.addr.clone())
+    }
+
+    /// Whether this member serves reads and acknowledges writes itself:
+    /// it is active and no successor has taken over the tail role.
+    /// A successor that is still connecting may be an established member
+    /// that lacks recent writes, so nothing is acknowledged until it answers.
+    fn acting_tail(&self) -> bool {
+        self.standing == Standing::Active
+            && matches!(
+                self.successor,
+                Successor::None | Successor::Transferring { .. }
+            )
+    }
+
+    /// The role reported in HELLO_OK and STATS.
+    pub fn role(&self) -> NodeRole {
+        if !self.chain {
+            return NodeRole::Standalone;
+        }
+        match self.standing {
+            Standing::Fenced => return NodeRole::Fenced,
+            Standing::Joining { .. } => return NodeRole::Joining,
+            Standing::Active => {}
+        }
+        match (self.is_head(), self.acting_tail()) {
+            (true, true) => NodeRole::Solo,
+            (true, false) => NodeRole::Head,
+            (false, true) => NodeRole::Tail,
+            (false, false) => NodeRole::Middle,
+        }
+    }
+
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    pub fn last_acked(&self) -> u64 {
+        self.last_acked
+    }
+
+    pub fn last_queued(&self) -> u64 {
+        self.last_queued
+    }
+
+    pub fn sent_len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn sent(&self) -> &SentList {
+        &self.sent
+    }
+
+    pub fn name(&self) -> &str {
+        &self.me
+    }
+
+    /// `last_seq` for HELLO_OK: 0 while the state is not usable.
+    pub fn hello_last_seq(&self) -> u64 {
+        match self.standing {
+            Standing::Active => self.last_applied,
+            _ => 0,
+        }
+    }
+
+    // ----- client requests --------------------------------------------------
+
+    /// Admits a client write at the head: assigns its sequence number and
+    /// queues it. `token` is `Some` for a synchronous write.
+    pub fn handle_client_write(
+        &mut self,
+        op: WriteOp,
+        token: Option<WriteToken>,
+    ) -> Result<u64, Refusal> {
+        self.check_can_write()?;
+        let seq = self.last_queued + 1;
+        self.last_queued = seq;
+        if let Some(token) = token {
+            self.waiting.push_back((seq, token, None));
+        }
+        self.queue_apply(Update { seq, op });
+        Ok(seq)
+    }
+
+    fn check_can_write(&self) -> Result<(), Refusal> {
+        let refuse = |code, redirect| Err(Refusal { code, redirect });
+        match self.standing {
+            Standing::Fenced => return refuse(ErrorCode::Unavailable, None),
+            Standing::Joining { .. } if !self.is_head() => {
+                return refuse(ErrorCode::NotHead, self.head_addr())
+            }
+            Standing::Joining { .. } => return refuse(ErrorCode::Unavailable, None),
+            Standing::Active => {}
+        }
+        if self.chain && self.members.is_empty() {
+            return refuse(ErrorCode::Unavailable, None);
+        }
+        if !self.is_head() {
+            return refuse(ErrorCode::NotHead, self.head_addr());
+        }
+        // Sent holds applied-but-unacknowledged writes; queued ones will
+        // join it. Bounding both bounds the head's memory.
+        if self.sent.len() + self.unapplied >= self.sent.capacity() {
+            return refuse(ErrorCode::Busy, None);
+        }
+        Ok(())
+    }
+
+    /// Whether this member may answer a read now, or where to send it.
+    pub fn check_can_read(&self) -> Result<(), Refusal> {
+        let refuse = |code, redirect| Err(Refusal { code, redirect });
+        match self.standing {
+            Standing::Fenced => refuse(ErrorCode::Unavailable, None),
+            Standing::Joining { .. } => {
+                refuse(ErrorCode::NotTail, self.predecessor().map(|m| m.addr.clone()))
+            }
+            Standing::Active if self.acting_tail() => Ok(()),
+            Standing::Active => {
+                let next = self.successor_member().map(|m| m.addr.clone());
+                refuse(ErrorCode::NotTail, next)
+            }
+        }
+    }
+
+    /// VERIFY: executed here, pending, or never assigned.
+    pub fn verify(&self, op_id: u64) -> OpState {
+        if op_id == 0 {
+            OpState::Unknown
+        } else if op_id <= self.last_applied {
+            OpState::Executed
+        } else if op_id <= self.last_queued || self.chain {
+            // In a chain the head assigns ids: a tail cannot tell an id on
+            // its way down from one not yet assigned.
+            OpState::Pending
+        } else {
+            OpState::Unknown
+        }
+    }
+
+    // ----- worker reports ---------------------------------------------------
+
+    /// The worker executed update `seq` with `outcome`.
+    pub fn handle_applied(&mut self, update: Update, outcome: WriteOutcome) {
+        self.unapplied = self.unapplied.saturating_sub(1);
+        let seq = update.seq;
+        if seq <= self.last_applied {
+            return;
+        }
+        self.last_applied = seq;
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.0 == seq) {
+            w.2 = Some(outcome);
+        }
+        if let Standing::Joining {
+            installed: true,
+            handoff: Some(t),
+        } = self.standing
+        {
+            if seq >= t {
+                self.become_active_tail();
+                return;
+            }
+        }
+        if matches!(self.standing, Standing::Joining { .. }) {
+            // A joiner acknowledges progress so its predecessor can hand off.
+            self.actions.push_back(Action::SendUp(seq));
+            return;
+        }
+        self.sent.push(update.clone());
+        if let Successor::Active(_) | Successor::Transferring { .. } = self.successor {
+            if self.transfer_done_or_active() {
+                self.actions.push_back(Action::SendDown(Body::Update(update)));
+            }
+        }
+        if self.acting_tail() {
+            self.ack_through(seq);
+        }
+    }
+
+    /// Updates flow to a transferring successor only after its snapshot.
+    fn transfer_done_or_active(&self) -> bool {
+        match &self.successor {
+            Successor::Active(_) => true,
+            Successor::Transferring { snapshot_seq, .. } => snapshot_seq.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The worker captured the table after applying everything up to `seq`.
+    pub fn handle_snapshot_taken(&mut self, seq: u64, entries: Vec<crate::serialize::Entry>) {
+        let Successor::Transferring {
+            member,
+            snapshot_seq: None,
+        } = &self.successor
+        else {
+            return; // The successor went away meanwhile.
+        };
+        self.successor = Successor::Transferring {
+            member: member.clone(),
+            snapshot_seq: Some(seq),
+        };
+        let mut chunks = entries.chunks(self.snapshot_chunk_entries).peekable();
+        let mut first = true;
+        if chunks.peek().is_none() {
+            self.push_chunk(seq, true, true, Vec::new());
+        }
+        while let Some(chunk) = chunks.next() {
+            let last = chunks.peek().is_none();
+            self.push_chunk(seq, first, last, chunk.to_vec());
+            first = false;
+        }
+        let later: Vec<Update> = self.sent.after(seq).cloned().collect();
+        for u in later {
+            self.actions.push_back(Action::SendDown(Body::Update(u)));
+        }
+    }
+
+    fn push_chunk(&mut self, seq: u64, first: bool, last: bool, entries: Vec<crate::serialize::Entry>) {
+        let chunk = SnapshotChunk {
+            snapshot_seq: seq,
+            first,
+            last,
+            entries,
+        };
+        self.actions.push_back(Action::SendDown(Body::Snapshot(chunk)));
+    }
+
+    // ----- peers ------------------------------------------------------------
+
+    /// An UPDATE from the predecessor.
+    pub fn handle_update(&mut self, update: Update) {
+        if self.standing == Standing::Fenced || update.seq <= self.last_queued {
+            return; // a resend of something already queued
+        }
+        if let Standing::Joining {
+            installed: false, ..
+        } = self.standing
+        {
+            return; // updates before the snapshot cannot be applied yet
+        }
+        self.last_queued = update.seq;
+        self.queue_apply(update);
+    }
+
+    fn queue_apply(&mut self, update: Update) {
+        self.unapplied += 1;
+        self.actions.push_back(Action::Apply(update));
+    }
+
+    /// A SNAPSHOT chunk from the predecessor (this member is joining).
+    pub fn handle_snapshot_chunk(&mut self, chunk: SnapshotChunk) {
+        let Standing::Joining { installed, .. } = self.standing else {
+            return;
+        };
+        if installed && !chunk.first {
+            return;
+        }
+        if chunk.first {
+            self.standing = Standing::Joining {
+                installed: false,
+                handoff: None,
+            };
+        }
+        self.actions.push_back(Action::Install(chunk));
+    }
+
+    /// The worker installed the LAST chunk of a snapshot taken at `seq`.
+    pub fn handle_snapshot_installed(&mut self, seq: u64) {
+        let Standing::Joining {
+            installed: false, ..
+        } = self.standing
+        else {
+            return;
+        };
+        self.standing = Standing::Joining {
+            installed: true,
+            handoff: None,
+        };
+        self.last_queued = seq;
+        self.last_applied = seq;
+        self.last_acked = seq;
+        self.actions.push_back(Action::SendUp(seq));
+    }
+
+    /// HANDOFF from the predecessor: become tail once `seq` is applied.
+    pub fn handle_handoff(&mut self, seq: u64) {
+        if let Standing::Joining {
+            installed: true, ..
+        } = self.standing
+        {
+            self.standing = Standing::Joining {
+                installed: true,
+                handoff: Some(seq),
+            };
+            if self.last_applied >= seq {
+                self.become_active_tail();
+            }
+        }
+    }
+
+    fn become_active_tail(&mut self) {
+        self.standing = Standing::Active;
+        self.last_acked = self.last_applied;
+        self.actions.push_back(Action::SendUp(self.last_applied));
+        // A successor that registered while this member was joining waits
+        // for it to be complete before it is served.
+        if let Some(next) = self.successor_member().cloned() {
+            self.connect_successor(next);
+        }
+    }
+
+    /// ACK from the successor.
+    pub fn handle_ack(&mut self, seq: u64) {
+        if let Successor::Transferring {
+            member,
+            snapshot_seq: Some(s),
+        } = &self.successor
+        {
+            if seq >= *s {
+                // The joiner has the snapshot: stop acting as tail.
+                let member = member.clone();
+                self.successor = Successor::Active(member);
+                self.actions.push_back(Action::SendDown(Body::Handoff {
+                    seq: self.last_queued,
+                }));
+            }
+            return;
+        }
+        if !matches!(self.successor, Successor::Active(_)) {
+            return;
+        }
+        self.ack_through(seq);
+    }
+
+    /// Everything up to `seq` is at the tail: trim Sent, tell the
+    /// predecessor, answer waiting writes.
+    fn ack_through(&mut self, seq: u64) {
+        let seq = seq.min(self.last_applied);
+        if seq <= self.last_acked {
+            return;
+        }
+        self.last_acked = seq;
+        self.sent.trim_through(seq);
+        if self.chain && self.predecessor().is_some() {
+            self.actions.push_back(Action::SendUp(seq));
+        }
+        while let Some(&(s, token, outcome)) = self.waiting.front() {
+            if s > seq {
+                break;
+            }
+            self.waiting.pop_front();
+            let result = WriteOk {
+                op_id: s,
+                outcome: outcome.unwrap_or(WriteOutcome::Pending),
+            };
+            self.actions.push_back(Action::WriteDone { token, result });
+        }
+    }
+
+    /// The successor answered HELLO_OK.
+    pub fn handle_successor_hello(&mut self, role: NodeRole, last_seq: u64) {
+        let Successor::Connecting(member) = &self.successor else {
+            return;
+        };
+        let member = member.clone();
+        if role == NodeRole::Joining || last_seq < self.last_acked {
+            self.successor = Successor::Transferring {
+                member,
+                snapshot_seq: None,
+            };
+            self.actions.push_back(Action::Snapshot);
+            // A joiner is not a replica yet: this member is the tail.
+            self.ack_through(self.last_applied);
+            return;
+        }
+        self.successor = Successor::Active(member);
+        let resend: Vec<Update> = self.sent.after(last_seq).cloned().collect();
+        for u in resend {
+            self.actions.push_back(Action::SendDown(Body::Update(u)));
+        }
+    }
+
+    /// The peer connection to the successor broke (or could not be opened).
+    pub fn handle_successor_lost(&mut self) {
+        if self.successor == Successor::None {
+            return;
+        }
+        self.successor = Successor::None;
+        // The member may be alive (a broken link) or dead (membership will
+        // say so): either way reconnect while it is listed, and acknowledge
+        // nothing meanwhile. Only a member with no successor is the tail.
+        match self.successor_member().cloned() {
+            Some(next) if self.standing == Standing::Active => self.connect_successor(next),
+            Some(_) => {}
+            None if self.standing == Standing::Active => self.ack_through(self.last_applied),
+            None => {}
+        }
+    }
+
+    /// The predecessor's connection broke. A joiner that has not finished
+    /// must start over with whoever becomes its predecessor.
+    pub fn handle_predecessor_lost(&mut self) {
+        if let Standing::Joining { .. } = self.standing {
+            self.standing = Standing::Joining {
+                installed: false,
+                handoff: None,
+            };
+        }
+    }
+
+    /// Whether a peer HELLO from `node` comes from the expected predecessor.
+    pub fn accepts_predecessor(&self, node: &str) -> bool {
+        self.standing != Standing::Fenced && self.predecessor().is_some_and(|p| p.name == node)
+    }
+
+    // ----- membership -------------------------------------------------------
+
+    /// A new membership list, ordered head first.
+    pub fn handle_membership(&mut self, members: Vec<Member>) {
+        if self.standing == Standing::Fenced || !self.chain {
+            return;
+        }
+        let was_head = self.chain && self.is_head() && !self.members.is_empty();
+        let was_listed = self.my_index().is_some();
+        let old_pred = self.predecessor().cloned();
+        self.members = members;
+        if self.my_index().is_none() {
+            if was_listed {
+                // Our ephemeral node is gone: the session is over.
+                self.fence();
+            }
+            return; // not listed yet: wait
+        }
+        if self.predecessor().is_some() {
+            self.had_predecessor = true;
+        }
+        if self.predecessor().is_none() {
+            self.becomes_head(was_head);
+        }
+        if old_pred.is_some() && old_pred.as_ref() != self.predecessor() {
+            self.actions.push_back(Action::DropPredecessor);
+            self.handle_predecessor_lost();
+        }
+        self.rewire_successor();
+    }
+
+    fn becomes_head(&mut self, was_head: bool) {
+        if let Standing::Joining { .. } = self.standing {
+            if !self.had_predecessor {
+                // First member of a new chain: its table (empty, or kept
+                // from a complete past life) is the state.
+                self.standing = Standing::Active;
+            } else {
+                // Every member before it died before it had a whole copy:
+                // its partial state must not become the chain's history.
+                self.fence();
+                return;
+            }
+        }
+        if !was_head && self.last_queued > 0 {
+            self.last_queued += HEAD_TAKEOVER_SEQ_GAP;
+        }
+    }
+
+    fn rewire_successor(&mut self) {
+        let wanted = self.successor_member().cloned();
+        let current = match &self.successor {
+            Successor::None => None,
+            Successor::Connecting(m) | Successor::Active(m) => Some(m.clone()),
+            Successor::Transferring { member, .. } => Some(member.clone()),
+        };
+        if wanted == current {
+            return;
+        }
+        if current.is_some() {
+            self.actions.push_back(Action::DropSuccessor);
+            self.successor = Successor::None;
+        }
+        if self.standing != Standing::Active {
+            return; // a joiner serves no successor until it is complete
+        }
+        match wanted {
+            Some(next) => self.connect_successor(next),
+            // No successor: this member is the tail for all it holds.
+            None => self.ack_through(self.last_applied),
+        }
+    }
+
+    fn connect_successor(&mut self, next: Member) {
+        self.successor = Successor::Connecting(next.clone());
+        self.actions.push_back(Action::ConnectSuccessor(next));
+    }
+
+    /// The coordination session is lost: stop serving at once. Waiting
+    /// writes may or may not survive in the chain, so their outcome is
+    /// unknown. The IO layer then registers a fresh member.
+    pub fn fence(&mut self) {
+        if self.standing == Standing::Fenced {
+            return;
+        }
+        self.was_complete = self.standing == Standing::Active;
+        self.standing = Standing::Fenced;
+        if self.successor != Successor::None {
+            self.actions.push_back(Action::DropSuccessor);
+        }
+        self.successor = Successor::None;
+        self.actions.push_back(Action::DropPredecessor);
+        for (_, token, _) in self.waiting.drain(..) {
+            self.actions.push_back(Action::WriteFailed {
+                token,
+                code: ErrorCode::OutcomeUnknown,
+            });
+        }
+        self.sent.trim_through(u64::MAX);
+    }
+
+    /// Writes still waiting for the tail (for shutdown).
+    pub fn fail_waiting(&mut self, code: ErrorCode) {
+        for (_, token, _) in self.waiting.drain(..) {
+            self.actions.push_back(Action::WriteFailed { token, code });
+        }
+    }
+}

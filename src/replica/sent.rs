@@ -1,0 +1,58 @@
+//! The paper's Sent list: updates this member has applied and forwarded
+//! (or will forward) but that the tail has not acknowledged yet. It is what
+//! a member resends when its successor changes.
+
+use crate::wire::Update;
+use std::collections::VecDeque;
+
+/// Sent updates in sequence order, bounded by `capacity`. The head refuses
+/// new writes (BUSY) when it is full; members further down never hold more
+/// than their predecessor, so the bound holds along the chain.
+#[derive(Debug, Clone)]
+pub struct SentList {
+    updates: VecDeque<Update>,
+    capacity: usize,
+}
+
+impl SentList {
+    pub fn new(capacity: usize) -> Self {
+        SentList {
+            updates: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// Appends an update; sequence numbers must increase.
+    pub fn push(&mut self, update: Update) {
+        debug_assert!(self.updates.back().is_none_or(|u| u.seq < update.seq));
+        self.updates.push_back(update);
+    }
+
+    /// Drops every update with `seq <= through` (acknowledged by the tail).
+    pub fn trim_through(&mut self, through: u64) {
+        while self.updates.front().is_some_and(|u| u.seq <= through) {
+            self.updates.pop_front();
+        }
+    }
+
+    /// Updates after `seq`, in order: what a successor at `seq` lacks.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &Update> {
+        self.updates.iter().filter(move |u| u.seq > seq)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Update> {
+        self.updates.iter()
+    }
+}

@@ -1,0 +1,62 @@
+//! Server settings: every limit the server enforces, with its default.
+
+use crate::wire::PAYLOAD_BYTES_MAX_DEFAULT;
+use std::time::Duration;
+
+/// Everything `table-server` can be told. Defaults are the documented limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `0.0.0.0:9000`.
+    pub listen: String,
+    /// Address other members and clients use to reach this server
+    /// (what goes into ZooKeeper), e.g. `127.0.0.1:9000`.
+    pub advertise: String,
+    /// Number of table partitions (lock stripes).
+    pub n_lists: usize,
+    /// Largest frame payload accepted (FRAME_TOO_LARGE beyond).
+    pub payload_bytes_max: usize,
+    /// Most open client connections (TOO_MANY_CONNECTIONS beyond).
+    pub connections_max: usize,
+    /// Most reply bytes queued for one client (it is disconnected beyond).
+    pub output_bytes_max: usize,
+    /// Most requests in progress on one connection (reading pauses beyond).
+    pub inflight_max: usize,
+    /// Most writes in the worker's queue (BUSY beyond).
+    pub queue_depth_max: usize,
+    /// Most unacknowledged writes in the chain (BUSY at the head beyond).
+    pub sent_max: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Chain mode: ZooKeeper `host:port` and the chain's root path.
+    pub zookeeper: Option<String>,
+    pub chain_root: String,
+    /// ZooKeeper session timeout: the fencing bound.
+    pub session_timeout: Duration,
+    /// Entries per SNAPSHOT chunk during state transfer.
+    pub snapshot_chunk_entries: usize,
+    /// TEST ONLY: answer reads on any member (breaks linearizability), so
+    /// the fault-injection suite can prove its checker notices.
+    pub unsafe_reads_anywhere: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:9000".into(),
+            advertise: "127.0.0.1:9000".into(),
+            n_lists: 16,
+            payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
+            connections_max: 1024,
+            output_bytes_max: 32 * 1024 * 1024,
+            inflight_max: 4096,
+            queue_depth_max: 65_536,
+            sent_max: 65_536,
+            backlog: 1024,
+            zookeeper: None,
+            chain_root: "/chain".into(),
+            session_timeout: Duration::from_millis(2000),
+            snapshot_chunk_entries: 4096,
+            unsafe_reads_anywhere: false,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Carrying out what the replica asks for, and feeding it what the worker
+//! and the coordination thread report.
+
+use super::conn::Kind;
+use super::worker::{Completion, Task};
+use super::Server;
+use crate::coord::CoordEvent;
+use crate::replica::{Action, Replica};
+use crate::wire::{Body, ErrorReply, Message};
+
+impl Server {
+    /// Drains the replica's actions. Acks are coalesced: only the highest
+    /// of a batch is sent, as acks are cumulative.
+    pub(super) fn dispatch(&mut self) {
+        let mut ack_up = None;
+        while let Some(action) = self.replica.poll_action() {
+            match action {
+                Action::Apply(u) => self.queue.push(Task::Apply(u)),
+                Action::Snapshot => self.queue.push(Task::Snapshot),
+                Action::Install(chunk) => self.queue.push(Task::Install(chunk)),
+                Action::WriteDone { token, result } => {
+                    if let Some(conn) = self.conns.get_mut(&token.conn) {
+                        conn.complete_write(token.request_id, |is_put| {
+                            let body = if is_put {
+                                Body::PutOk(result)
+                            } else {
+                                Body::DelOk(result)
+                            };
+                            Message::new(token.request_id, body)
+                        });
+                    }
+                }
+                Action::WriteFailed { token, code } => {
+                    self.counters.errors_sent += 1;
+                    if let Some(conn) = self.conns.get_mut(&token.conn) {
+                        conn.complete_write(token.request_id, |_| {
+                            let e = ErrorReply::new(code, code.to_string());
+                            Message::new(token.request_id, Body::Error(e))
+                        });
+                    }
+                }
+                Action::ConnectSuccessor(member) => self.dial(member),
+                Action::DropSuccessor => self.drop_links(true),
+                Action::DropPredecessor => self.drop_links(false),
+                Action::SendDown(body) => {
+                    let msg = Message::new(0, body);
+                    for c in self.conns.values_mut() {
+                        if matches!(c.kind, Kind::Successor { ready: true, .. }) {
+                            c.send(&msg);
+                        }
+                    }
+                }
+                Action::SendUp(seq) => ack_up = Some(seq),
+            }
+        }
+        if let Some(seq) = ack_up {
+            let msg = Message::new(0, Body::Ack { seq });
+            for c in self.conns.values_mut() {
+                if matches!(c.kind, Kind::Predecessor { .. }) {
+                    c.send(&msg);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_completion(&mut self, c: Completion) {
+        match c {
+            Completion::Applied(update, outcome) => self.replica.handle_applied(update, outcome),
+            Completion::Snapshot { seq, entries } => {
+                tracing::info!(seq, entries = entries.len(), "snapshot taken for successor");
+                self.replica.handle_snapshot_taken(seq, entries);
+            }
+            Completion::Installed { seq } => {
+                tracing::info!(seq, "snapshot installed");
+                self.replica.handle_snapshot_installed(seq);
+            }
+        }
+    }
+
+    pub(super) fn on_coord_event(&mut self, e: CoordEvent) {
+        match e {
+            CoordEvent::Registered(name) => {
+                if self.replica.name().is_empty() {
+                    let mut r = Replica::chain_member(name, self.cfg.sent_max);
+                    r.set_snapshot_chunk_entries(self.cfg.snapshot_chunk_entries);
+                    self.replica = r;
+                } else {
+                    self.replica.rejoin(name);
+                }
+            }
+            CoordEvent::Members(members) => {
+                tracing::info!(
+                    members = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+                    "membership"
+                );
+                self.replica.handle_membership(members);
+                tracing::info!(role = self.replica.role().name(), "role");
+            }
+            CoordEvent::Fenced(reason) => {
+                tracing::warn!(reason = %reason, "fenced: serving nothing until re-registered");
+                self.replica.fence();
+            }
+        }
+    }
+}

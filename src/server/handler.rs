@@ -1,0 +1,268 @@
+//! Turning frames into replies: the connection state machine of the spec
+//! (AWAIT_HELLO -> READY or PEER), reads answered here on the network
+//! thread, writes handed to the replica.
+
+use super::conn::{Conn, Kind, Slot};
+use super::Server;
+use crate::replica::{Refusal, WriteToken};
+use crate::serialize::Stats;
+use crate::wire::{op, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
+use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
+use crate::wire::PROTOCOL_VERSION;
+use std::time::Instant;
+
+fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
+    Message::new(request_id, Body::Error(ErrorReply::new(code, message)))
+}
+
+fn refusal(request_id: u64, r: Refusal) -> Message {
+    let mut e = ErrorReply::new(r.code, r.code.to_string());
+    e.redirect = r.redirect.unwrap_or_default();
+    Message::new(request_id, Body::Error(e))
+}
+
+impl Server {
+    /// Handles the frames buffered on `conn`, as long as it may take more.
+    pub(super) fn process_frames(&mut self, conn: &mut Conn) {
+        while self.wants_read(conn) {
+            match conn.decoder.next_frame() {
+                Ok(Some(frame)) => self.handle_frame(conn, frame),
+                Ok(None) => return,
+                Err(e) => {
+                    let code = match e {
+                        FrameError::BadMagic(_) | FrameError::BadCrc { .. } => ErrorCode::BadFrame,
+                        FrameError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+                        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    };
+                    tracing::info!(conn = conn.id, peer = %conn.peer, error = %e, "stream error");
+                    self.counters.errors_sent += 1;
+                    conn.fail(code, e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, conn: &mut Conn, frame: Frame) {
+        let started = Instant::now();
+        let request_id = frame.request_id;
+        let msg = match Message::from_frame(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = match e {
+                    MessageError::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
+                    MessageError::BadPayload { .. } => ErrorCode::BadRequest,
+                };
+                self.counters.errors_sent += 1;
+                if conn.is_peer() {
+                    tracing::warn!(conn = conn.id, error = %e, "bad peer frame");
+                    conn.fail(code, e.to_string());
+                } else {
+                    conn.reply(&error(request_id, code, e.to_string()));
+                }
+                return;
+            }
+        };
+        tracing::debug!(conn = conn.id, request_id, opcode = frame.opcode, "request");
+        match conn.kind.clone() {
+            Kind::AwaitHello => match msg.body {
+                Body::Hello(h) => self.hello(conn, request_id, h),
+                _ => {
+                    self.counters.errors_sent += 1;
+                    conn.reply(&error(request_id, ErrorCode::HandshakeRequired, "send HELLO first"));
+                }
+            },
+            Kind::Client => self.client_request(conn, msg),
+            Kind::Predecessor { .. } => self.from_predecessor(conn, msg),
+            Kind::Successor { .. } => self.from_successor(conn, msg),
+        }
+        self.counters.serve_time_us += started.elapsed().as_micros() as u64;
+    }
+
+    fn hello_ok(&self, request_id: u64) -> Message {
+        Message::new(
+            request_id,
+            Body::HelloOk(HelloOk {
+                version: PROTOCOL_VERSION,
+                features: 0,
+                payload_bytes_max: self.cfg.payload_bytes_max as u32,
+                role: self.replica.role(),
+                last_seq: self.replica.hello_last_seq(),
+            }),
+        )
+    }
+
+    fn hello(&mut self, conn: &mut Conn, request_id: u64, h: Hello) {
+        self.counters.count_request(op::HELLO);
+        match h.role {
+            PeerRole::Client => {
+                conn.kind = Kind::Client;
+                conn.reply(&self.hello_ok(request_id));
+            }
+            PeerRole::Peer if self.coord.is_some() && self.replica.accepts_predecessor(&h.node) => {
+                // One predecessor link at a time: a newer one replaces it.
+                self.drop_links(false);
+                tracing::info!(conn = conn.id, node = %h.node, "predecessor connected");
+                conn.kind = Kind::Predecessor { node: h.node };
+                conn.send(&self.hello_ok(request_id));
+            }
+            PeerRole::Peer => {
+                self.counters.errors_sent += 1;
+                let why = format!("{} is not this member's predecessor", h.node);
+                tracing::info!(conn = conn.id, node = %h.node, "refused peer");
+                conn.send(&error(request_id, ErrorCode::Unavailable, why));
+                conn.closing = true;
+            }
+        }
+    }
+
+    fn client_request(&mut self, conn: &mut Conn, msg: Message) {
+        let opcode = msg.body.opcode();
+        if !msg.body.is_client_request() {
+            self.counters.errors_sent += 1;
+            let why = format!("opcode 0x{opcode:02x} is not a client request");
+            conn.reply(&error(msg.request_id, ErrorCode::UnknownOpcode, why));
+            return;
+        }
+        self.counters.count_request(opcode);
+        match msg.body {
+            Body::Hello(_) => conn.reply(&self.hello_ok(msg.request_id)),
+            Body::Put { key, value, mode } => {
+                self.write(conn, msg.request_id, WriteOp::Put { key, value }, mode)
+            }
+            Body::Del { key, mode } => self.write(conn, msg.request_id, WriteOp::Del { key }, mode),
+            _ if conn.slots.is_empty() => {
+                let reply = self.eval_read(&msg);
+                conn.reply(&reply);
+            }
+            _ => conn.slots.push_back(Slot::Read(msg)),
+        }
+    }
+
+    fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
+        let is_put = matches!(op, WriteOp::Put { .. });
+        if !self.queue.has_room() {
+            self.counters.errors_sent += 1;
+            let why = "write queue full; retry later";
+            conn.reply(&error(request_id, ErrorCode::Busy, why));
+            return;
+        }
+        let token = (mode == WriteMode::Sync).then_some(WriteToken {
+            conn: conn.id,
+            request_id,
+        });
+        match self.replica.handle_client_write(op, token) {
+            Ok(_) if mode == WriteMode::Sync => {
+                conn.slots.push_back(Slot::Write { request_id, is_put });
+            }
+            Ok(seq) => {
+                let result = WriteOk {
+                    op_id: seq,
+                    outcome: WriteOutcome::Pending,
+                };
+                let body = if is_put {
+                    Body::PutOk(result)
+                } else {
+                    Body::DelOk(result)
+                };
+                conn.reply(&Message::new(request_id, body));
+            }
+            Err(r) => {
+                self.counters.errors_sent += 1;
+                conn.reply(&refusal(request_id, r));
+            }
+        }
+    }
+
+    /// Answers a read (or STATS) from the current state.
+    pub(super) fn eval_read(&self, msg: &Message) -> Message {
+        let id = msg.request_id;
+        if !matches!(msg.body, Body::Stats | Body::Hello(_)) && !self.cfg.unsafe_reads_anywhere {
+            if let Err(r) = self.replica.check_can_read() {
+                return refusal(id, r);
+            }
+        }
+        let body = match &msg.body {
+            Body::Get { key } => Body::Value(self.table.get(key)),
+            Body::Size => Body::SizeOk {
+                entries: self.table.len() as u64,
+            },
+            Body::GetKeys => Body::Keys(self.table.keys()),
+            Body::GetTable => Body::Entries(self.table.entries()),
+            Body::Verify { op_id } => Body::VerifyOk(self.replica.verify(*op_id)),
+            Body::Stats => Body::StatsOk(self.stats()),
+            Body::Hello(_) => return self.hello_ok(id),
+            _ => return error(id, ErrorCode::Internal, "not a read"),
+        };
+        let reply = Message::new(id, body);
+        if matches!(reply.body, Body::Keys(_) | Body::Entries(_))
+            && reply.to_frame().payload.len() > self.cfg.payload_bytes_max
+        {
+            let why = format!(
+                "the reply exceeds the {}-byte frame limit",
+                self.cfg.payload_bytes_max
+            );
+            return error(id, ErrorCode::ResultTooLarge, why);
+        }
+        reply
+    }
+
+    fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        self.counters.fill(&mut s);
+        s.count("clients_connected", self.client_count() as u64);
+        s.count("entries", self.table.len() as u64);
+        s.count("n_lists", self.table.n_lists() as u64);
+        s.count("queue_depth", self.queue.depth() as u64);
+        s.count("last_assigned", self.replica.last_queued());
+        s.count("last_executed", self.replica.last_applied());
+        s.text("role", self.replica.role().name());
+        if self.coord.is_some() {
+            s.text("node", self.replica.name());
+            let pred = self.replica.predecessor().map(|m| format!("{} {}", m.name, m.addr));
+            let succ = self.replica.successor_member().map(|m| format!("{} {}", m.name, m.addr));
+            s.text("predecessor", pred.as_deref().unwrap_or("-"));
+            s.text("successor", succ.as_deref().unwrap_or("-"));
+            s.count("last_applied", self.replica.last_applied());
+            s.count("last_acked", self.replica.last_acked());
+            s.count("sent_len", self.replica.sent_len() as u64);
+        }
+        s
+    }
+
+    fn from_predecessor(&mut self, conn: &mut Conn, msg: Message) {
+        match msg.body {
+            Body::Update(u) => self.replica.handle_update(u),
+            Body::Snapshot(chunk) => self.replica.handle_snapshot_chunk(chunk),
+            Body::Handoff { seq } => self.replica.handle_handoff(seq),
+            other => {
+                let why = format!("unexpected opcode 0x{:02x} on a peer link", other.opcode());
+                conn.fail(ErrorCode::UnknownOpcode, why);
+            }
+        }
+    }
+
+    fn from_successor(&mut self, conn: &mut Conn, msg: Message) {
+        match msg.body {
+            Body::HelloOk(h) => {
+                if let Kind::Successor { node, .. } = &conn.kind {
+                    conn.kind = Kind::Successor {
+                        node: node.clone(),
+                        ready: true,
+                    };
+                }
+                tracing::info!(conn = conn.id, role = h.role.name(), last_seq = h.last_seq, "successor ready");
+                self.replica.handle_successor_hello(h.role, h.last_seq);
+            }
+            Body::Ack { seq } => self.replica.handle_ack(seq),
+            Body::Error(e) => {
+                tracing::warn!(conn = conn.id, message = %e.message, "successor refused the link");
+                conn.closing = true;
+            }
+            other => {
+                let why = format!("unexpected opcode 0x{:02x} on a peer link", other.opcode());
+                conn.fail(ErrorCode::UnknownOpcode, why);
+            }
+        }
+    }
+}

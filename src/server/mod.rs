@@ -1,0 +1,506 @@
+//! `table-server`: one network thread multiplexing every socket with
+//! `poll`, one worker thread executing writes, and (in chain mode) one
+//! coordination thread talking to ZooKeeper. The chain logic lives in the
+//! sans-IO [`Replica`]; this module only moves bytes and time.
+
+pub mod config;
+mod conn;
+mod dispatch;
+mod handler;
+mod stats;
+mod worker;
+
+pub use config::ServerConfig;
+
+use crate::replica::{Member, Replica};
+use crate::table::Table;
+use conn::{Conn, Kind, ReadOutcome};
+use crate::coord::{CoordConfig, CoordEvent, Coordinator};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use socket2::{Domain, Protocol, Socket, Type};
+use stats::Counters;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use worker::{Completions, TaskQueue};
+
+/// Shortest pause between two dials of the same successor, so a dead
+/// successor that membership still lists costs no CPU.
+const REDIAL_DELAY: Duration = Duration::from_millis(100);
+/// How long shutdown waits for replies to drain before closing.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: io::Error },
+    #[error("cannot start: {0}")]
+    Setup(String),
+}
+
+pub struct Server {
+    cfg: ServerConfig,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    wake: Arc<EventFd>,
+    signals: UnixStream,
+    table: Arc<Table>,
+    queue: Arc<TaskQueue>,
+    completions: Arc<Completions>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    replica: Replica,
+    coord: Option<Coordinator>,
+    conns: HashMap<u64, Conn>,
+    next_conn_id: u64,
+    counters: Counters,
+    /// A successor to dial once the redial delay has passed.
+    redial: Option<(Member, Instant)>,
+    last_dial: Option<Instant>,
+    shutting_down: bool,
+}
+
+impl Server {
+    /// Binds the listener and starts the worker (and coordinator in chain
+    /// mode). `run` then serves until SIGINT/SIGTERM.
+    pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
+        let listener = listen(&cfg.listen, cfg.backlog).map_err(|source| ServerError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Setup(e.to_string()))?;
+        let setup = |e: nix::Error| ServerError::Setup(e.to_string());
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(setup)?,
+        );
+        let (signals, signal_writer) =
+            UnixStream::pair().map_err(|e| ServerError::Setup(e.to_string()))?;
+        signals
+            .set_nonblocking(true)
+            .map_err(|e| ServerError::Setup(e.to_string()))?;
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = signal_writer
+                .try_clone()
+                .map_err(|e| ServerError::Setup(e.to_string()))?;
+            signal_hook::low_level::pipe::register(sig, w)
+                .map_err(|e| ServerError::Setup(e.to_string()))?;
+        }
+        let table = Arc::new(Table::new(cfg.n_lists));
+        let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max));
+        let completions = Arc::new(Completions::new(wake.clone()));
+        let worker = worker::spawn(table.clone(), queue.clone(), completions.clone())
+            .map_err(|e| ServerError::Setup(e.to_string()))?;
+        let mut replica = Replica::standalone(cfg.sent_max);
+        let coord = match &cfg.zookeeper {
+            None => None,
+            Some(zk) => {
+                replica = Replica::chain_member(String::new(), cfg.sent_max);
+                let coord_cfg = CoordConfig {
+                    zookeeper: zk.clone(),
+                    root: cfg.chain_root.clone(),
+                    advertise: Some(cfg.advertise.clone()),
+                    session_timeout: cfg.session_timeout,
+                };
+                let wake2 = wake.clone();
+                let c = Coordinator::start(coord_cfg, move || {
+                    let _ = wake2.write(1);
+                })
+                .map_err(|e| ServerError::Setup(format!("ZooKeeper {zk}: {e}")))?;
+                Some(c)
+            }
+        };
+        replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
+        Ok(Server {
+            cfg,
+            listener: Some(listener),
+            local_addr,
+            wake,
+            signals,
+            table,
+            queue,
+            completions,
+            worker: Some(worker),
+            replica,
+            coord,
+            conns: HashMap::new(),
+            next_conn_id: 1,
+            counters: Counters::default(),
+            redial: None,
+            last_dial: None,
+            shutting_down: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until a shutdown signal, then drains and returns.
+    pub fn run(mut self) -> io::Result<()> {
+        tracing::info!(addr = %self.local_addr, n_lists = self.table.n_lists(), "serving");
+        let mut scratch = vec![0u8; READ_CHUNK_BYTES];
+        while !self.shutting_down {
+            self.poll_once(&mut scratch)?;
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn poll_once(&mut self, scratch: &mut [u8]) -> io::Result<()> {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        let ready = {
+            let mut fds = Vec::with_capacity(ids.len() + 3);
+            fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+            if let Some(l) = &self.listener {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            for id in &ids {
+                let c = &self.conns[id];
+                let mut flags = PollFlags::empty();
+                if self.wants_read(c) {
+                    flags |= PollFlags::POLLIN;
+                }
+                if c.out_len() > 0 || c.connecting {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.stream.as_fd(), flags));
+            }
+            match poll(&mut fds, self.poll_timeout()) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            fds.iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect::<Vec<_>>()
+        };
+        if !ready[0].is_empty() {
+            let _ = self.wake.read();
+        }
+        if !ready[1].is_empty() {
+            let mut buf = [0u8; 64];
+            let _ = self.signals.read(&mut buf);
+            tracing::info!("shutdown signal received");
+            self.shutting_down = true;
+        }
+        let offset = if self.listener.is_some() {
+            if !ready[2].is_empty() {
+                self.accept_all();
+            }
+            3
+        } else {
+            2
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let ev = ready[offset + i];
+            if !ev.is_empty() {
+                self.on_socket_event(*id, ev, scratch);
+            }
+        }
+        self.drain_background();
+        self.pump_all();
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> PollTimeout {
+        let ms = match &self.redial {
+            Some((_, at)) => at.saturating_duration_since(Instant::now()).as_millis() as u16 + 1,
+            None => 1000,
+        };
+        PollTimeout::from(ms)
+    }
+
+    fn wants_read(&self, c: &Conn) -> bool {
+        if c.closing || c.connecting || c.slots.len() >= self.cfg.inflight_max {
+            return false;
+        }
+        // Stop taking updates from the predecessor while the worker is full.
+        !matches!(c.kind, Kind::Predecessor { .. }) || self.queue.has_room()
+    }
+
+    fn accept_all(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.set_nodelay(true);
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            let mut conn = Conn::new(id, stream, Kind::AwaitHello, self.cfg.payload_bytes_max);
+            if self.client_count() >= self.cfg.connections_max {
+                self.counters.connections_refused += 1;
+                tracing::info!(peer = %conn.peer, "refused: too many connections");
+                conn.fail(
+                    crate::wire::ErrorCode::TooManyConnections,
+                    format!("server is at its limit of {} connections", self.cfg.connections_max),
+                );
+                let _ = conn.write_some(&mut self.counters.bytes_out);
+                continue;
+            }
+            self.counters.connections_accepted += 1;
+            tracing::info!(conn = id, peer = %conn.peer, "connection opened");
+            self.conns.insert(id, conn);
+        }
+    }
+
+    fn client_count(&self) -> usize {
+        self.conns.values().filter(|c| !c.is_peer()).count()
+    }
+
+    fn on_socket_event(&mut self, id: u64, ev: PollFlags, scratch: &mut [u8]) {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let mut alive = true;
+        if conn.connecting
+            && ev.intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP)
+            && !finish_connect(&mut conn)
+        {
+            self.close(conn, "connect failed");
+            return;
+        }
+        if alive && ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            if let ReadOutcome::Closed = conn.read_some(scratch, &mut self.counters.bytes_in) {
+                alive = false;
+            }
+            // Frames already buffered are still processed below, so a
+            // client that sends and half-closes gets its replies.
+            self.process_frames(&mut conn);
+            if !alive && conn.out_len() == 0 && conn.slots.is_empty() {
+                self.close(conn, "peer closed");
+                return;
+            }
+        }
+        if alive && ev.contains(PollFlags::POLLOUT) {
+            if let Err(e) = conn.write_some(&mut self.counters.bytes_out) {
+                self.close(conn, &format!("write failed: {e}"));
+                return;
+            }
+        }
+        if !alive {
+            // Half-closed with replies pending: try to deliver, then close.
+            let _ = conn.write_some(&mut self.counters.bytes_out);
+            conn.closing = true;
+        }
+        self.conns.insert(id, conn);
+    }
+
+    /// Handles worker completions and coordination events.
+    fn drain_background(&mut self) {
+        for c in self.completions.drain() {
+            self.on_completion(c);
+        }
+        let events: Vec<CoordEvent> = match &self.coord {
+            Some(c) => c.events.try_iter().collect(),
+            None => Vec::new(),
+        };
+        for e in events {
+            self.on_coord_event(e);
+        }
+        if let Some((member, at)) = self.redial.clone() {
+            if Instant::now() >= at {
+                self.redial = None;
+                self.dial(member);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Processes buffered frames, flushes replies and writes output for
+    /// every connection; closes the ones that are done or over a limit.
+    fn pump_all(&mut self) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(mut conn) = self.conns.remove(&id) else {
+                continue;
+            };
+            if conn.decoder.buffered() > 0 && self.wants_read(&conn) {
+                self.process_frames(&mut conn);
+            }
+            conn.flush_slots(|m| self.eval_read(m));
+            if !conn.is_peer() && conn.out_len() > self.cfg.output_bytes_max {
+                self.counters.disconnected_slow += 1;
+                self.close(conn, "output buffer over its limit (client not reading)");
+                continue;
+            }
+            if !conn.connecting {
+                if let Err(e) = conn.write_some(&mut self.counters.bytes_out) {
+                    self.close(conn, &format!("write failed: {e}"));
+                    continue;
+                }
+            }
+            if conn.closing && conn.out_len() == 0 {
+                self.close(conn, "closed after error");
+                continue;
+            }
+            self.conns.insert(id, conn);
+        }
+        // Processing frames may have produced replica actions.
+        self.dispatch();
+    }
+
+    /// Drops a connection and tells the replica if it was a peer link.
+    fn close(&mut self, conn: Conn, why: &str) {
+        tracing::info!(conn = conn.id, peer = %conn.peer, why, "connection closed");
+        match conn.kind {
+            Kind::Successor { .. } => {
+                self.replica.handle_successor_lost();
+                self.dispatch();
+            }
+            Kind::Predecessor { .. } => {
+                self.replica.handle_predecessor_lost();
+                self.dispatch();
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes peer links of one kind without telling the replica (it asked).
+    fn drop_links(&mut self, successor: bool) {
+        self.conns.retain(|_, c| {
+            let hit = match c.kind {
+                Kind::Successor { .. } => successor,
+                Kind::Predecessor { .. } => !successor,
+                _ => false,
+            };
+            if hit {
+                tracing::info!(conn = c.id, peer = %c.peer, "peer link dropped");
+            }
+            !hit
+        });
+        if successor {
+            self.redial = None;
+        }
+    }
+
+    /// Opens the link to a successor (non-blocking connect), rate-limited.
+    fn dial(&mut self, member: Member) {
+        let now = Instant::now();
+        if let Some(last) = self.last_dial {
+            if now < last + REDIAL_DELAY {
+                self.redial = Some((member, last + REDIAL_DELAY));
+                return;
+            }
+        }
+        self.last_dial = Some(now);
+        match start_connect(&member.addr) {
+            Ok(stream) => {
+                let id = self.next_conn_id;
+                self.next_conn_id += 1;
+                let kind = Kind::Successor {
+                    node: member.name.clone(),
+                    ready: false,
+                };
+                let mut conn = Conn::new(id, stream, kind, self.cfg.payload_bytes_max);
+                conn.peer = member.addr.clone();
+                conn.connecting = true;
+                conn.send(&crate::wire::Message::new(
+                    0,
+                    crate::wire::Body::Hello(crate::wire::Hello {
+                        role: crate::wire::PeerRole::Peer,
+                        features: 0,
+                        node: self.replica.name().to_string(),
+                    }),
+                ));
+                tracing::info!(conn = id, successor = %member.name, addr = %member.addr, "dialling successor");
+                self.conns.insert(id, conn);
+            }
+            Err(e) => {
+                tracing::warn!(addr = %member.addr, error = %e, "cannot dial successor");
+                self.replica.handle_successor_lost();
+            }
+        }
+    }
+
+    fn shutdown(mut self) {
+        tracing::info!("shutting down: no new connections, finishing queued writes");
+        self.listener = None;
+        self.queue.close();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        for c in self.completions.drain() {
+            self.on_completion(c);
+        }
+        self.replica
+            .fail_waiting(crate::wire::ErrorCode::ShuttingDown);
+        self.dispatch();
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in &ids {
+            if let Some(mut conn) = self.conns.remove(id) {
+                conn.flush_slots(|m| self.eval_read(m));
+                if !conn.is_peer() {
+                    conn.fail(crate::wire::ErrorCode::ShuttingDown, "server shutting down");
+                }
+                let _ = conn.stream.set_nonblocking(false);
+                let _ = conn.stream.set_write_timeout(Some(SHUTDOWN_FLUSH));
+                let _ = conn.write_some(&mut self.counters.bytes_out);
+            }
+        }
+        if let Some(c) = self.coord.take() {
+            c.stop();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// A listening socket with the options a server wants (socket2).
+fn listen(addr: &str, backlog: i32) -> io::Result<TcpListener> {
+    let addr: SocketAddr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Starts a non-blocking connect; completion is seen as POLLOUT.
+fn start_connect(addr: &str) -> io::Result<std::net::TcpStream> {
+    let addr: SocketAddr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
+fn finish_connect(conn: &mut Conn) -> bool {
+    conn.connecting = false;
+    match conn.stream.take_error() {
+        Ok(None) => conn.stream.peer_addr().is_ok(),
+        _ => false,
+    }
+}

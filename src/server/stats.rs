@@ -1,0 +1,55 @@
+//! Counters the network thread keeps (it is the only writer, so no atomics).
+
+use crate::serialize::Stats;
+use crate::wire::op;
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Requests answered, STATS excluded (as the seeds define it).
+    pub ops_served: u64,
+    pub serve_time_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub errors_sent: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub disconnected_slow: u64,
+    /// Per request opcode 0x01..=0x09.
+    pub per_op: [u64; 10],
+}
+
+impl Counters {
+    pub fn count_request(&mut self, opcode: u8) {
+        if opcode != op::STATS {
+            self.ops_served += 1;
+        }
+        if let Some(n) = self.per_op.get_mut(opcode as usize) {
+            *n += 1;
+        }
+    }
+
+    pub fn fill(&self, s: &mut Stats) {
+        s.count("ops_served", self.ops_served);
+        s.count("serve_time_us", self.serve_time_us);
+        s.count("bytes_in", self.bytes_in);
+        s.count("bytes_out", self.bytes_out);
+        s.count("errors_sent", self.errors_sent);
+        s.count("connections_accepted", self.connections_accepted);
+        s.count("connections_refused", self.connections_refused);
+        s.count("disconnected_slow_readers", self.disconnected_slow);
+        let names = [
+            (op::HELLO, "ops_hello"),
+            (op::PUT, "ops_put"),
+            (op::GET, "ops_get"),
+            (op::DEL, "ops_del"),
+            (op::SIZE, "ops_size"),
+            (op::GETKEYS, "ops_getkeys"),
+            (op::GETTABLE, "ops_gettable"),
+            (op::STATS, "ops_stats"),
+            (op::VERIFY, "ops_verify"),
+        ];
+        for (code, name) in names {
+            s.count(name, self.per_op[code as usize]);
+        }
+    }
+}

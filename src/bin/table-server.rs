@@ -61,6 +61,9 @@ struct Args {
     /// so the fault-injection suite can show its checker catches that.
     #[arg(long, hide = true)]
     unsafe_reads_anywhere: bool,
+    /// TEST ONLY: delay each write in the worker by this many ms.
+    #[arg(long, hide = true, default_value_t = 0)]
+    test_worker_delay_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
         unsafe_reads_anywhere: args.unsafe_reads_anywhere,
+        worker_delay: Duration::from_millis(args.test_worker_delay_ms),
         ..ServerConfig::default()
     };
     let server = match Server::bind(cfg) {

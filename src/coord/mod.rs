@@ -180,24 +180,34 @@ async fn session<F: Fn()>(
                 continue;
             }
         };
-        // Wait for a membership change, a session change, or a stop tick.
-        enum Woke {
-            Children,
-            State(zk::SessionState),
-            Tick,
-        }
-        let woke = async { watcher.changed().await; Woke::Children }
+        // Wait for a membership change or a session change; wake every
+        // RECONNECT_DELAY only to notice a stop request.
+        let mut children = std::pin::pin!(watcher.changed());
+        loop {
+            enum Woke {
+                Children,
+                State(zk::SessionState),
+                Tick,
+            }
+            let woke = async {
+                (&mut children).await;
+                Woke::Children
+            }
             .or(async { Woke::State(state.changed().await) })
             .or(async {
                 smol::Timer::after(RECONNECT_DELAY).await;
                 Woke::Tick
-            });
-        match woke.await {
-            Woke::Children | Woke::Tick => {}
-            Woke::State(s) => {
-                if let Some(reason) = on_state(s, &mut state, cfg.session_timeout).await {
-                    return reason;
+            })
+            .await;
+            match woke {
+                Woke::Children => break,
+                Woke::State(s) => {
+                    if let Some(reason) = on_state(s, &mut state, cfg.session_timeout).await {
+                        return reason;
+                    }
                 }
+                Woke::Tick if stop.load(Ordering::SeqCst) => return "stopping".into(),
+                Woke::Tick => {}
             }
         }
     }

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// TEST ONLY: answer reads on any member (breaks linearizability), so
     /// the fault-injection suite can prove its checker notices.
     pub unsafe_reads_anywhere: bool,
+    /// TEST ONLY: the worker sleeps this long before each write, standing
+    /// in for a slow disk so tests can observe pending writes.
+    pub worker_delay: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             session_timeout: Duration::from_millis(2000),
             snapshot_chunk_entries: 4096,
             unsafe_reads_anywhere: false,
+            worker_delay: Duration::ZERO,
         }
     }
 }

@@ -104,6 +104,7 @@ impl Server {
                 self.drop_links(false);
                 tracing::info!(conn = conn.id, node = %h.node, "predecessor connected");
                 conn.kind = Kind::Predecessor { node: h.node };
+                self.clients_connected -= 1;
                 conn.send(&self.hello_ok(request_id));
             }
             PeerRole::Peer => {

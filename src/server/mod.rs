@@ -60,6 +60,7 @@ pub struct Server {
     conns: HashMap<u64, Conn>,
     next_conn_id: u64,
     counters: Counters,
+    clients_connected: usize,
     /// A successor to dial once the redial delay has passed.
     redial: Option<(Member, Instant)>,
     last_dial: Option<Instant>,
@@ -97,7 +98,7 @@ impl Server {
         let table = Arc::new(Table::new(cfg.n_lists));
         let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max));
         let completions = Arc::new(Completions::new(wake.clone()));
-        let worker = worker::spawn(table.clone(), queue.clone(), completions.clone())
+        let worker = worker::spawn(table.clone(), queue.clone(), completions.clone(), cfg.worker_delay)
             .map_err(|e| ServerError::Setup(e.to_string()))?;
         let mut replica = Replica::standalone(cfg.sent_max);
         let coord = match &cfg.zookeeper {
@@ -134,6 +135,7 @@ impl Server {
             conns: HashMap::new(),
             next_conn_id: 1,
             counters: Counters::default(),
+            clients_connected: 0,
             redial: None,
             last_dial: None,
             shutting_down: false,
@@ -259,13 +261,16 @@ impl Server {
                 continue;
             }
             self.counters.connections_accepted += 1;
+            self.clients_connected += 1;
             tracing::info!(conn = id, peer = %conn.peer, "connection opened");
             self.conns.insert(id, conn);
         }
     }
 
+    /// Open connections that are not peer links (kept as a counter because
+    /// the connection being served is out of `conns` while it is handled).
     fn client_count(&self) -> usize {
-        self.conns.values().filter(|c| !c.is_peer()).count()
+        self.clients_connected
     }
 
     fn on_socket_event(&mut self, id: u64, ev: PollFlags, scratch: &mut [u8]) {
@@ -363,6 +368,9 @@ impl Server {
     /// Drops a connection and tells the replica if it was a peer link.
     fn close(&mut self, conn: Conn, why: &str) {
         tracing::info!(conn = conn.id, peer = %conn.peer, why, "connection closed");
+        if !conn.is_peer() {
+            self.clients_connected -= 1;
+        }
         match conn.kind {
             Kind::Successor { .. } => {
                 self.replica.handle_successor_lost();

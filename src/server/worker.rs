@@ -135,6 +135,7 @@ pub fn spawn(
     table: Arc<Table>,
     queue: Arc<TaskQueue>,
     completions: Arc<Completions>,
+    delay: std::time::Duration,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("worker".into())
@@ -144,6 +145,9 @@ pub fn spawn(
             while let Some(task) = queue.pop() {
                 let done = match task {
                     Task::Apply(update) => {
+                        if !delay.is_zero() {
+                            std::thread::sleep(delay);
+                        }
                         let outcome = table.apply(update.seq, &update.op);
                         table_seq = update.seq;
                         Completion::Applied(update, outcome)

@@ -1,0 +1,168 @@
+//! Scenario: a user drives a standalone server with `table-client` in its
+//! three modes — one-shot, piped script, and the interactive shell (under a
+//! real pseudo-terminal via `script`) — using every command and alias.
+
+mod common;
+
+use common::{client_bin, ServerProc};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn one_shot(addr: &str, args: &[&str]) -> Output {
+    Command::new(client_bin())
+        .arg(addr)
+        .args(args)
+        .output()
+        .expect("run table-client")
+}
+
+fn piped(addr: &str, script: &str) -> Output {
+    let mut child = Command::new(client_bin())
+        .arg(addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run table-client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn one_shot_commands_and_aliases() {
+    let s = ServerProc::start(4, &[]);
+    let a = s.addr();
+    let put = one_shot(&a, &["put", "greeting", "hello", "big", "world"]);
+    assert_eq!(put.status.code(), Some(0));
+    assert_eq!(text(&put), "ok: op 1 (created)\n");
+    assert_eq!(text(&one_shot(&a, &["p", "greeting", "again"])), "ok: op 2 (replaced)\n");
+    assert_eq!(text(&one_shot(&a, &["g", "greeting"])), "again (version 2)\n");
+    assert_eq!(text(&one_shot(&a, &["get", "nope"])), "(not found)\n");
+    assert_eq!(text(&one_shot(&a, &["s"])), "1\n");
+    assert_eq!(text(&one_shot(&a, &["size"])), "1\n");
+    assert_eq!(text(&one_shot(&a, &["k"])), "greeting\n");
+    assert_eq!(text(&one_shot(&a, &["getkeys"])), "greeting\n");
+    assert_eq!(text(&one_shot(&a, &["t"])), "greeting = again (version 2)\n");
+    assert_eq!(text(&one_shot(&a, &["gettable"])), "greeting = again (version 2)\n");
+    let stats = text(&one_shot(&a, &["st"]));
+    assert!(stats.contains("ops_served:"), "{stats}");
+    let connected: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("clients_connected: "))
+        .and_then(|n| n.parse().ok())
+        .expect("clients_connected is shown");
+    assert!(connected >= 1, "the asking client is connected: {stats}");
+    assert!(stats.contains("serve_time_us:"), "{stats}");
+    assert!(text(&one_shot(&a, &["stats"])).contains("role: standalone"));
+    assert_eq!(text(&one_shot(&a, &["verify", "2"])), "executed\n");
+    assert_eq!(text(&one_shot(&a, &["verify", "99"])), "unknown operation id\n");
+    assert_eq!(text(&one_shot(&a, &["d", "greeting"])), "ok: op 3 (deleted)\n");
+    assert_eq!(text(&one_shot(&a, &["del", "greeting"])), "ok: op 4 (key was not there)\n");
+    assert!(text(&one_shot(&a, &["h"])).contains("verify <op_id>"));
+    assert!(text(&one_shot(&a, &["help"])).contains("gettable (t)"));
+    assert_eq!(one_shot(&a, &["q"]).status.code(), Some(0));
+    assert_eq!(one_shot(&a, &["quit"]).status.code(), Some(0));
+    let queued = text(&one_shot(&a, &["put", "-a", "k", "v"]));
+    assert_eq!(queued, "queued: op 5 (check with: verify 5)\n");
+    assert_eq!(text(&one_shot(&a, &["del", "-a", "k"])), "queued: op 6 (check with: verify 6)\n");
+}
+
+#[test]
+fn exit_codes_say_usage_failure_or_success() {
+    let s = ServerProc::start(2, &[]);
+    let bad = one_shot(&s.addr(), &["frobnicate"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown command"));
+    assert_eq!(one_shot(&s.addr(), &["get"]).status.code(), Some(2));
+    let port = common::free_port();
+    let refused = one_shot(&format!("127.0.0.1:{port}"), &["size"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("is table-server running on"), "{err}");
+    let no_args = Command::new(client_bin()).output().unwrap();
+    assert_eq!(no_args.status.code(), Some(2));
+}
+
+#[test]
+fn piped_script_runs_every_line() {
+    let s = ServerProc::start(3, &[]);
+    let out = piped(
+        &s.addr(),
+        "put a first value\np b 2\n\nget a\ng b\nsize\ndel a\nd b\ns\nk\nt\nverify 1\nst\nhelp\nquit\nget a\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = text(&out);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "ok: op 1 (created)");
+    assert_eq!(lines[1], "ok: op 2 (created)");
+    assert_eq!(lines[2], "first value (version 1)");
+    assert_eq!(lines[3], "2 (version 2)");
+    assert_eq!(lines[4], "2");
+    assert_eq!(lines[5], "ok: op 3 (deleted)");
+    assert_eq!(lines[6], "ok: op 4 (deleted)");
+    assert_eq!(lines[7], "0");
+    assert_eq!(lines[8], "(no keys)");
+    assert_eq!(lines[9], "(empty table)");
+    assert_eq!(lines[10], "executed");
+    assert!(t.contains("ops_served:"));
+    assert!(t.contains("commands (alias):"));
+    // Nothing after quit ran: the last get would have printed "(not found)".
+    assert!(!t.contains("(not found)"));
+    // A failing line makes the exit code 2 (usage) but the rest still runs.
+    let out = piped(&s.addr(), "bogus\nput z 1\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("ok: op 5 (created)"));
+}
+
+#[test]
+fn interactive_shell_under_a_terminal() {
+    let s = ServerProc::start(2, &[]);
+    // `script` gives the client a real pseudo-terminal, so rustyline runs.
+    let cmd = format!("{} {}", client_bin().display(), s.addr());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in ["p colour deep blue", "g colour", "s", "k", "verify 1", "q"] {
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\r").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(t.contains("connected. type 'help'"), "{t}");
+    assert!(t.contains("table> "), "{t}");
+    assert!(t.contains("ok: op 1 (created)"), "{t}");
+    assert!(t.contains("deep blue (version 1)"), "{t}");
+    assert!(t.contains("executed"), "{t}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn verify_reports_pending_then_executed_for_an_async_write() {
+    // A worker slowed to 300 ms per write (a test-only knob standing in for
+    // a slow disk) makes "pending" observable without racing.
+    let s = ServerProc::start(4, &["--test-worker-delay-ms", "300"]);
+    let a = s.addr();
+    assert_eq!(text(&one_shot(&a, &["put", "-a", "slow", "x"])), "queued: op 1 (check with: verify 1)\n");
+    assert_eq!(text(&one_shot(&a, &["verify", "1"])), "pending\n");
+    let executed = common::wait_for(std::time::Duration::from_secs(5), || {
+        (text(&one_shot(&a, &["verify", "1"])) == "executed\n").then_some(())
+    });
+    assert!(executed.is_some(), "op 1 never executed");
+    assert_eq!(text(&one_shot(&a, &["get", "slow"])), "x (version 1)\n");
+}

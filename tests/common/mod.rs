@@ -1,0 +1,208 @@
+//! Test harness: real `table-server` processes on free loopback ports, a
+//! real ZooKeeper (see `zk.rs`), and raw-socket helpers. Every process is
+//! killed when its handle drops, so a failing test leaves nothing behind.
+#![allow(dead_code)]
+
+pub mod zk;
+
+use chaintable::client::{Client, Options};
+use chaintable::wire::{decode_frame, Body, Hello, Message, PeerRole};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_table-server"))
+}
+
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_table-client"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `table-server` child process.
+pub struct ServerProc {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ServerProc {
+    /// Starts `table-server <port> <n_lists> [extra...]` and waits until
+    /// it accepts connections.
+    pub fn start(n_lists: u32, extra: &[&str]) -> ServerProc {
+        ServerProc::start_on(free_port(), n_lists, extra)
+    }
+
+    pub fn start_on(port: u16, n_lists: u32, extra: &[&str]) -> ServerProc {
+        let log = std::env::temp_dir().join(format!("chaintable-server-{port}-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("create server log");
+        let child = Command::new(server_bin())
+            .arg(port.to_string())
+            .arg(n_lists.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn table-server");
+        let p = ServerProc { child, port, log };
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(p.addr()).ok().map(|_| ())
+        });
+        assert!(up.is_some(), "table-server on {port} did not start; log:\n{}", p.log_text());
+        p
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr()).expect("connect to test server")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        wait_for(timeout, || self.child.try_wait().ok().flatten())?.code()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- log of table-server :{} ---\n{}", self.port, self.log_text());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Client options for tests: short timeouts so failures are quick.
+pub fn quick_opts() -> Options {
+    Options {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A raw connection for sending hand-made bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).expect("raw connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("set timeout");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and completes the handshake.
+    pub fn hello(addr: &str) -> Raw {
+        let mut r = Raw::connect(addr);
+        r.send(&Message::new(
+            1,
+            Body::Hello(Hello {
+                role: PeerRole::Client,
+                features: 0,
+                node: String::new(),
+            }),
+        ));
+        let reply = r.recv().expect("HELLO_OK");
+        assert!(matches!(reply.body, Body::HelloOk(_)), "{reply:?}");
+        r
+    }
+
+    pub fn send(&mut self, m: &Message) {
+        self.send_bytes(&m.to_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("raw write");
+    }
+
+    /// The next message, or `None` on EOF or timeout.
+    pub fn recv(&mut self) -> Option<Message> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Ok(Some((frame, used))) = decode_frame(&self.buf, usize::MAX) {
+                self.buf.drain(..used);
+                return Message::from_frame(&frame).ok();
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Whether the server has closed the connection (EOF within `timeout`).
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        let mut b = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}

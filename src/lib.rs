@@ -9,10 +9,10 @@
 
 #![forbid(unsafe_code)]
 
-pub mod serialize;
-pub mod wire;
 pub mod client;
 pub mod coord;
 pub mod replica;
+pub mod serialize;
 pub mod server;
 pub mod table;
+pub mod wire;

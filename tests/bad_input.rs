@@ -19,14 +19,20 @@ fn error_code(m: &Message) -> Option<ErrorCode> {
 }
 
 /// A client doing put/get in a loop, counting any error it sees.
-fn bystander(addr: String, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>, ops: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn bystander(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    ops: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut c = chaintable::client::Client::connect(&addr).expect("bystander connects");
         let mut i = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let key = format!("bystander-{}", i % 50);
             let ok = c.put(key.as_bytes(), &i.to_be_bytes()).is_ok()
-                && c.get(key.as_bytes()).ok().flatten().map(|v| v.value) == Some(i.to_be_bytes().to_vec());
+                && c.get(key.as_bytes()).ok().flatten().map(|v| v.value)
+                    == Some(i.to_be_bytes().to_vec());
             if !ok {
                 errors.fetch_add(1, Ordering::SeqCst);
             }
@@ -37,12 +43,21 @@ fn bystander(addr: String, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>, ops: A
 }
 
 fn get_frame(id: u64) -> Vec<u8> {
-    Message::new(id, Body::Get { key: Key::new("foo").unwrap() }).to_bytes()
+    Message::new(
+        id,
+        Body::Get {
+            key: Key::new("foo").unwrap(),
+        },
+    )
+    .to_bytes()
 }
 
 #[test]
 fn every_bad_input_class_gets_its_documented_answer() {
-    let s = ServerProc::start(4, &["--max-connections", "40", "--output-bytes-max", "1000000"]);
+    let s = ServerProc::start(
+        4,
+        &["--max-connections", "40", "--output-bytes-max", "1000000"],
+    );
     let addr = s.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -55,13 +70,19 @@ fn every_bad_input_class_gets_its_documented_answer() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     r.send_bytes(&bytes);
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::BadFrame));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::BadFrame)
+    );
     assert!(r.closed_within(Duration::from_secs(2)));
 
     // Garbage (an HTTP request): BAD_FRAME, closed.
     let mut r = Raw::connect(&addr);
     r.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::BadFrame));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::BadFrame)
+    );
     assert!(r.closed_within(Duration::from_secs(2)));
 
     // Oversized length: FRAME_TOO_LARGE from the header alone, closed.
@@ -69,7 +90,10 @@ fn every_bad_input_class_gets_its_documented_answer() {
     let mut header = get_frame(3)[..24].to_vec();
     header[16..20].copy_from_slice(&(64u32 << 20).to_be_bytes());
     r.send_bytes(&header);
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::FrameTooLarge));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::FrameTooLarge)
+    );
     assert!(r.closed_within(Duration::from_secs(2)));
 
     // Wrong version: UNSUPPORTED_VERSION, closed.
@@ -77,33 +101,70 @@ fn every_bad_input_class_gets_its_documented_answer() {
     let mut bytes = get_frame(4);
     bytes[2] = 9;
     r.send_bytes(&bytes);
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::UnsupportedVersion));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::UnsupportedVersion)
+    );
     assert!(r.closed_within(Duration::from_secs(2)));
 
     // Unknown opcode: UNKNOWN_OPCODE with the request id, connection kept.
     let mut r = Raw::hello(&addr);
-    r.send_bytes(&Frame { opcode: 0x3f, flags: 0, request_id: 77, payload: vec![] }.to_bytes());
+    r.send_bytes(
+        &Frame {
+            opcode: 0x3f,
+            flags: 0,
+            request_id: 77,
+            payload: vec![],
+        }
+        .to_bytes(),
+    );
     let reply = r.recv().unwrap();
-    assert_eq!((reply.request_id, error_code(&reply)), (77, Some(ErrorCode::UnknownOpcode)));
+    assert_eq!(
+        (reply.request_id, error_code(&reply)),
+        (77, Some(ErrorCode::UnknownOpcode))
+    );
     // A reply opcode or a peer message from a client is unknown too.
     r.send(&Message::new(78, Body::Ack { seq: 1 }));
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::UnknownOpcode));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::UnknownOpcode)
+    );
     // Bad payload (trailing byte after SIZE): BAD_REQUEST, kept.
-    r.send_bytes(&Frame { opcode: 0x05, flags: 0, request_id: 79, payload: vec![0] }.to_bytes());
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::BadRequest));
+    r.send_bytes(
+        &Frame {
+            opcode: 0x05,
+            flags: 0,
+            request_id: 79,
+            payload: vec![0],
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::BadRequest)
+    );
     r.send(&Message::new(80, Body::Size));
-    assert!(matches!(r.recv().unwrap().body, Body::SizeOk { .. }), "connection still usable");
+    assert!(
+        matches!(r.recv().unwrap().body, Body::SizeOk { .. }),
+        "connection still usable"
+    );
 
     // Request before HELLO: HANDSHAKE_REQUIRED, kept.
     let mut r = Raw::connect(&addr);
     r.send(&Message::new(5, Body::Size));
-    assert_eq!(r.recv().as_ref().and_then(error_code), Some(ErrorCode::HandshakeRequired));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::HandshakeRequired)
+    );
 
     // Truncated frame: the server waits (no reply, not closed)...
     let mut r = Raw::hello(&addr);
     let bytes = get_frame(6);
     r.send_bytes(&bytes[..bytes.len() - 2]);
-    assert!(!r.closed_within(Duration::from_millis(300)), "a partial frame is not an error");
+    assert!(
+        !r.closed_within(Duration::from_millis(300)),
+        "a partial frame is not an error"
+    );
     // ...and answers once the rest arrives.
     r.send_bytes(&bytes[bytes.len() - 2..]);
     let _ = r.stream.set_read_timeout(Some(Duration::from_secs(3)));
@@ -114,34 +175,62 @@ fn every_bad_input_class_gets_its_documented_answer() {
     let mut c = s.client();
     c.put(b"big", &vec![1u8; 200_000]).unwrap();
     let mut r = Raw::hello(&addr);
-    let gets: Vec<u8> = (0..200).flat_map(|i| Message::new(i, Body::Get { key: Key::new("big").unwrap() }).to_bytes()).collect();
+    let gets: Vec<u8> = (0..200)
+        .flat_map(|i| {
+            Message::new(
+                i,
+                Body::Get {
+                    key: Key::new("big").unwrap(),
+                },
+            )
+            .to_bytes()
+        })
+        .collect();
     let _ = r.stream.set_write_timeout(Some(Duration::from_secs(2)));
     let _ = std::io::Write::write_all(&mut r.stream, &gets);
     let slow_cut = common::wait_for(Duration::from_secs(5), || {
         let st = c.stats().ok()?;
         (st.get_count("disconnected_slow_readers")? >= 1).then_some(())
     });
-    assert!(slow_cut.is_some(), "the non-reading client was not disconnected");
+    assert!(
+        slow_cut.is_some(),
+        "the non-reading client was not disconnected"
+    );
 
     // Connection flood: past --max-connections the next one is refused.
     let mut held = Vec::new();
     let refused = (0..60).find_map(|_| {
         let mut r = Raw::connect(&addr);
-        r.stream.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+        r.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .ok()?;
         let refused = r.recv().as_ref().and_then(error_code) == Some(ErrorCode::TooManyConnections);
         held.push(r);
         refused.then_some(())
     });
-    assert!(refused.is_some(), "no connection was refused past the limit");
-    assert!(held.last_mut().unwrap().closed_within(Duration::from_secs(2)));
+    assert!(
+        refused.is_some(),
+        "no connection was refused past the limit"
+    );
+    assert!(held
+        .last_mut()
+        .unwrap()
+        .closed_within(Duration::from_secs(2)));
     let st = c.stats().unwrap();
     assert!(st.get_count("connections_refused").unwrap() >= 1);
     drop(held);
 
     stop.store(true, Ordering::SeqCst);
     by.join().unwrap();
-    assert!(ops.load(Ordering::SeqCst) > 10, "the bystander made progress");
-    assert_eq!(errors.load(Ordering::SeqCst), 0, "the well-behaved client saw errors");
+    assert!(
+        ops.load(Ordering::SeqCst) > 10,
+        "the bystander made progress"
+    );
+    assert_eq!(
+        errors.load(Ordering::SeqCst),
+        0,
+        "the well-behaved client saw errors"
+    );
     // The server is still healthy.
     assert_eq!(c.get(b"big").unwrap().map(|v| v.value.len()), Some(200_000));
 }
@@ -155,11 +244,14 @@ fn memory_stays_bounded_while_a_client_floods_writes_and_never_reads() {
     // Synchronous puts, 1 KiB each, over 100 keys, for 3 seconds, never
     // reading a reply. The table stays small; only buffers could grow.
     let frame = |i: u64| {
-        Message::new(i, Body::Put {
-            key: Key::new(format!("flood-{}", i % 100)).unwrap(),
-            value: vec![b'x'; 1024],
-            mode: WriteMode::Sync,
-        })
+        Message::new(
+            i,
+            Body::Put {
+                key: Key::new(format!("flood-{}", i % 100)).unwrap(),
+                value: vec![b'x'; 1024],
+                mode: WriteMode::Sync,
+            },
+        )
         .to_bytes()
     };
     let started = std::time::Instant::now();
@@ -179,7 +271,9 @@ fn memory_stays_bounded_while_a_client_floods_writes_and_never_reads() {
                 sent_bytes += n;
                 pending.drain(..n);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(_) => break, // disconnected: also bounded
         }
         peak_kib = peak_kib.max(s.rss_kib());

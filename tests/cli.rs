@@ -44,15 +44,27 @@ fn one_shot_commands_and_aliases() {
     let put = one_shot(&a, &["put", "greeting", "hello", "big", "world"]);
     assert_eq!(put.status.code(), Some(0));
     assert_eq!(text(&put), "ok: op 1 (created)\n");
-    assert_eq!(text(&one_shot(&a, &["p", "greeting", "again"])), "ok: op 2 (replaced)\n");
-    assert_eq!(text(&one_shot(&a, &["g", "greeting"])), "again (version 2)\n");
+    assert_eq!(
+        text(&one_shot(&a, &["p", "greeting", "again"])),
+        "ok: op 2 (replaced)\n"
+    );
+    assert_eq!(
+        text(&one_shot(&a, &["g", "greeting"])),
+        "again (version 2)\n"
+    );
     assert_eq!(text(&one_shot(&a, &["get", "nope"])), "(not found)\n");
     assert_eq!(text(&one_shot(&a, &["s"])), "1\n");
     assert_eq!(text(&one_shot(&a, &["size"])), "1\n");
     assert_eq!(text(&one_shot(&a, &["k"])), "greeting\n");
     assert_eq!(text(&one_shot(&a, &["getkeys"])), "greeting\n");
-    assert_eq!(text(&one_shot(&a, &["t"])), "greeting = again (version 2)\n");
-    assert_eq!(text(&one_shot(&a, &["gettable"])), "greeting = again (version 2)\n");
+    assert_eq!(
+        text(&one_shot(&a, &["t"])),
+        "greeting = again (version 2)\n"
+    );
+    assert_eq!(
+        text(&one_shot(&a, &["gettable"])),
+        "greeting = again (version 2)\n"
+    );
     let stats = text(&one_shot(&a, &["st"]));
     assert!(stats.contains("ops_served:"), "{stats}");
     let connected: u64 = stats
@@ -64,16 +76,28 @@ fn one_shot_commands_and_aliases() {
     assert!(stats.contains("serve_time_us:"), "{stats}");
     assert!(text(&one_shot(&a, &["stats"])).contains("role: standalone"));
     assert_eq!(text(&one_shot(&a, &["verify", "2"])), "executed\n");
-    assert_eq!(text(&one_shot(&a, &["verify", "99"])), "unknown operation id\n");
-    assert_eq!(text(&one_shot(&a, &["d", "greeting"])), "ok: op 3 (deleted)\n");
-    assert_eq!(text(&one_shot(&a, &["del", "greeting"])), "ok: op 4 (key was not there)\n");
+    assert_eq!(
+        text(&one_shot(&a, &["verify", "99"])),
+        "unknown operation id\n"
+    );
+    assert_eq!(
+        text(&one_shot(&a, &["d", "greeting"])),
+        "ok: op 3 (deleted)\n"
+    );
+    assert_eq!(
+        text(&one_shot(&a, &["del", "greeting"])),
+        "ok: op 4 (key was not there)\n"
+    );
     assert!(text(&one_shot(&a, &["h"])).contains("verify <op_id>"));
     assert!(text(&one_shot(&a, &["help"])).contains("gettable (t)"));
     assert_eq!(one_shot(&a, &["q"]).status.code(), Some(0));
     assert_eq!(one_shot(&a, &["quit"]).status.code(), Some(0));
     let queued = text(&one_shot(&a, &["put", "-a", "k", "v"]));
     assert_eq!(queued, "queued: op 5 (check with: verify 5)\n");
-    assert_eq!(text(&one_shot(&a, &["del", "-a", "k"])), "queued: op 6 (check with: verify 6)\n");
+    assert_eq!(
+        text(&one_shot(&a, &["del", "-a", "k"])),
+        "queued: op 6 (check with: verify 6)\n"
+    );
 }
 
 #[test]
@@ -99,7 +123,12 @@ fn piped_script_runs_every_line() {
         &s.addr(),
         "put a first value\np b 2\n\nget a\ng b\nsize\ndel a\nd b\ns\nk\nt\nverify 1\nst\nhelp\nquit\nget a\n",
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = text(&out);
     let lines: Vec<&str> = t.lines().collect();
     assert_eq!(lines[0], "ok: op 1 (created)");
@@ -158,7 +187,10 @@ fn verify_reports_pending_then_executed_for_an_async_write() {
     // a slow disk) makes "pending" observable without racing.
     let s = ServerProc::start(4, &["--test-worker-delay-ms", "300"]);
     let a = s.addr();
-    assert_eq!(text(&one_shot(&a, &["put", "-a", "slow", "x"])), "queued: op 1 (check with: verify 1)\n");
+    assert_eq!(
+        text(&one_shot(&a, &["put", "-a", "slow", "x"])),
+        "queued: op 1 (check with: verify 1)\n"
+    );
     assert_eq!(text(&one_shot(&a, &["verify", "1"])), "pending\n");
     let executed = common::wait_for(std::time::Duration::from_secs(5), || {
         (text(&one_shot(&a, &["verify", "1"])) == "executed\n").then_some(())

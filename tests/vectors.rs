@@ -251,7 +251,10 @@ fn every_malformed_vector_fails_the_documented_way() {
         "UNKNOWN_OPCODE",
         "BAD_PAYLOAD",
     ] {
-        assert!(kinds.contains_key(kind), "no malformed vector of kind {kind}");
+        assert!(
+            kinds.contains_key(kind),
+            "no malformed vector of kind {kind}"
+        );
     }
 }
 
@@ -259,11 +262,8 @@ fn every_malformed_vector_fails_the_documented_way() {
 /// a fenced block whose lines hold hex bytes, then optionally `|` and a note.
 #[test]
 fn every_hex_dump_in_the_spec_is_a_checked_vector() {
-    let spec = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/spec/PROTOCOL.md"
-    ))
-    .expect("spec/PROTOCOL.md is readable");
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/PROTOCOL.md"))
+        .expect("spec/PROTOCOL.md is readable");
     let v = vectors();
     let mut by_name = HashMap::new();
     for group in ["valid", "malformed"] {
@@ -282,7 +282,10 @@ fn every_hex_dump_in_the_spec_is_a_checked_vector() {
             continue;
         };
         let fence = lines.next().unwrap_or_default();
-        assert!(fence.starts_with("```"), "{name}: no code block after marker");
+        assert!(
+            fence.starts_with("```"),
+            "{name}: no code block after marker"
+        );
         let mut hex = String::new();
         for dump_line in lines.by_ref().take_while(|l| !l.starts_with("```")) {
             let bytes = dump_line.split('|').next().unwrap_or_default();
@@ -291,8 +294,14 @@ fn every_hex_dump_in_the_spec_is_a_checked_vector() {
         let expected = by_name
             .get(name)
             .unwrap_or_else(|| panic!("spec quotes unknown vector {name}"));
-        assert_eq!(&hex, expected, "spec dump of {name} differs from the vector");
+        assert_eq!(
+            &hex, expected,
+            "spec dump of {name} differs from the vector"
+        );
         checked += 1;
     }
-    assert!(checked >= 5, "the spec should quote vectors; found {checked}");
+    assert!(
+        checked >= 5,
+        "the spec should quote vectors; found {checked}"
+    );
 }

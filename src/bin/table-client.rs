@@ -39,7 +39,7 @@ struct Args {
 
 enum Backend {
     Single(Client),
-    Chain(ChainClient),
+    Chain(Box<ChainClient>),
 }
 
 impl Backend {
@@ -119,7 +119,8 @@ fn main() -> ExitCode {
         ..Options::default()
     };
     let backend = if args.zookeeper {
-        ChainClient::connect(&args.addr, &args.chain_root, opts).map(Backend::Chain)
+        ChainClient::connect(&args.addr, &args.chain_root, opts)
+            .map(|c| Backend::Chain(Box::new(c)))
     } else {
         Client::connect_with(&args.addr, opts).map(Backend::Single)
     };

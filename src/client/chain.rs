@@ -53,7 +53,11 @@ impl ChainClient {
         let deadline = Instant::now() + c.opts.connect_timeout;
         while c.members.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match c.coord.events.recv_timeout(left.max(Duration::from_millis(1))) {
+            match c
+                .coord
+                .events
+                .recv_timeout(left.max(Duration::from_millis(1)))
+            {
                 Ok(e) => c.on_event(e),
                 Err(_) => {
                     return Err(ClientError::NoChain {
@@ -157,15 +161,24 @@ impl ChainClient {
         let addr = self.target(write).ok_or_else(|| ClientError::NoChain {
             root: self.root.clone(),
         })?;
-        let slot = if write { &mut self.head } else { &mut self.tail };
+        let slot = if write {
+            &mut self.head
+        } else {
+            &mut self.tail
+        };
         if slot.as_ref().is_none_or(|c| c.addr() != addr) {
             *slot = Some(Client::connect_with(&addr, self.opts.clone())?);
         }
-        let client = slot.as_mut().ok_or_else(|| ClientError::Protocol("no connection".into()))?;
+        let client = slot
+            .as_mut()
+            .ok_or_else(|| ClientError::Protocol("no connection".into()))?;
         let reply = client.call(body);
         if reply.is_err() {
             // A fresh connection next time: the old one may be mid-stream.
-            if matches!(reply, Err(ClientError::Timeout { .. } | ClientError::Disconnected { .. })) {
+            if matches!(
+                reply,
+                Err(ClientError::Timeout { .. } | ClientError::Disconnected { .. })
+            ) {
                 *slot = None;
             }
         }

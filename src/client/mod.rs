@@ -9,7 +9,7 @@ mod error;
 pub use error::ClientError;
 
 use crate::serialize::{Entry, Key, Stats};
-use crate::wire::{decode_frame, Body, Hello, HelloOk, Message, PeerRole, FrameDecoder};
+use crate::wire::{decode_frame, Body, FrameDecoder, Hello, HelloOk, Message, PeerRole};
 use crate::wire::{OpState, Versioned, WriteMode, WriteOk, PAYLOAD_BYTES_MAX_DEFAULT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -93,12 +93,17 @@ impl Client {
     /// `ClientError::Server`.
     pub fn call(&mut self, body: Body) -> Result<Body, ClientError> {
         let mut replies = self.pipeline(vec![body])?;
-        replies.pop().unwrap_or_else(|| Err(ClientError::Protocol("no reply".into())))
+        replies
+            .pop()
+            .unwrap_or_else(|| Err(ClientError::Protocol("no reply".into())))
     }
 
     /// Sends every request at once, then reads every reply (in order).
     /// The outer error means the connection failed; inner ones are per request.
-    pub fn pipeline(&mut self, bodies: Vec<Body>) -> Result<Vec<Result<Body, ClientError>>, ClientError> {
+    pub fn pipeline(
+        &mut self,
+        bodies: Vec<Body>,
+    ) -> Result<Vec<Result<Body, ClientError>>, ClientError> {
         let has_write = bodies
             .iter()
             .any(|b| matches!(b, Body::Put { .. } | Body::Del { .. }));
@@ -177,7 +182,12 @@ impl Client {
         self.put_mode(key, value, WriteMode::Async)
     }
 
-    pub fn put_mode(&mut self, key: &[u8], value: &[u8], mode: WriteMode) -> Result<WriteOk, ClientError> {
+    pub fn put_mode(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        mode: WriteMode,
+    ) -> Result<WriteOk, ClientError> {
         let key = Key::new(key)?;
         self.write(Body::Put {
             key,
@@ -197,7 +207,9 @@ impl Client {
 
     /// The value and its version, or `None` if the key is absent.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Versioned>, ClientError> {
-        match self.call(Body::Get { key: Key::new(key)? })? {
+        match self.call(Body::Get {
+            key: Key::new(key)?,
+        })? {
             Body::Value(v) => Ok(v),
             other => Err(unexpected(&other)),
         }

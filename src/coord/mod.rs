@@ -304,7 +304,10 @@ mod tests {
         ];
         let m = order_members(raw);
         let addrs: Vec<&str> = m.iter().map(|m| m.addr.as_str()).collect();
-        assert_eq!(addrs, ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]);
+        assert_eq!(
+            addrs,
+            ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+        );
         assert_eq!(m[0].name, "node0000000002");
     }
 }

@@ -90,7 +90,10 @@ enum Successor {
     /// Connecting; no HELLO_OK yet. Updates accumulate in Sent.
     Connecting(Member),
     /// A joiner receiving a snapshot: this member still acts as tail.
-    Transferring { member: Member, snapshot_seq: Option<u64> },
+    Transferring {
+        member: Member,
+        snapshot_seq: Option<u64>,
+    },
     /// Receiving updates and acknowledging them.
     Active(Member),
 }
@@ -351,9 +354,10 @@ impl Replica {
         let refuse = |code, redirect| Err(Refusal { code, redirect });
         match self.standing {
             Standing::Fenced => refuse(ErrorCode::Unavailable, None),
-            Standing::Joining { .. } => {
-                refuse(ErrorCode::NotTail, self.predecessor().map(|m| m.addr.clone()))
-            }
+            Standing::Joining { .. } => refuse(
+                ErrorCode::NotTail,
+                self.predecessor().map(|m| m.addr.clone()),
+            ),
             Standing::Active if self.acting_tail() => Ok(()),
             Standing::Active => {
                 let next = self.successor_member().map(|m| m.addr.clone());
@@ -408,7 +412,8 @@ impl Replica {
         self.sent.push(update.clone());
         if let Successor::Active(_) | Successor::Transferring { .. } = self.successor {
             if self.transfer_done_or_active() {
-                self.actions.push_back(Action::SendDown(Body::Update(update)));
+                self.actions
+                    .push_back(Action::SendDown(Body::Update(update)));
             }
         }
         if self.acting_tail() {
@@ -454,14 +459,21 @@ impl Replica {
         }
     }
 
-    fn push_chunk(&mut self, seq: u64, first: bool, last: bool, entries: Vec<crate::serialize::Entry>) {
+    fn push_chunk(
+        &mut self,
+        seq: u64,
+        first: bool,
+        last: bool,
+        entries: Vec<crate::serialize::Entry>,
+    ) {
         let chunk = SnapshotChunk {
             snapshot_seq: seq,
             first,
             last,
             entries,
         };
-        self.actions.push_back(Action::SendDown(Body::Snapshot(chunk)));
+        self.actions
+            .push_back(Action::SendDown(Body::Snapshot(chunk)));
     }
 
     // ----- peers ------------------------------------------------------------

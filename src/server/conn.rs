@@ -14,9 +14,14 @@ pub enum Kind {
     AwaitHello,
     Client,
     /// Our predecessor, streaming updates to us.
-    Predecessor { node: String },
+    Predecessor {
+        node: String,
+    },
     /// Our successor, which we dialled; `ready` once it sent HELLO_OK.
-    Successor { node: String, ready: bool },
+    Successor {
+        node: String,
+        ready: bool,
+    },
 }
 
 /// A reply position on a connection. Replies leave in slot order.
@@ -150,9 +155,10 @@ impl Conn {
 
     /// Fills the first waiting write slot with `request_id`.
     pub fn complete_write(&mut self, request_id: u64, make: impl FnOnce(bool) -> Message) {
-        let slot = self.slots.iter_mut().find(
-            |s| matches!(s, Slot::Write { request_id: r, .. } if *r == request_id),
-        );
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| matches!(s, Slot::Write { request_id: r, .. } if *r == request_id));
         if let Some(slot) = slot {
             let Slot::Write { is_put, .. } = *slot else {
                 return;

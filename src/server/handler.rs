@@ -6,9 +6,9 @@ use super::conn::{Conn, Kind, Slot};
 use super::Server;
 use crate::replica::{Refusal, WriteToken};
 use crate::serialize::Stats;
+use crate::wire::PROTOCOL_VERSION;
 use crate::wire::{op, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
-use crate::wire::PROTOCOL_VERSION;
 use std::time::Instant;
 
 fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
@@ -69,12 +69,16 @@ impl Server {
                 Body::Hello(h) => self.hello(conn, request_id, h),
                 _ => {
                     self.counters.errors_sent += 1;
-                    conn.reply(&error(request_id, ErrorCode::HandshakeRequired, "send HELLO first"));
+                    conn.reply(&error(
+                        request_id,
+                        ErrorCode::HandshakeRequired,
+                        "send HELLO first",
+                    ));
                 }
             },
             Kind::Client => self.client_request(conn, msg),
-            Kind::Predecessor { .. } => self.from_predecessor(conn, msg),
-            Kind::Successor { .. } => self.from_successor(conn, msg),
+            Kind::Predecessor { .. } => self.on_predecessor_message(conn, msg),
+            Kind::Successor { .. } => self.on_successor_message(conn, msg),
         }
         self.counters.serve_time_us += started.elapsed().as_micros() as u64;
     }
@@ -220,8 +224,14 @@ impl Server {
         s.text("role", self.replica.role().name());
         if self.coord.is_some() {
             s.text("node", self.replica.name());
-            let pred = self.replica.predecessor().map(|m| format!("{} {}", m.name, m.addr));
-            let succ = self.replica.successor_member().map(|m| format!("{} {}", m.name, m.addr));
+            let pred = self
+                .replica
+                .predecessor()
+                .map(|m| format!("{} {}", m.name, m.addr));
+            let succ = self
+                .replica
+                .successor_member()
+                .map(|m| format!("{} {}", m.name, m.addr));
             s.text("predecessor", pred.as_deref().unwrap_or("-"));
             s.text("successor", succ.as_deref().unwrap_or("-"));
             s.count("last_applied", self.replica.last_applied());
@@ -231,7 +241,7 @@ impl Server {
         s
     }
 
-    fn from_predecessor(&mut self, conn: &mut Conn, msg: Message) {
+    fn on_predecessor_message(&mut self, conn: &mut Conn, msg: Message) {
         match msg.body {
             Body::Update(u) => self.replica.handle_update(u),
             Body::Snapshot(chunk) => self.replica.handle_snapshot_chunk(chunk),
@@ -243,7 +253,7 @@ impl Server {
         }
     }
 
-    fn from_successor(&mut self, conn: &mut Conn, msg: Message) {
+    fn on_successor_message(&mut self, conn: &mut Conn, msg: Message) {
         match msg.body {
             Body::HelloOk(h) => {
                 if let Kind::Successor { node, .. } = &conn.kind {
@@ -252,7 +262,12 @@ impl Server {
                         ready: true,
                     };
                 }
-                tracing::info!(conn = conn.id, role = h.role.name(), last_seq = h.last_seq, "successor ready");
+                tracing::info!(
+                    conn = conn.id,
+                    role = h.role.name(),
+                    last_seq = h.last_seq,
+                    "successor ready"
+                );
                 self.replica.handle_successor_hello(h.role, h.last_seq);
             }
             Body::Ack { seq } => self.replica.handle_ack(seq),

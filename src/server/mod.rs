@@ -12,10 +12,10 @@ mod worker;
 
 pub use config::ServerConfig;
 
+use crate::coord::{CoordConfig, CoordEvent, Coordinator};
 use crate::replica::{Member, Replica};
 use crate::table::Table;
 use conn::{Conn, Kind, ReadOutcome};
-use crate::coord::{CoordConfig, CoordEvent, Coordinator};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -98,8 +98,13 @@ impl Server {
         let table = Arc::new(Table::new(cfg.n_lists));
         let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max));
         let completions = Arc::new(Completions::new(wake.clone()));
-        let worker = worker::spawn(table.clone(), queue.clone(), completions.clone(), cfg.worker_delay)
-            .map_err(|e| ServerError::Setup(e.to_string()))?;
+        let worker = worker::spawn(
+            table.clone(),
+            queue.clone(),
+            completions.clone(),
+            cfg.worker_delay,
+        )
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
         let mut replica = Replica::standalone(cfg.sent_max);
         let coord = match &cfg.zookeeper {
             None => None,
@@ -255,7 +260,10 @@ impl Server {
                 tracing::info!(peer = %conn.peer, "refused: too many connections");
                 conn.fail(
                     crate::wire::ErrorCode::TooManyConnections,
-                    format!("server is at its limit of {} connections", self.cfg.connections_max),
+                    format!(
+                        "server is at its limit of {} connections",
+                        self.cfg.connections_max
+                    ),
                 );
                 let _ = conn.write_some(&mut self.counters.bytes_out);
                 continue;
@@ -469,7 +477,7 @@ impl Server {
         if let Some(c) = self.coord.take() {
             c.stop();
         }
-        tracing::info!("stopped");
+        tracing::info!(last_executed = self.replica.last_applied(), "stopped");
     }
 }
 

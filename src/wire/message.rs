@@ -431,11 +431,16 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
 fn decode_body(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, MessageError> {
     let bad = |source| MessageError::BadPayload { opcode, source };
     match opcode {
-        op::HELLO | op::PUT | op::GET | op::DEL | op::SIZE | op::GETKEYS | op::GETTABLE
-        | op::STATS | op::VERIFY => decode_request(opcode, mode, r).map_err(bad),
-        op::UPDATE | op::ACK | op::SNAPSHOT | op::HANDOFF => {
-            decode_peer(opcode, r).map_err(bad)
-        }
+        op::HELLO
+        | op::PUT
+        | op::GET
+        | op::DEL
+        | op::SIZE
+        | op::GETKEYS
+        | op::GETTABLE
+        | op::STATS
+        | op::VERIFY => decode_request(opcode, mode, r).map_err(bad),
+        op::UPDATE | op::ACK | op::SNAPSHOT | op::HANDOFF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
             Some(result) => result.map_err(bad),
@@ -497,12 +502,8 @@ fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
             };
             Body::Update(Update { seq, op })
         }
-        op::ACK => Body::Ack {
-            seq: r.u64("seq")?,
-        },
-        op::HANDOFF => Body::Handoff {
-            seq: r.u64("seq")?,
-        },
+        op::ACK => Body::Ack { seq: r.u64("seq")? },
+        op::HANDOFF => Body::Handoff { seq: r.u64("seq")? },
         _ => {
             let snapshot_seq = r.u64("snapshot seq")?;
             // Bits other than FIRST (0) and LAST (1) are reserved: ignored.

@@ -3,6 +3,7 @@
 //! killed when its handle drops, so a failing test leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod chain;
 pub mod zk;
 
 use chaintable::client::{Client, Options};
@@ -56,7 +57,10 @@ impl ServerProc {
     }
 
     pub fn start_on(port: u16, n_lists: u32, extra: &[&str]) -> ServerProc {
-        let log = std::env::temp_dir().join(format!("chaintable-server-{port}-{}.log", std::process::id()));
+        let log = std::env::temp_dir().join(format!(
+            "chaintable-server-{port}-{}.log",
+            std::process::id()
+        ));
         let log_file = std::fs::File::create(&log).expect("create server log");
         let child = Command::new(server_bin())
             .arg(port.to_string())
@@ -71,7 +75,11 @@ impl ServerProc {
         let up = wait_for(Duration::from_secs(10), || {
             TcpStream::connect(p.addr()).ok().map(|_| ())
         });
-        assert!(up.is_some(), "table-server on {port} did not start; log:\n{}", p.log_text());
+        assert!(
+            up.is_some(),
+            "table-server on {port} did not start; log:\n{}",
+            p.log_text()
+        );
         p
     }
 
@@ -93,7 +101,8 @@ impl ServerProc {
 
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -121,7 +130,11 @@ impl Drop for ServerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- log of table-server :{} ---\n{}", self.port, self.log_text());
+            eprintln!(
+                "--- log of table-server :{} ---\n{}",
+                self.port,
+                self.log_text()
+            );
         }
         let _ = std::fs::remove_file(&self.log);
     }

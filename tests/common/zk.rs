@@ -72,8 +72,14 @@ impl ZooKeeper {
             .spawn()
             .expect("spawn java (is a JRE installed?)");
         self.child = Some(child);
-        let ready = wait_for(Duration::from_secs(20), || serving(&self.addr()).then_some(()));
-        assert!(ready.is_some(), "ZooKeeper did not start on {}", self.addr());
+        let ready = wait_for(Duration::from_secs(20), || {
+            serving(&self.addr()).then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "ZooKeeper did not start on {}",
+            self.addr()
+        );
     }
 
     pub fn addr(&self) -> String {

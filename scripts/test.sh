@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: makes sure ZooKeeper (Debian's package) is installed
+# for the chain tests, then runs every test. Tests start their own
+# ZooKeeper and servers on free loopback ports and stop them afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing ZooKeeper (apt-get install -y zookeeper)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null
+  else
+    echo "ZooKeeper is needed for the chain tests: sudo apt-get install -y zookeeper" >&2
+    exit 2
+  fi
+fi
+exec cargo test --release "$@"

@@ -1,0 +1,234 @@
+//! A chain of real `table-server` processes over a real ZooKeeper, and a
+//! background writer that records which writes were acknowledged.
+
+use super::zk::ZooKeeper;
+use super::{wait_for, ServerProc};
+use chaintable::client::chain::ChainClient;
+use chaintable::client::{Client, ClientError, Options};
+use chaintable::serialize::Key;
+use chaintable::wire::{Body, Retry, WriteMode};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub struct Chain {
+    pub zk: ZooKeeper,
+    pub members: Vec<Option<ServerProc>>,
+    pub extra: Vec<String>,
+}
+
+impl Chain {
+    /// ZooKeeper plus `n` members started one after the other (so the
+    /// first started is the head). `--unsafe-reads-anywhere` is on only so
+    /// that tests can inspect every member's table; clients still route
+    /// reads to the tail.
+    pub fn start(n: usize, extra: &[&str]) -> Chain {
+        let zk = ZooKeeper::start();
+        let mut chain = Chain {
+            zk,
+            members: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for _ in 0..n {
+            chain.add_member();
+        }
+        chain.wait_chain_len(n);
+        chain
+    }
+
+    pub fn add_member(&mut self) -> usize {
+        let zk = self.zk.addr();
+        let mut args: Vec<&str> = vec![&zk, "--unsafe-reads-anywhere", "--session-timeout-ms", "1000"];
+        args.extend(self.extra.iter().map(|s| s.as_str()));
+        let p = ServerProc::start(4, &args);
+        // Registered before the next one starts, so start order = chain order.
+        let registered = wait_for(Duration::from_secs(10), || {
+            stat_text(&p.addr(), "node").filter(|n| !n.is_empty())
+        });
+        assert!(registered.is_some(), "member did not register:\n{}", p.log_text());
+        self.members.push(Some(p));
+        self.members.len() - 1
+    }
+
+    pub fn member(&self, i: usize) -> &ServerProc {
+        self.members[i].as_ref().expect("member is running")
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].take() {
+            p.kill9();
+        }
+    }
+
+    pub fn client(&self) -> ChainClient {
+        let opts = Options {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+        };
+        let mut c = ChainClient::connect(&self.zk.addr(), "/chain", opts).expect("chain client");
+        c.retry_for = Duration::from_secs(15);
+        c
+    }
+
+    /// Waits until the running members report `n` members with one head
+    /// and one tail among them, everyone settled (no joiners).
+    pub fn wait_chain_len(&self, n: usize) {
+        let ok = wait_for(Duration::from_secs(30), || {
+            let roles = self.roles();
+            let heads = roles.iter().filter(|r| *r == "head" || *r == "solo").count();
+            let tails = roles.iter().filter(|r| *r == "tail" || *r == "solo").count();
+            let middles = roles.iter().filter(|r| *r == "middle").count();
+            (roles.len() == n && heads == 1 && tails == 1 && heads + tails + middles >= n).then_some(())
+        });
+        assert!(ok.is_some(), "chain of {n} did not settle: roles {:?}", self.roles());
+    }
+
+    /// Roles of the running members, in start order.
+    pub fn roles(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .flatten()
+            .filter_map(|p| stat_text(&p.addr(), "role"))
+            .collect()
+    }
+
+    /// Every running member's table, sorted.
+    pub fn tables(&self) -> Vec<(String, BTreeMap<Vec<u8>, (u64, Vec<u8>)>)> {
+        self.members
+            .iter()
+            .flatten()
+            .map(|p| (p.addr(), table_of(&p.addr())))
+            .collect()
+    }
+
+    /// Waits until every running member holds the same table; returns it.
+    pub fn converged_table(&self) -> BTreeMap<Vec<u8>, (u64, Vec<u8>)> {
+        let mut last = Vec::new();
+        let same = wait_for(Duration::from_secs(20), || {
+            last = self.tables();
+            let first = &last.first()?.1;
+            last.iter().all(|(_, t)| t == first).then(|| first.clone())
+        });
+        match same {
+            Some(t) => t,
+            None => {
+                for (addr, t) in &last {
+                    eprintln!("{addr}: {} entries", t.len());
+                }
+                panic!("members did not converge to one table; roles {:?}", self.roles());
+            }
+        }
+    }
+}
+
+pub fn stat_text(addr: &str, name: &str) -> Option<String> {
+    let mut c = Client::connect_with(addr, super::quick_opts()).ok()?;
+    let s = c.stats().ok()?;
+    s.get_text(name)
+        .map(str::to_string)
+        .or_else(|| s.get_count(name).map(|n| n.to_string()))
+}
+
+pub fn table_of(addr: &str) -> BTreeMap<Vec<u8>, (u64, Vec<u8>)> {
+    let mut c = Client::connect_with(addr, super::quick_opts()).expect("connect member");
+    c.table()
+        .expect("gettable")
+        .into_iter()
+        .map(|e| (e.key.into_bytes(), (e.version, e.value)))
+        .collect()
+}
+
+/// What one write attempt came to.
+#[derive(Debug, Clone)]
+pub enum Fate {
+    Acked { op_id: u64 },
+    Unknown,
+    Failed,
+}
+
+/// A thread writing `key{i % keys}` = `i` synchronously through the chain
+/// client, recording every write's fate, until stopped.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    pub log: Arc<Mutex<Vec<(u64, Fate, Instant)>>>,
+    thread: Option<JoinHandle<ChainClient>>,
+    keys: u64,
+}
+
+impl Writer {
+    pub fn start(chain: &Chain, keys: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut client = chain.client();
+        let (s, l) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                let key = Key::new(format!("key{}", i % keys)).unwrap();
+                let body = Body::Put { key, value: i.to_string().into_bytes(), mode: WriteMode::Sync };
+                let fate = match client.call(body) {
+                    Ok((Body::PutOk(w), _)) => Fate::Acked { op_id: w.op_id },
+                    Ok(_) => Fate::Failed,
+                    Err(e) if e.retry() == Retry::OutcomeUnknown => Fate::Unknown,
+                    Err(ClientError::Server(_)) | Err(_) => Fate::Failed,
+                };
+                l.lock().unwrap().push((i, fate, Instant::now()));
+                i += 1;
+            }
+            client
+        });
+        Writer { stop, log, thread: Some(thread), keys }
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.log.lock().unwrap().iter().filter(|(_, f, _)| matches!(f, Fate::Acked { .. })).count()
+    }
+
+    /// Waits until `n` more writes have been acknowledged.
+    pub fn wait_acked(&self, more: usize) {
+        let target = self.acked_count() + more;
+        let ok = wait_for(Duration::from_secs(30), || (self.acked_count() >= target).then_some(()));
+        assert!(ok.is_some(), "writes stalled at {} acked", self.acked_count());
+    }
+
+    pub fn stop(mut self) -> Vec<(u64, Fate, Instant)> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("writer thread").close();
+        }
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+
+    /// Checks a final table against the writer's log: for every key, the
+    /// value is its last acknowledged write or a later write whose outcome
+    /// is unknown; acknowledged op ids increase with the write order.
+    pub fn check(log: &[(u64, Fate, Instant)], keys: u64, table: &BTreeMap<Vec<u8>, (u64, Vec<u8>)>) {
+        let mut last_op = 0;
+        for (i, fate, _) in log {
+            if let Fate::Acked { op_id } = fate {
+                assert!(*op_id > last_op, "write {i}: op id {op_id} not after {last_op}");
+                last_op = *op_id;
+            }
+        }
+        for k in 0..keys {
+            let key = format!("key{k}").into_bytes();
+            let writes: Vec<&(u64, Fate, Instant)> = log.iter().filter(|(i, _, _)| i % keys == k).collect();
+            let last_acked = writes.iter().rev().find(|(_, f, _)| matches!(f, Fate::Acked { .. }));
+            let got: Option<u64> = table.get(&key).map(|(_, v)| String::from_utf8_lossy(v).parse().unwrap());
+            let Some((acked_i, _, _)) = last_acked else {
+                continue;
+            };
+            let got = got.unwrap_or_else(|| panic!("key{k}: acknowledged write {acked_i} lost (key absent)"));
+            if got == *acked_i {
+                continue;
+            }
+            let later_unknown = writes
+                .iter()
+                .any(|(i, f, _)| *i == got && *i > *acked_i && matches!(f, Fate::Unknown));
+            assert!(later_unknown, "key{k}: holds write {got}, but the last acknowledged write is {acked_i}");
+        }
+    }
+}

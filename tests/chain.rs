@@ -17,11 +17,15 @@ fn writes_at_the_head_are_read_at_the_tail() {
     assert_eq!(chain.roles(), ["head", "middle", "tail"]);
     let mut c = chain.client();
     let (reply, head) = c.call(put("colour", "blue")).unwrap();
-    let Body::PutOk(w) = reply else { panic!("{reply:?}") };
+    let Body::PutOk(w) = reply else {
+        panic!("{reply:?}")
+    };
     assert_eq!(head, chain.member(0).addr());
     let (reply, tail) = c.call(Body::Get { key: key("colour") }).unwrap();
     assert_eq!(tail, chain.member(2).addr());
-    let Body::Value(Some(v)) = reply else { panic!("{reply:?}") };
+    let Body::Value(Some(v)) = reply else {
+        panic!("{reply:?}")
+    };
     assert_eq!((v.value.as_slice(), v.version), (&b"blue"[..], w.op_id));
     // The head's operation id is the chain's: the tail says it is executed.
     let (reply, _) = c.call(Body::Verify { op_id: w.op_id }).unwrap();
@@ -30,10 +34,15 @@ fn writes_at_the_head_are_read_at_the_tail() {
     let mut direct = chaintable::client::Client::connect(&chain.member(2).addr()).unwrap();
     let err = direct.put(b"x", b"y").unwrap_err();
     assert_eq!(err.code(), Some(chaintable::wire::ErrorCode::NotHead));
-    let chaintable::client::ClientError::Server(e) = err else { panic!() };
+    let chaintable::client::ClientError::Server(e) = err else {
+        panic!()
+    };
     assert_eq!(e.redirect, chain.member(0).addr());
     // Stats show the chain's shape.
-    assert_eq!(stat_text(&chain.member(1).addr(), "sent_len").as_deref(), Some("0"));
+    assert_eq!(
+        stat_text(&chain.member(1).addr(), "sent_len").as_deref(),
+        Some("0")
+    );
     let pred = stat_text(&chain.member(1).addr(), "predecessor").unwrap();
     assert!(pred.ends_with(&chain.member(0).addr()), "{pred}");
     c.close();
@@ -44,7 +53,11 @@ fn key(s: &str) -> chaintable::serialize::Key {
 }
 
 fn put(k: &str, v: &str) -> Body {
-    Body::Put { key: key(k), value: v.as_bytes().to_vec(), mode: chaintable::wire::WriteMode::Sync }
+    Body::Put {
+        key: key(k),
+        value: v.as_bytes().to_vec(),
+        mode: chaintable::wire::WriteMode::Sync,
+    }
 }
 
 /// Streams writes, kills member `victim` with SIGKILL, keeps streaming,
@@ -66,7 +79,10 @@ fn kill_during_stream(victim: usize) -> Duration {
     chain.wait_chain_len(2);
     let table = chain.converged_table();
     Writer::check(&log, KEYS, &table);
-    let acked = log.iter().filter(|(_, f, _)| matches!(f, Fate::Acked { .. })).count();
+    let acked = log
+        .iter()
+        .filter(|(_, f, _)| matches!(f, Fate::Acked { .. }))
+        .count();
     eprintln!("kill -9 of member {victim}: {acked} writes acknowledged; first acknowledged write {first_ok_after:?} after the kill");
     first_ok_after
 }
@@ -74,7 +90,10 @@ fn kill_during_stream(victim: usize) -> Duration {
 #[test]
 fn kill_9_of_the_head_loses_no_acknowledged_write() {
     let failover = kill_during_stream(0);
-    eprintln!("failover (kill -9 head -> first successful write): {} ms", failover.as_millis());
+    eprintln!(
+        "failover (kill -9 head -> first successful write): {} ms",
+        failover.as_millis()
+    );
 }
 
 #[test]
@@ -118,7 +137,8 @@ fn a_member_paused_past_its_session_is_dropped_then_rejoins() {
     writer.wait_acked(200);
     paused.signal(Signal::SIGCONT);
     // Right after waking, it must not serve reads from its stale state.
-    let mut direct = chaintable::client::Client::connect_with(&paused.addr(), common::quick_opts()).unwrap();
+    let mut direct =
+        chaintable::client::Client::connect_with(&paused.addr(), common::quick_opts()).unwrap();
     let refused = direct.call(Body::Get { key: key("key0") });
     // Reads may only be served once it is the tail again with full state.
     if let Ok(Body::Value(_)) = refused {
@@ -137,6 +157,21 @@ fn a_zookeeper_restart_loses_no_acknowledged_write() {
     let mut chain = Chain::start(3, &[]);
     let writer = Writer::start(&chain, KEYS);
     writer.wait_acked(200);
+    chain.zk.restart();
+    writer.wait_acked(300);
+    let log = writer.stop();
+    chain.wait_chain_len(3);
+    let table = chain.converged_table();
+    Writer::check(&log, KEYS, &table);
+}
+
+#[test]
+fn zookeeper_down_longer_than_the_session_timeout_loses_no_acknowledged_write() {
+    let mut chain = Chain::start(3, &[]);
+    let writer = Writer::start(&chain, KEYS);
+    writer.wait_acked(200);
+    chain.zk.kill();
+    std::thread::sleep(Duration::from_secs(3));
     chain.zk.restart();
     writer.wait_acked(300);
     let log = writer.stop();

@@ -121,6 +121,8 @@ pub struct Replica {
     successor: Successor,
     /// Highest sequence number handed to the worker (assigned or received).
     last_queued: u64,
+    /// A new head assigns numbers above this (see [`HEAD_TAKEOVER_SEQ_GAP`]).
+    seq_floor: u64,
     /// Highest sequence number the worker has reported applied.
     last_applied: u64,
     /// Highest sequence number known to be applied by the tail.
@@ -130,10 +132,8 @@ pub struct Replica {
     waiting: VecDeque<(u64, WriteToken, Option<WriteOutcome>)>,
     /// Applies handed to the worker and not yet reported.
     unapplied: usize,
-    /// Set once membership has listed a predecessor: a joiner that later
-    /// finds itself head lost its source of state, rather than founding
-    /// a new chain.
-    had_predecessor: bool,
+    /// Between a FIRST and a LAST snapshot chunk: the table is partial.
+    partial_snapshot: bool,
     /// Whether the table held a complete history when last fenced.
     was_complete: bool,
     actions: VecDeque<Action>,
@@ -165,12 +165,13 @@ impl Replica {
             standing,
             successor: Successor::None,
             last_queued: 0,
+            seq_floor: 0,
             last_applied: 0,
             last_acked: 0,
             sent: SentList::new(sent_max.min(HEAD_TAKEOVER_SEQ_GAP as usize)),
             waiting: VecDeque::new(),
             unapplied: 0,
-            had_predecessor: false,
+            partial_snapshot: false,
             was_complete: false,
             actions: VecDeque::new(),
             snapshot_chunk_entries: 4096,
@@ -190,7 +191,7 @@ impl Replica {
             installed: false,
             handoff: None,
         };
-        self.had_predecessor = false;
+        self.partial_snapshot = false;
         self.sent.trim_through(u64::MAX);
         self.waiting.clear();
         if !complete {
@@ -316,7 +317,7 @@ impl Replica {
         token: Option<WriteToken>,
     ) -> Result<u64, Refusal> {
         self.check_can_write()?;
-        let seq = self.last_queued + 1;
+        let seq = self.last_queued.max(self.seq_floor) + 1;
         self.last_queued = seq;
         if let Some(token) = token {
             self.waiting.push_back((seq, token, None));
@@ -511,6 +512,7 @@ impl Replica {
                 installed: false,
                 handoff: None,
             };
+            self.partial_snapshot = true;
         }
         self.actions.push_back(Action::Install(chunk));
     }
@@ -527,6 +529,7 @@ impl Replica {
             installed: true,
             handoff: None,
         };
+        self.partial_snapshot = false;
         self.last_queued = seq;
         self.last_applied = seq;
         self.last_acked = seq;
@@ -682,9 +685,6 @@ impl Replica {
             }
             return; // not listed yet: wait
         }
-        if self.predecessor().is_some() {
-            self.had_predecessor = true;
-        }
         if self.predecessor().is_none() {
             self.becomes_head(was_head);
         }
@@ -697,19 +697,22 @@ impl Replica {
 
     fn becomes_head(&mut self, was_head: bool) {
         if let Standing::Joining { .. } = self.standing {
-            if !self.had_predecessor {
-                // First member of a new chain: its table (empty, or kept
-                // from a complete past life) is the state.
-                self.standing = Standing::Active;
-            } else {
-                // Every member before it died before it had a whole copy:
-                // its partial state must not become the chain's history.
-                self.fence();
-                return;
+            // No member is left before it. Every member after it joined
+            // later and holds less, so what it holds is the best state
+            // left: empty for a new chain, or a complete copy kept from
+            // before it was fenced (which has every acknowledged write).
+            // Only a half-received snapshot is not a state: drop it.
+            if self.partial_snapshot {
+                self.partial_snapshot = false;
+                self.last_queued = 0;
+                self.last_applied = 0;
+                self.last_acked = 0;
+                self.clear_table();
             }
+            self.standing = Standing::Active;
         }
         if !was_head && self.last_queued > 0 {
-            self.last_queued += HEAD_TAKEOVER_SEQ_GAP;
+            self.seq_floor = self.last_queued + HEAD_TAKEOVER_SEQ_GAP;
         }
     }
 

@@ -13,8 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Chain scenarios run one at a time: each starts a JVM and several
+/// servers, and on two cores parallel runs would turn timing into noise.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 pub struct Chain {
     pub zk: ZooKeeper,
+    _turn: std::sync::MutexGuard<'static, ()>,
     pub members: Vec<Option<ServerProc>>,
     pub extra: Vec<String>,
 }
@@ -25,9 +30,11 @@ impl Chain {
     /// that tests can inspect every member's table; clients still route
     /// reads to the tail.
     pub fn start(n: usize, extra: &[&str]) -> Chain {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let zk = ZooKeeper::start();
         let mut chain = Chain {
             zk,
+            _turn: turn,
             members: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -40,14 +47,23 @@ impl Chain {
 
     pub fn add_member(&mut self) -> usize {
         let zk = self.zk.addr();
-        let mut args: Vec<&str> = vec![&zk, "--unsafe-reads-anywhere", "--session-timeout-ms", "1000"];
+        let mut args: Vec<&str> = vec![
+            &zk,
+            "--unsafe-reads-anywhere",
+            "--session-timeout-ms",
+            "1000",
+        ];
         args.extend(self.extra.iter().map(|s| s.as_str()));
         let p = ServerProc::start(4, &args);
         // Registered before the next one starts, so start order = chain order.
         let registered = wait_for(Duration::from_secs(10), || {
             stat_text(&p.addr(), "node").filter(|n| !n.is_empty())
         });
-        assert!(registered.is_some(), "member did not register:\n{}", p.log_text());
+        assert!(
+            registered.is_some(),
+            "member did not register:\n{}",
+            p.log_text()
+        );
         self.members.push(Some(p));
         self.members.len() - 1
     }
@@ -77,12 +93,23 @@ impl Chain {
     pub fn wait_chain_len(&self, n: usize) {
         let ok = wait_for(Duration::from_secs(30), || {
             let roles = self.roles();
-            let heads = roles.iter().filter(|r| *r == "head" || *r == "solo").count();
-            let tails = roles.iter().filter(|r| *r == "tail" || *r == "solo").count();
+            let heads = roles
+                .iter()
+                .filter(|r| *r == "head" || *r == "solo")
+                .count();
+            let tails = roles
+                .iter()
+                .filter(|r| *r == "tail" || *r == "solo")
+                .count();
             let middles = roles.iter().filter(|r| *r == "middle").count();
-            (roles.len() == n && heads == 1 && tails == 1 && heads + tails + middles >= n).then_some(())
+            (roles.len() == n && heads == 1 && tails == 1 && heads + tails + middles >= n)
+                .then_some(())
         });
-        assert!(ok.is_some(), "chain of {n} did not settle: roles {:?}", self.roles());
+        assert!(
+            ok.is_some(),
+            "chain of {n} did not settle: roles {:?}",
+            self.roles()
+        );
     }
 
     /// Roles of the running members, in start order.
@@ -117,7 +144,10 @@ impl Chain {
                 for (addr, t) in &last {
                     eprintln!("{addr}: {} entries", t.len());
                 }
-                panic!("members did not converge to one table; roles {:?}", self.roles());
+                panic!(
+                    "members did not converge to one table; roles {:?}",
+                    self.roles()
+                );
             }
         }
     }
@@ -167,7 +197,11 @@ impl Writer {
             let mut i = 0u64;
             while !s.load(Ordering::SeqCst) {
                 let key = Key::new(format!("key{}", i % keys)).unwrap();
-                let body = Body::Put { key, value: i.to_string().into_bytes(), mode: WriteMode::Sync };
+                let body = Body::Put {
+                    key,
+                    value: i.to_string().into_bytes(),
+                    mode: WriteMode::Sync,
+                };
                 let fate = match client.call(body) {
                     Ok((Body::PutOk(w), _)) => Fate::Acked { op_id: w.op_id },
                     Ok(_) => Fate::Failed,
@@ -179,18 +213,34 @@ impl Writer {
             }
             client
         });
-        Writer { stop, log, thread: Some(thread), keys }
+        Writer {
+            stop,
+            log,
+            thread: Some(thread),
+            keys,
+        }
     }
 
     pub fn acked_count(&self) -> usize {
-        self.log.lock().unwrap().iter().filter(|(_, f, _)| matches!(f, Fate::Acked { .. })).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, f, _)| matches!(f, Fate::Acked { .. }))
+            .count()
     }
 
     /// Waits until `n` more writes have been acknowledged.
     pub fn wait_acked(&self, more: usize) {
         let target = self.acked_count() + more;
-        let ok = wait_for(Duration::from_secs(30), || (self.acked_count() >= target).then_some(()));
-        assert!(ok.is_some(), "writes stalled at {} acked", self.acked_count());
+        let ok = wait_for(Duration::from_secs(30), || {
+            (self.acked_count() >= target).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "writes stalled at {} acked",
+            self.acked_count()
+        );
     }
 
     pub fn stop(mut self) -> Vec<(u64, Fate, Instant)> {
@@ -205,30 +255,48 @@ impl Writer {
     /// Checks a final table against the writer's log: for every key, the
     /// value is its last acknowledged write or a later write whose outcome
     /// is unknown; acknowledged op ids increase with the write order.
-    pub fn check(log: &[(u64, Fate, Instant)], keys: u64, table: &BTreeMap<Vec<u8>, (u64, Vec<u8>)>) {
+    pub fn check(
+        log: &[(u64, Fate, Instant)],
+        keys: u64,
+        table: &BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    ) {
         let mut last_op = 0;
         for (i, fate, _) in log {
             if let Fate::Acked { op_id } = fate {
-                assert!(*op_id > last_op, "write {i}: op id {op_id} not after {last_op}");
+                assert!(
+                    *op_id > last_op,
+                    "write {i}: op id {op_id} not after {last_op}"
+                );
                 last_op = *op_id;
             }
         }
         for k in 0..keys {
             let key = format!("key{k}").into_bytes();
-            let writes: Vec<&(u64, Fate, Instant)> = log.iter().filter(|(i, _, _)| i % keys == k).collect();
-            let last_acked = writes.iter().rev().find(|(_, f, _)| matches!(f, Fate::Acked { .. }));
-            let got: Option<u64> = table.get(&key).map(|(_, v)| String::from_utf8_lossy(v).parse().unwrap());
+            let writes: Vec<&(u64, Fate, Instant)> =
+                log.iter().filter(|(i, _, _)| i % keys == k).collect();
+            let last_acked = writes
+                .iter()
+                .rev()
+                .find(|(_, f, _)| matches!(f, Fate::Acked { .. }));
+            let got: Option<u64> = table
+                .get(&key)
+                .map(|(_, v)| String::from_utf8_lossy(v).parse().unwrap());
             let Some((acked_i, _, _)) = last_acked else {
                 continue;
             };
-            let got = got.unwrap_or_else(|| panic!("key{k}: acknowledged write {acked_i} lost (key absent)"));
+            let got = got.unwrap_or_else(|| {
+                panic!("key{k}: acknowledged write {acked_i} lost (key absent)")
+            });
             if got == *acked_i {
                 continue;
             }
             let later_unknown = writes
                 .iter()
                 .any(|(i, f, _)| *i == got && *i > *acked_i && matches!(f, Fate::Unknown));
-            assert!(later_unknown, "key{k}: holds write {got}, but the last acknowledged write is {acked_i}");
+            assert!(
+                later_unknown,
+                "key{k}: holds write {got}, but the last acknowledged write is {acked_i}"
+            );
         }
     }
 }

@@ -71,17 +71,19 @@ fn kill_during_stream(victim: usize) -> Duration {
     chain.kill9(victim);
     writer.wait_acked(300);
     let log = writer.stop();
+    // Failover: from the kill to the acknowledgement of the first write
+    // that was sent after it.
     let first_ok_after = log
         .iter()
-        .find(|(_, f, t)| *t > killed_at && matches!(f, Fate::Acked { .. }))
-        .map(|(_, _, t)| t.duration_since(killed_at))
+        .find(|(_, f, sent, _)| *sent > killed_at && matches!(f, Fate::Acked { .. }))
+        .map(|(_, _, _, done)| done.duration_since(killed_at))
         .unwrap();
     chain.wait_chain_len(2);
     let table = chain.converged_table();
     Writer::check(&log, KEYS, &table);
     let acked = log
         .iter()
-        .filter(|(_, f, _)| matches!(f, Fate::Acked { .. }))
+        .filter(|(_, f, _, _)| matches!(f, Fate::Acked { .. }))
         .count();
     eprintln!("kill -9 of member {victim}: {acked} writes acknowledged; first acknowledged write {first_ok_after:?} after the kill");
     first_ok_after

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// servers, and on two cores parallel runs would turn timing into noise.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A member's table: key -> (version, value).
+pub type Table = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
+
 pub struct Chain {
     pub zk: ZooKeeper,
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -122,7 +125,7 @@ impl Chain {
     }
 
     /// Every running member's table, sorted.
-    pub fn tables(&self) -> Vec<(String, BTreeMap<Vec<u8>, (u64, Vec<u8>)>)> {
+    pub fn tables(&self) -> Vec<(String, Table)> {
         self.members
             .iter()
             .flatten()
@@ -131,7 +134,7 @@ impl Chain {
     }
 
     /// Waits until every running member holds the same table; returns it.
-    pub fn converged_table(&self) -> BTreeMap<Vec<u8>, (u64, Vec<u8>)> {
+    pub fn converged_table(&self) -> Table {
         let mut last = Vec::new();
         let same = wait_for(Duration::from_secs(20), || {
             last = self.tables();
@@ -161,7 +164,7 @@ pub fn stat_text(addr: &str, name: &str) -> Option<String> {
         .or_else(|| s.get_count(name).map(|n| n.to_string()))
 }
 
-pub fn table_of(addr: &str) -> BTreeMap<Vec<u8>, (u64, Vec<u8>)> {
+pub fn table_of(addr: &str) -> Table {
     let mut c = Client::connect_with(addr, super::quick_opts()).expect("connect member");
     c.table()
         .expect("gettable")
@@ -178,11 +181,14 @@ pub enum Fate {
     Failed,
 }
 
+/// One write: its number, its fate, when it was sent and when it ended.
+pub type Record = (u64, Fate, Instant, Instant);
+
 /// A thread writing `key{i % keys}` = `i` synchronously through the chain
 /// client, recording every write's fate, until stopped.
 pub struct Writer {
     stop: Arc<AtomicBool>,
-    pub log: Arc<Mutex<Vec<(u64, Fate, Instant)>>>,
+    pub log: Arc<Mutex<Vec<Record>>>,
     thread: Option<JoinHandle<ChainClient>>,
     keys: u64,
 }
@@ -197,6 +203,7 @@ impl Writer {
             let mut i = 0u64;
             while !s.load(Ordering::SeqCst) {
                 let key = Key::new(format!("key{}", i % keys)).unwrap();
+                let invoked = Instant::now();
                 let body = Body::Put {
                     key,
                     value: i.to_string().into_bytes(),
@@ -208,7 +215,7 @@ impl Writer {
                     Err(e) if e.retry() == Retry::OutcomeUnknown => Fate::Unknown,
                     Err(ClientError::Server(_)) | Err(_) => Fate::Failed,
                 };
-                l.lock().unwrap().push((i, fate, Instant::now()));
+                l.lock().unwrap().push((i, fate, invoked, Instant::now()));
                 i += 1;
             }
             client
@@ -226,7 +233,7 @@ impl Writer {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, f, _)| matches!(f, Fate::Acked { .. }))
+            .filter(|(_, f, _, _)| matches!(f, Fate::Acked { .. }))
             .count()
     }
 
@@ -243,7 +250,7 @@ impl Writer {
         );
     }
 
-    pub fn stop(mut self) -> Vec<(u64, Fate, Instant)> {
+    pub fn stop(mut self) -> Vec<Record> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.join().expect("writer thread").close();
@@ -255,13 +262,9 @@ impl Writer {
     /// Checks a final table against the writer's log: for every key, the
     /// value is its last acknowledged write or a later write whose outcome
     /// is unknown; acknowledged op ids increase with the write order.
-    pub fn check(
-        log: &[(u64, Fate, Instant)],
-        keys: u64,
-        table: &BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
-    ) {
+    pub fn check(log: &[Record], keys: u64, table: &Table) {
         let mut last_op = 0;
-        for (i, fate, _) in log {
+        for (i, fate, _, _) in log {
             if let Fate::Acked { op_id } = fate {
                 assert!(
                     *op_id > last_op,
@@ -272,16 +275,15 @@ impl Writer {
         }
         for k in 0..keys {
             let key = format!("key{k}").into_bytes();
-            let writes: Vec<&(u64, Fate, Instant)> =
-                log.iter().filter(|(i, _, _)| i % keys == k).collect();
+            let writes: Vec<&Record> = log.iter().filter(|(i, _, _, _)| i % keys == k).collect();
             let last_acked = writes
                 .iter()
                 .rev()
-                .find(|(_, f, _)| matches!(f, Fate::Acked { .. }));
+                .find(|(_, f, _, _)| matches!(f, Fate::Acked { .. }));
             let got: Option<u64> = table
                 .get(&key)
                 .map(|(_, v)| String::from_utf8_lossy(v).parse().unwrap());
-            let Some((acked_i, _, _)) = last_acked else {
+            let Some((acked_i, _, _, _)) = last_acked else {
                 continue;
             };
             let got = got.unwrap_or_else(|| {
@@ -292,7 +294,7 @@ impl Writer {
             }
             let later_unknown = writes
                 .iter()
-                .any(|(i, f, _)| *i == got && *i > *acked_i && matches!(f, Fate::Unknown));
+                .any(|(i, f, _, _)| *i == got && *i > *acked_i && matches!(f, Fate::Unknown));
             assert!(
                 later_unknown,
                 "key{k}: holds write {got}, but the last acknowledged write is {acked_i}"

@@ -134,6 +134,11 @@ pub struct Replica {
     unapplied: usize,
     /// Between a FIRST and a LAST snapshot chunk: the table is partial.
     partial_snapshot: bool,
+    /// The LAST chunk (of this snapshot sequence number) has been handed to
+    /// the worker: updates after it are queued behind the install, and only
+    /// that install's completion counts (not a stale one from a predecessor
+    /// that died meanwhile).
+    awaiting_install: Option<u64>,
     /// Whether the table held a complete history when last fenced.
     was_complete: bool,
     actions: VecDeque<Action>,
@@ -172,6 +177,7 @@ impl Replica {
             waiting: VecDeque::new(),
             unapplied: 0,
             partial_snapshot: false,
+            awaiting_install: None,
             was_complete: false,
             actions: VecDeque::new(),
             snapshot_chunk_entries: 4096,
@@ -192,6 +198,7 @@ impl Replica {
             handoff: None,
         };
         self.partial_snapshot = false;
+        self.awaiting_install = None;
         self.sent.trim_through(u64::MAX);
         self.waiting.clear();
         if !complete {
@@ -488,7 +495,9 @@ impl Replica {
             installed: false, ..
         } = self.standing
         {
-            return; // updates before the snapshot cannot be applied yet
+            if self.awaiting_install.is_none() {
+                return; // no snapshot to apply it on
+            }
         }
         self.last_queued = update.seq;
         self.queue_apply(update);
@@ -513,12 +522,21 @@ impl Replica {
                 handoff: None,
             };
             self.partial_snapshot = true;
+            self.awaiting_install = None;
+        }
+        if chunk.last {
+            self.awaiting_install = Some(chunk.snapshot_seq);
+            self.last_queued = chunk.snapshot_seq;
         }
         self.actions.push_back(Action::Install(chunk));
     }
 
     /// The worker installed the LAST chunk of a snapshot taken at `seq`.
     pub fn handle_snapshot_installed(&mut self, seq: u64) {
+        if self.awaiting_install != Some(seq) {
+            return;
+        }
+        self.awaiting_install = None;
         let Standing::Joining {
             installed: false, ..
         } = self.standing
@@ -659,6 +677,7 @@ impl Replica {
                 installed: false,
                 handoff: None,
             };
+            self.awaiting_install = None;
         }
     }
 

@@ -28,6 +28,12 @@ pub enum CoordEvent {
     /// The session is lost or could not be confirmed within its timeout:
     /// stop serving now. A new registration follows.
     Fenced(String),
+    /// ZooKeeper answered a request sent at this instant, so the session
+    /// is valid until at least that instant plus the session timeout: the
+    /// member may serve until then (a lease), and must stop after it unless
+    /// renewed. This is what keeps a paused or cut-off member from serving
+    /// after the others have moved on.
+    Alive(Instant),
 }
 
 /// Pause between attempts to reach ZooKeeper (it costs no CPU meanwhile).
@@ -151,6 +157,7 @@ async fn session<F: Fn()>(
     stop: &AtomicBool,
 ) -> String {
     if let Some(addr) = &cfg.advertise {
+        let sent = Instant::now();
         let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
         let path = format!("{}/node", cfg.root.trim_end_matches('/'));
         match client.create(&path, addr.as_bytes(), &opts).await {
@@ -158,6 +165,7 @@ async fn session<F: Fn()>(
                 let name = format!("node{seq}");
                 tracing::info!(node = %name, "registered in ZooKeeper");
                 out.send(CoordEvent::Registered(name));
+                out.send(CoordEvent::Alive(sent));
             }
             Err(e) => return format!("cannot register: {e}"),
         }
@@ -207,9 +215,27 @@ async fn session<F: Fn()>(
                     }
                 }
                 Woke::Tick if stop.load(Ordering::SeqCst) => return "stopping".into(),
-                Woke::Tick => {}
+                Woke::Tick => {
+                    if cfg.advertise.is_some() {
+                        renew_lease(client, &cfg.root, cfg.session_timeout, out).await;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Confirms the session with a cheap read; reports the lease on success.
+async fn renew_lease<F: Fn()>(client: &zk::Client, root: &str, timeout: Duration, out: &Outbox<F>) {
+    let sent = Instant::now();
+    let ok = async { client.check_stat(root).await.is_ok() }
+        .or(async {
+            smol::Timer::after(timeout).await;
+            false
+        })
+        .await;
+    if ok {
+        out.send(CoordEvent::Alive(sent));
     }
 }
 

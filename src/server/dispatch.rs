@@ -96,6 +96,10 @@ impl Server {
                 self.replica.handle_membership(members);
                 tracing::info!(role = self.replica.role().name(), "role");
             }
+            CoordEvent::Alive(sent) => {
+                let until = sent + self.cfg.session_timeout;
+                self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+            }
             CoordEvent::Fenced(reason) => {
                 tracing::warn!(reason = %reason, "fenced: serving nothing until re-registered");
                 self.replica.fence();

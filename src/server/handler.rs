@@ -146,6 +146,12 @@ impl Server {
 
     fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
         let is_put = matches!(op, WriteOp::Put { .. });
+        if !self.lease_valid() {
+            self.counters.errors_sent += 1;
+            let why = "cannot confirm the coordination session; not serving";
+            conn.reply(&error(request_id, ErrorCode::Unavailable, why));
+            return;
+        }
         if !self.queue.has_room() {
             self.counters.errors_sent += 1;
             let why = "write queue full; retry later";
@@ -182,9 +188,15 @@ impl Server {
     /// Answers a read (or STATS) from the current state.
     pub(super) fn eval_read(&self, msg: &Message) -> Message {
         let id = msg.request_id;
-        if !matches!(msg.body, Body::Stats | Body::Hello(_)) && !self.cfg.unsafe_reads_anywhere {
+        if !matches!(msg.body, Body::Stats | Body::Hello(_)) {
+            if !self.lease_valid() {
+                let why = "cannot confirm the coordination session; not serving";
+                return error(id, ErrorCode::Unavailable, why);
+            }
             if let Err(r) = self.replica.check_can_read() {
-                return refusal(id, r);
+                if !self.cfg.unsafe_reads_anywhere {
+                    return refusal(id, r);
+                }
             }
         }
         let body = match &msg.body {

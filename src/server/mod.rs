@@ -61,6 +61,9 @@ pub struct Server {
     next_conn_id: u64,
     counters: Counters,
     clients_connected: usize,
+    /// Chain mode: serve clients only before this instant (see
+    /// `CoordEvent::Alive`); `None` until the first confirmation.
+    lease_until: Option<Instant>,
     /// A successor to dial once the redial delay has passed.
     redial: Option<(Member, Instant)>,
     last_dial: Option<Instant>,
@@ -141,6 +144,7 @@ impl Server {
             next_conn_id: 1,
             counters: Counters::default(),
             clients_connected: 0,
+            lease_until: None,
             redial: None,
             last_dial: None,
             shutting_down: false,
@@ -277,6 +281,12 @@ impl Server {
 
     /// Open connections that are not peer links (kept as a counter because
     /// the connection being served is out of `conns` while it is handled).
+    /// Whether this member may answer clients now: always when standalone;
+    /// in a chain only while its coordination session is confirmed.
+    fn lease_valid(&self) -> bool {
+        self.coord.is_none() || self.lease_until.is_some_and(|u| Instant::now() < u)
+    }
+
     fn client_count(&self) -> usize {
         self.clients_connected
     }

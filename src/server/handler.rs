@@ -229,6 +229,7 @@ impl Server {
         self.counters.fill(&mut s);
         s.count("clients_connected", self.client_count() as u64);
         s.count("entries", self.table.len() as u64);
+        s.count("table_digest", self.table.digest());
         s.count("n_lists", self.table.n_lists() as u64);
         s.count("queue_depth", self.queue.depth() as u64);
         s.count("last_assigned", self.replica.last_queued());

@@ -12,7 +12,52 @@ use std::sync::{Mutex, MutexGuard};
 /// Most partitions a table may have (a sanity bound on `n_lists`).
 pub const N_LISTS_MAX: usize = 65_536;
 
-type Partition = HashMap<Key, Versioned>;
+/// One lock stripe: its entries and the sum of their digests.
+#[derive(Debug, Default)]
+struct Partition {
+    map: HashMap<Key, Versioned>,
+    digest: u64,
+}
+
+/// A 64-bit digest of one entry. Summed (wrapping) over all entries it
+/// gives an order-independent digest of the table, kept up to date on
+/// every write, so replicas can be compared through STATS in O(1).
+fn entry_digest(key: &Key, v: &Versioned) -> u64 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&(key.as_bytes().len() as u32).to_be_bytes());
+    h.update(key.as_bytes());
+    h.update(&v.version.to_be_bytes());
+    h.update(&v.value);
+    // splitmix64 spreads the 32-bit CRC (and the value length) over 64 bits.
+    let mut z = (h.finalize() as u64) ^ ((v.value.len() as u64) << 32);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Partition {
+    fn insert(&mut self, key: Key, v: Versioned) -> bool {
+        self.digest = self.digest.wrapping_add(entry_digest(&key, &v));
+        match self.map.insert(key.clone(), v) {
+            Some(old) => {
+                self.digest = self.digest.wrapping_sub(entry_digest(&key, &old));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> bool {
+        match self.map.remove(key) {
+            Some(old) => {
+                self.digest = self.digest.wrapping_sub(entry_digest(key, &old));
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Table {
@@ -24,7 +69,7 @@ impl Table {
     pub fn new(n_lists: usize) -> Table {
         let n = n_lists.clamp(1, N_LISTS_MAX);
         Table {
-            partitions: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            partitions: (0..n).map(|_| Mutex::new(Partition::default())).collect(),
         }
     }
 
@@ -48,7 +93,7 @@ impl Table {
     }
 
     pub fn get(&self, key: &Key) -> Option<Versioned> {
-        self.lock_key(key).get(key).cloned()
+        self.lock_key(key).map.get(key).cloned()
     }
 
     /// Applies one write; `version` is its sequence number.
@@ -59,9 +104,9 @@ impl Table {
                     version,
                     value: value.clone(),
                 };
-                self.lock_key(key).insert(key.clone(), v).is_some()
+                self.lock_key(key).insert(key.clone(), v)
             }
-            WriteOp::Del { key } => self.lock_key(key).remove(key).is_some(),
+            WriteOp::Del { key } => self.lock_key(key).remove(key),
         };
         if existed {
             WriteOutcome::Existed
@@ -72,7 +117,7 @@ impl Table {
 
     pub fn len(&self) -> usize {
         (0..self.partitions.len())
-            .map(|i| self.lock_index(i).len())
+            .map(|i| self.lock_index(i).map.len())
             .sum()
     }
 
@@ -84,7 +129,7 @@ impl Table {
     pub fn keys(&self) -> Vec<Key> {
         let mut keys = Vec::new();
         for i in 0..self.partitions.len() {
-            keys.extend(self.lock_index(i).keys().cloned());
+            keys.extend(self.lock_index(i).map.keys().cloned());
         }
         keys
     }
@@ -94,7 +139,7 @@ impl Table {
     pub fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
         for i in 0..self.partitions.len() {
-            out.extend(self.lock_index(i).iter().map(|(k, v)| Entry {
+            out.extend(self.lock_index(i).map.iter().map(|(k, v)| Entry {
                 key: k.clone(),
                 version: v.version,
                 value: v.value.clone(),
@@ -106,7 +151,7 @@ impl Table {
     /// Removes everything (a joining member starting a new snapshot).
     pub fn clear(&self) {
         for i in 0..self.partitions.len() {
-            self.lock_index(i).clear();
+            *self.lock_index(i) = Partition::default();
         }
     }
 
@@ -117,6 +162,14 @@ impl Table {
             value: entry.value,
         };
         self.lock_key(&entry.key).insert(entry.key, v);
+    }
+
+    /// Order-independent digest of every entry (key, version, value):
+    /// equal tables have equal digests.
+    pub fn digest(&self) -> u64 {
+        (0..self.partitions.len())
+            .map(|i| self.lock_index(i).digest)
+            .fold(0u64, |a, d| a.wrapping_add(d))
     }
 }
 
@@ -167,6 +220,25 @@ mod tests {
             })
             .collect();
         assert_eq!(entries, from_model);
+    }
+
+    #[test]
+    fn digest_depends_on_content_not_history_or_partitioning() {
+        let a = Table::new(1);
+        let b = Table::new(7);
+        let put = |k: &str, v: &[u8]| WriteOp::Put {
+            key: key(k),
+            value: v.to_vec(),
+        };
+        a.apply(1, &put("x", b"1"));
+        a.apply(2, &put("y", b"2"));
+        a.apply(3, &WriteOp::Del { key: key("y") });
+        b.apply(1, &put("x", b"1"));
+        assert_eq!(a.digest(), b.digest());
+        b.apply(4, &put("x", b"1"));
+        assert_ne!(a.digest(), b.digest(), "versions count");
+        a.clear();
+        assert_eq!(a.digest(), Table::new(3).digest());
     }
 
     #[test]

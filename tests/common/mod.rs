@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod lincheck;
 pub mod zk;
 
 use chaintable::client::{Client, Options};

@@ -6,11 +6,20 @@ use common::lincheck::{check, KvOp, Recorded, Verdict};
 use std::time::Duration;
 
 fn op(client: u32, op: KvOp, call: i64, ret: Option<i64>) -> Recorded {
-    Recorded { client, key: 1, op, call_ns: call, return_ns: ret }
+    Recorded {
+        client,
+        key: 1,
+        op,
+        call_ns: call,
+        return_ns: ret,
+    }
 }
 
 fn put(v: u64) -> KvOp {
-    KvOp::Put { value: v, existed: None }
+    KvOp::Put {
+        value: v,
+        existed: None,
+    }
 }
 
 fn get(v: Option<u64>) -> KvOp {
@@ -28,7 +37,14 @@ fn sequential_and_overlapping_histories_are_linearizable() {
         op(1, put(2), 40, Some(60)),
         op(2, get(Some(1)), 45, Some(50)),
         op(3, get(Some(2)), 55, Some(70)),
-        op(1, KvOp::Del { existed: Some(true) }, 80, Some(90)),
+        op(
+            1,
+            KvOp::Del {
+                existed: Some(true),
+            },
+            80,
+            Some(90),
+        ),
         op(2, get(None), 95, Some(99)),
     ];
     assert_eq!(check(&h, LIMIT), Verdict::Linearizable);
@@ -46,7 +62,10 @@ fn a_stale_read_after_an_acknowledged_write_is_an_anomaly() {
 
 #[test]
 fn a_value_that_was_never_written_is_an_anomaly() {
-    let h = vec![op(1, put(1), 0, Some(10)), op(2, get(Some(7)), 20, Some(30))];
+    let h = vec![
+        op(1, put(1), 0, Some(10)),
+        op(2, get(Some(7)), 20, Some(30)),
+    ];
     assert!(matches!(check(&h, LIMIT), Verdict::Anomaly { .. }));
 }
 
@@ -60,7 +79,11 @@ fn a_timed_out_write_may_or_may_not_have_happened() {
         op(2, get(Some(2)), 50, Some(60)),
     ];
     assert_eq!(check(&seen, LIMIT), Verdict::Linearizable);
-    let never = vec![op(1, put(1), 0, Some(10)), op(1, put(2), 20, None), op(2, get(Some(1)), 50, Some(60))];
+    let never = vec![
+        op(1, put(1), 0, Some(10)),
+        op(1, put(2), 20, None),
+        op(2, get(Some(1)), 50, Some(60)),
+    ];
     assert_eq!(check(&never, LIMIT), Verdict::Linearizable);
 }
 
@@ -79,7 +102,15 @@ fn a_timed_out_write_observed_twice_is_an_anomaly() {
 
 #[test]
 fn a_wrong_existed_flag_is_an_anomaly() {
-    let h = vec![op(1, KvOp::Put { value: 1, existed: Some(true) }, 0, Some(10))];
+    let h = vec![op(
+        1,
+        KvOp::Put {
+            value: 1,
+            existed: Some(true),
+        },
+        0,
+        Some(10),
+    )];
     assert!(matches!(check(&h, LIMIT), Verdict::Anomaly { .. }));
 }
 
@@ -90,7 +121,13 @@ fn keys_are_checked_independently_and_quickly() {
     for i in 0..10_000i64 {
         let key = (i % 100) as u32;
         let v = i as u64;
-        h.push(Recorded { client: 1, key, op: put(v), call_ns: i * 10, return_ns: Some(i * 10 + 5) });
+        h.push(Recorded {
+            client: 1,
+            key,
+            op: put(v),
+            call_ns: i * 10,
+            return_ns: Some(i * 10 + 5),
+        });
     }
     let started = std::time::Instant::now();
     assert_eq!(check(&h, LIMIT), Verdict::Linearizable);

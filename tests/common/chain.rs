@@ -25,6 +25,7 @@ pub struct Chain {
     _turn: std::sync::MutexGuard<'static, ()>,
     pub members: Vec<Option<ServerProc>>,
     pub extra: Vec<String>,
+    pub inspect: bool,
 }
 
 impl Chain {
@@ -33,6 +34,11 @@ impl Chain {
     /// that tests can inspect every member's table; clients still route
     /// reads to the tail.
     pub fn start(n: usize, extra: &[&str]) -> Chain {
+        Chain::start_with(n, true, extra)
+    }
+
+    /// As `start`; `inspect` adds `--unsafe-reads-anywhere`.
+    pub fn start_with(n: usize, inspect: bool, extra: &[&str]) -> Chain {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let zk = ZooKeeper::start();
         let mut chain = Chain {
@@ -40,6 +46,7 @@ impl Chain {
             _turn: turn,
             members: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            inspect,
         };
         for _ in 0..n {
             chain.add_member();
@@ -50,12 +57,10 @@ impl Chain {
 
     pub fn add_member(&mut self) -> usize {
         let zk = self.zk.addr();
-        let mut args: Vec<&str> = vec![
-            &zk,
-            "--unsafe-reads-anywhere",
-            "--session-timeout-ms",
-            "1000",
-        ];
+        let mut args: Vec<&str> = vec![&zk, "--session-timeout-ms", "1000"];
+        if self.inspect {
+            args.push("--unsafe-reads-anywhere");
+        }
         args.extend(self.extra.iter().map(|s| s.as_str()));
         let p = ServerProc::start(4, &args);
         // Registered before the next one starts, so start order = chain order.
@@ -122,6 +127,33 @@ impl Chain {
             .flatten()
             .filter_map(|p| stat_text(&p.addr(), "role"))
             .collect()
+    }
+
+    /// Addresses of the running members.
+    pub fn addrs(&self) -> Vec<String> {
+        self.members.iter().flatten().map(|p| p.addr()).collect()
+    }
+
+    /// Waits until every running member reports the same table digest and
+    /// entry count; returns (digest, entries).
+    pub fn converged_digest(&self) -> (String, String) {
+        let mut last = Vec::new();
+        let same = wait_for(Duration::from_secs(30), || {
+            last = self
+                .addrs()
+                .iter()
+                .map(|a| (stat_text(a, "table_digest"), stat_text(a, "entries")))
+                .collect::<Vec<_>>();
+            let first = last.first()?.clone();
+            let all_same = first.0.is_some() && last.iter().all(|d| *d == first);
+            all_same.then(|| (first.0.unwrap_or_default(), first.1.unwrap_or_default()))
+        });
+        same.unwrap_or_else(|| {
+            panic!(
+                "members did not converge: {last:?}; roles {:?}",
+                self.roles()
+            )
+        })
     }
 
     /// Every running member's table, sorted.

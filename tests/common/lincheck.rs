@@ -15,10 +15,17 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KvOp {
     /// `existed`: what the reply said about the previous value, if known.
-    Put { value: u64, existed: Option<bool> },
-    Del { existed: Option<bool> },
+    Put {
+        value: u64,
+        existed: Option<bool>,
+    },
+    Del {
+        existed: Option<bool>,
+    },
     /// What the read returned (`None` = not found).
-    Get { value: Option<u64> },
+    Get {
+        value: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +77,10 @@ pub enum Verdict {
     Linearizable,
     /// Not linearizable on `key`; `slice` holds the operations around the
     /// point where the longest linearization stops.
-    Anomaly { key: u32, slice: Vec<String> },
+    Anomaly {
+        key: u32,
+        slice: Vec<String>,
+    },
     /// The search hit its time limit: not a pass; investigate.
     Unknown,
 }
@@ -99,7 +109,11 @@ pub fn check(history: &[Recorded], limit: Duration) -> Verdict {
 /// longest linearization stops.
 fn explain(info: &porcupine_rs::LinearizationInfo<KeyModel>) -> Verdict {
     for (p, ops) in info.partition_ops.iter().enumerate() {
-        let longest = info.partial_linearizations.get(p).and_then(|ls| ls.iter().map(Vec::len).max()).unwrap_or(0);
+        let longest = info
+            .partial_linearizations
+            .get(p)
+            .and_then(|ls| ls.iter().map(Vec::len).max())
+            .unwrap_or(0);
         if longest == ops.len() {
             continue;
         }
@@ -111,12 +125,25 @@ fn explain(info: &porcupine_rs::LinearizationInfo<KeyModel>) -> Verdict {
             .skip(from)
             .take(12)
             .map(|o| {
-                let ret = if o.return_time == i64::MAX { "unknown".to_string() } else { format!("{}", o.return_time) };
-                format!("client {:?} {:?} call {} return {}", o.client_id.unwrap_or(0), o.op.1, o.call_time, ret)
+                let ret = if o.return_time == i64::MAX {
+                    "unknown".to_string()
+                } else {
+                    format!("{}", o.return_time)
+                };
+                format!(
+                    "client {:?} {:?} call {} return {}",
+                    o.client_id.unwrap_or(0),
+                    o.op.1,
+                    o.call_time,
+                    ret
+                )
             })
             .collect();
         let key = ops.first().map_or(0, |o| o.op.0);
         return Verdict::Anomaly { key, slice };
     }
-    Verdict::Anomaly { key: 0, slice: vec!["(no partition explains it)".into()] }
+    Verdict::Anomaly {
+        key: 0,
+        slice: vec!["(no partition explains it)".into()],
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod lincheck;
+pub mod torture;
 pub mod zk;
 
 use chaintable::client::{Client, Options};

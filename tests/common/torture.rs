@@ -1,0 +1,388 @@
+//! The torture harness: a real ZooKeeper and a 3–5 member chain, concurrent
+//! clients doing random put/get/del over a small key set, and faults on a
+//! seeded schedule (kill -9 and replace, SIGSTOP shorter and longer than the
+//! session timeout, ZooKeeper kill and restart, joins). Every operation is
+//! recorded; the history is checked for linearizability per key, and after
+//! the run every member must hold the same table.
+
+use super::chain::Chain;
+use super::lincheck::{check, KvOp, Recorded, Verdict};
+use chaintable::client::chain::ChainClient;
+use chaintable::client::{Client, ClientError, Options};
+use chaintable::serialize::Key;
+use chaintable::wire::{Body, Retry, WriteMode, WriteOutcome};
+use nix::sys::signal::Signal;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upper bound on the checker's search for one history.
+const CHECK_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub seed: u64,
+    pub duration: Duration,
+    pub members: usize,
+    pub clients: u32,
+    pub keys: u32,
+    /// TEST ONLY: members answer reads anywhere and clients read from a
+    /// random member; the checker must catch it.
+    pub broken_reads: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub ops: usize,
+    pub acked_writes: usize,
+    pub unknown_writes: usize,
+    pub faults: BTreeMap<&'static str, usize>,
+    pub schedule: Vec<String>,
+    pub verdict: Option<String>,
+    pub anomaly: bool,
+}
+
+struct Shared {
+    start: Instant,
+    history: Mutex<Vec<Recorded>>,
+    members: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn now_ns(&self) -> i64 {
+        self.start.elapsed().as_nanos() as i64
+    }
+}
+
+/// Runs one torture run and checks it. Returns the report; `anomaly` is
+/// set if the history is not linearizable or the members diverge.
+pub fn run(cfg: &Config) -> Report {
+    let extra: Vec<&str> = if cfg.broken_reads {
+        vec!["--unsafe-reads-anywhere"]
+    } else {
+        vec![]
+    };
+    let mut chain = Chain::start_with(cfg.members, false, &extra);
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        history: Mutex::new(Vec::new()),
+        members: Mutex::new(chain.addrs()),
+        stop: AtomicBool::new(false),
+    });
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|id| {
+            let zk = chain.zk.addr();
+            let (shared, cfg) = (shared.clone(), cfg.clone());
+            std::thread::spawn(move || client_loop(id, &zk, &cfg, &shared))
+        })
+        .collect();
+    let mut report = Report::default();
+    inject_faults(cfg, &mut chain, &shared, &mut report);
+    // Quiet period: no faults; the chain must settle with every member.
+    let running = chain.members.iter().flatten().count();
+    chain.wait_chain_len(running);
+    std::thread::sleep(Duration::from_millis(500));
+    shared.stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.join();
+    }
+    final_reads(cfg, &chain, &shared);
+    let (digest, entries) = chain.converged_digest();
+    report.schedule.push(format!(
+        "final: {running} members, digest {digest}, {entries} entries"
+    ));
+    let history = shared.history.lock().unwrap().clone();
+    summarize(&history, &mut report);
+    judge(cfg, &history, &mut report);
+    report
+}
+
+fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
+    let opts = Options {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+    };
+    let Ok(mut chain) = ChainClient::connect(zk, "/chain", opts.clone()) else {
+        return;
+    };
+    chain.retry_for = Duration::from_secs(3);
+    let mut rng = StdRng::seed_from_u64(cfg.seed * 1000 + id as u64);
+    let mut counter = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let key = rng.gen_range(0..cfg.keys);
+        let k = Key::new(format!("t{key}")).expect("key");
+        let roll = rng.gen_range(0..10);
+        let (op_kind, body) = match roll {
+            0..=4 => ("get", Body::Get { key: k }),
+            5..=8 => {
+                counter += 1;
+                let value = ((id as u64) << 32) | counter;
+                (
+                    "put",
+                    Body::Put {
+                        key: k,
+                        value: value.to_be_bytes().to_vec(),
+                        mode: WriteMode::Sync,
+                    },
+                )
+            }
+            _ => (
+                "del",
+                Body::Del {
+                    key: k,
+                    mode: WriteMode::Sync,
+                },
+            ),
+        };
+        let call_ns = shared.now_ns();
+        let result = if cfg.broken_reads && op_kind == "get" {
+            read_anywhere(shared, &mut rng, body.clone(), &opts)
+        } else {
+            chain.call(body.clone()).map(|(b, _)| b)
+        };
+        let return_ns = shared.now_ns();
+        if let Some(rec) = record(id, key, &body, result, call_ns, return_ns) {
+            shared.history.lock().unwrap().push(rec);
+        }
+    }
+    chain.close();
+}
+
+/// The broken mode's reads: straight to a random member.
+fn read_anywhere(
+    shared: &Shared,
+    rng: &mut StdRng,
+    body: Body,
+    opts: &Options,
+) -> Result<Body, ClientError> {
+    let members = shared.members.lock().unwrap().clone();
+    let addr = &members[rng.gen_range(0..members.len())];
+    let mut c = Client::connect_with(addr, opts.clone())?;
+    c.call(body)
+}
+
+fn value_of(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(b)
+}
+
+/// Turns one call into a history record. Failed reads and writes that
+/// certainly did not execute are left out; unknown writes are kept open.
+fn record(
+    client: u32,
+    key: u32,
+    body: &Body,
+    result: Result<Body, ClientError>,
+    call_ns: i64,
+    return_ns: i64,
+) -> Option<Recorded> {
+    let existed = |o: WriteOutcome| match o {
+        WriteOutcome::Pending => None,
+        o => Some(o == WriteOutcome::Existed),
+    };
+    let (op, ret) = match (body, result) {
+        (Body::Get { .. }, Ok(Body::Value(v))) => (
+            KvOp::Get {
+                value: v.map(|v| value_of(&v.value)),
+            },
+            Some(return_ns),
+        ),
+        (Body::Get { .. }, _) => return None,
+        (Body::Put { value, .. }, Ok(Body::PutOk(w))) => (
+            KvOp::Put {
+                value: value_of(value),
+                existed: existed(w.outcome),
+            },
+            Some(return_ns),
+        ),
+        (Body::Del { .. }, Ok(Body::DelOk(w))) => (
+            KvOp::Del {
+                existed: existed(w.outcome),
+            },
+            Some(return_ns),
+        ),
+        (Body::Put { value, .. }, Err(e)) if e.retry() != Retry::Retriable => (
+            KvOp::Put {
+                value: value_of(value),
+                existed: None,
+            },
+            None,
+        ),
+        (Body::Del { .. }, Err(e)) if e.retry() != Retry::Retriable => {
+            (KvOp::Del { existed: None }, None)
+        }
+        _ => return None, // retriable: not executed
+    };
+    Some(Recorded {
+        client,
+        key,
+        op,
+        call_ns,
+        return_ns: ret,
+    })
+}
+
+fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut Report) {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let end = Instant::now() + cfg.duration;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(400..1200)));
+        let settled = settled_members(chain);
+        let running = chain.members.iter().flatten().count();
+        let roll = rng.gen_range(0..100);
+        let t = shared.start.elapsed().as_millis();
+        let kind: &'static str = match roll {
+            0..=29 if settled >= 3 => {
+                let victim = pick_running(chain, &mut rng);
+                chain.kill9(victim);
+                report
+                    .schedule
+                    .push(format!("{t} ms: kill -9 member {victim}"));
+                std::thread::sleep(Duration::from_millis(rng.gen_range(200..1000)));
+                chain.add_member();
+                "kill -9 + restart"
+            }
+            30..=49 => {
+                let victim = pick_running(chain, &mut rng);
+                let pause = rng.gen_range(100..600);
+                report
+                    .schedule
+                    .push(format!("{t} ms: SIGSTOP member {victim} for {pause} ms"));
+                pause_member(chain, victim, pause);
+                "SIGSTOP shorter than the session"
+            }
+            50..=64 if settled >= 3 => {
+                let victim = pick_running(chain, &mut rng);
+                let pause = rng.gen_range(1500..2500);
+                report
+                    .schedule
+                    .push(format!("{t} ms: SIGSTOP member {victim} for {pause} ms"));
+                pause_member(chain, victim, pause);
+                "SIGSTOP longer than the session"
+            }
+            65..=79 => {
+                let down = rng.gen_range(200..2000);
+                report
+                    .schedule
+                    .push(format!("{t} ms: ZooKeeper killed for {down} ms"));
+                chain.zk.kill();
+                std::thread::sleep(Duration::from_millis(down));
+                chain.zk.restart();
+                "ZooKeeper kill + restart"
+            }
+            80..=99 if running < 5 => {
+                report.schedule.push(format!("{t} ms: a member joins"));
+                chain.add_member();
+                "join"
+            }
+            _ => continue,
+        };
+        *report.faults.entry(kind).or_default() += 1;
+        *shared.members.lock().unwrap() = chain.addrs();
+        // Let the chain recover before the next fault.
+        let running = chain.members.iter().flatten().count();
+        let _ = super::wait_for(Duration::from_secs(20), || {
+            (settled_members(chain) == running).then_some(())
+        });
+    }
+}
+
+fn settled_members(chain: &Chain) -> usize {
+    chain
+        .roles()
+        .iter()
+        .filter(|r| matches!(r.as_str(), "head" | "middle" | "tail" | "solo"))
+        .count()
+}
+
+fn pick_running(chain: &Chain, rng: &mut StdRng) -> usize {
+    let running: Vec<usize> = (0..chain.members.len())
+        .filter(|i| chain.members[*i].is_some())
+        .collect();
+    running[rng.gen_range(0..running.len())]
+}
+
+fn pause_member(chain: &Chain, i: usize, ms: u64) {
+    let m = chain.member(i);
+    m.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(ms));
+    m.signal(Signal::SIGCONT);
+}
+
+/// After the run: one read of every key through the chain, recorded like
+/// any other read, so the final state is checked against the history.
+fn final_reads(cfg: &Config, chain: &Chain, shared: &Shared) {
+    let opts = Options {
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+    };
+    let mut c = ChainClient::connect(&chain.zk.addr(), "/chain", opts).expect("final client");
+    c.retry_for = Duration::from_secs(20);
+    for key in 0..cfg.keys {
+        let body = Body::Get {
+            key: Key::new(format!("t{key}")).expect("key"),
+        };
+        let call_ns = shared.now_ns();
+        let result = c.call(body.clone()).map(|(b, _)| b);
+        assert!(result.is_ok(), "final read of t{key} failed: {result:?}");
+        if let Some(rec) = record(u32::MAX, key, &body, result, call_ns, shared.now_ns()) {
+            shared.history.lock().unwrap().push(rec);
+        }
+    }
+    c.close();
+}
+
+fn summarize(history: &[Recorded], report: &mut Report) {
+    report.ops = history.len();
+    for r in history {
+        if matches!(r.op, KvOp::Put { .. } | KvOp::Del { .. }) {
+            if r.return_ns.is_some() {
+                report.acked_writes += 1;
+            } else {
+                report.unknown_writes += 1;
+            }
+        }
+    }
+}
+
+fn judge(cfg: &Config, history: &[Recorded], report: &mut Report) {
+    match check(history, CHECK_LIMIT) {
+        Verdict::Linearizable => report.verdict = Some("linearizable".into()),
+        Verdict::Unknown => {
+            report.anomaly = true;
+            report.verdict = Some("checker timed out: unknown (investigate; not a pass)".into());
+        }
+        Verdict::Anomaly { key, slice } => {
+            report.anomaly = true;
+            let path = save_history(cfg, history);
+            report.verdict = Some(format!(
+                "NOT linearizable on key t{key} (seed {}); history saved to {}\n  {}",
+                cfg.seed,
+                path.display(),
+                slice.join("\n  ")
+            ));
+        }
+    }
+}
+
+fn save_history(cfg: &Config, history: &[Recorded]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("torture-history-seed{}.txt", cfg.seed));
+    let mut lines: Vec<String> = history
+        .iter()
+        .map(|r| {
+            format!(
+                "{} client={} key=t{} op={:?} call_ns={} return_ns={:?}",
+                r.call_ns, r.client, r.key, r.op, r.call_ns, r.return_ns
+            )
+        })
+        .collect();
+    lines.sort();
+    let _ = std::fs::write(&path, lines.join("\n"));
+    path
+}

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod coord;
 pub mod replica;

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: chaintable vs Redis (standalone, in memory) and a
+# 3-member chain vs a 3-member etcd cluster, all on 127.0.0.1, all driven
+# by table-bench (the same generator). Prints one table; JSON lines are
+# kept in $OUT (default: bench/results-<date>.jsonl).
+#
+# Usage: bench/compare.sh [SECONDS_PER_TEST]   (default 10)
+# Installs redis-server, etcd-server/etcd-client and zookeeper from Debian
+# if missing (needs root). Stops only the processes it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+out=${OUT:-bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v etcd >/dev/null || need+=(etcd-server etcd-client)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet
+bin=target/release
+tmp=$(mktemp -d /tmp/chaintable-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp" /dev/shm/chaintable-bench-etcd-*; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+bench() { "$bin/table-bench" -q --json --duration "$secs" "$@" | tee -a "$out"; }
+: > "$out"
+
+echo "== standalone: chaintable vs Redis (50 clients, 100-byte values, 16-byte keys over 100,000 keys)"
+ct=$(free_port); "$bin/table-server" "$ct" 64 --bind 127.0.0.1 2>"$tmp/ct.log" & ct_pid=$!; pids+=($ct_pid)
+rd=$(free_port); redis-server --port "$rd" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 & rd_pid=$!; pids+=($rd_pid)
+wait_port "$ct"; wait_port "$rd"
+for P in 1 16; do
+  bench --addr 127.0.0.1:$ct --label chaintable -c 50 -d 100 -r 100000 -P $P -t put,get --server-pid $ct_pid
+  bench --redis 127.0.0.1:$rd --label redis -c 50 -d 100 -r 100000 -P $P -t put,get --server-pid $rd_pid
+done
+kill -9 $ct_pid $rd_pid
+
+echo "== replication: 3-member chain vs 3-member etcd (both in memory: chaintable has no disk; etcd's data dir is on tmpfs)"
+zk=$(free_port)
+scripts/zookeeper.sh "$zk" >"$tmp/zk.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$zk && echo srvr >&3 && timeout 1 cat <&3 | grep -q Mode) 2>/dev/null && break; sleep 0.2; done
+chain_pids=()
+for i in 1 2 3; do
+  p=$(free_port); "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 2>"$tmp/m$i.log" & chain_pids+=($!); pids+=($!)
+  wait_port "$p"; sleep 0.5
+done
+sleep 1
+e_ports=(); e_peers=(); cluster=""
+for i in 1 2 3; do e_ports+=($(free_port)); e_peers+=($(free_port)); cluster+="e$i=http://127.0.0.1:${e_peers[$((i-1))]},"; done
+etcd_pids=()
+for i in 1 2 3; do
+  etcd --name e$i --data-dir /dev/shm/chaintable-bench-etcd-$i \
+    --listen-client-urls http://127.0.0.1:${e_ports[$((i-1))]} --advertise-client-urls http://127.0.0.1:${e_ports[$((i-1))]} \
+    --listen-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} --initial-advertise-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} \
+    --initial-cluster "${cluster%,}" --initial-cluster-state new --log-level error >"$tmp/etcd$i.log" 2>&1 &
+  etcd_pids+=($!); pids+=($!)
+done
+for p in "${e_ports[@]}"; do wait_port "$p"; done
+sleep 2
+for c in 1 100; do
+  bench --zookeeper 127.0.0.1:$zk --label chain -c $c -d 100 -r 100000 -t put,get --server-pid "${chain_pids[0]}" --server-pid "${chain_pids[1]}" --server-pid "${chain_pids[2]}"
+  bench --etcd 127.0.0.1:${e_ports[0]} --label etcd -c $c -d 100 -r 100000 -t put,get --server-pid "${etcd_pids[0]}" --server-pid "${etcd_pids[1]}" --server-pid "${etcd_pids[2]}"
+done
+for p in "${etcd_pids[@]}"; do kill -9 "$p"; done
+
+echo "== failover: kill -9 of the head -> first successful write"
+"$bin/table-client" --zookeeper 127.0.0.1:$zk put warmup 1 >/dev/null
+head_pid=${chain_pids[0]}
+start=$(date +%s%N); kill -9 "$head_pid"
+until "$bin/table-client" --zookeeper --timeout-ms 2000 127.0.0.1:$zk put failover 1 >/dev/null 2>&1; do sleep 0.02; done
+end=$(date +%s%N)
+echo "{\"target\":\"chain\",\"test\":\"failover\",\"ms\":$(( (end-start)/1000000 ))}" | tee -a "$out"
+for p in "${chain_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+
+echo "== state transfer: about 1 GB to a joining member"
+p1=$(free_port); "$bin/table-server" "$p1" 64 127.0.0.1:$zk --bind 127.0.0.1 --chain-root /transfer 2>"$tmp/t1.log" & t1=$!; pids+=($t1)
+wait_port "$p1"; sleep 1
+"$bin/table-bench" -q --addr 127.0.0.1:$p1 -c 8 -d 102400 -r 10240 -n 60000 -P 4 -t put >/dev/null
+bytes=$(( $("$bin/table-client" 127.0.0.1:$p1 size) * 102400 ))
+p2=$(free_port)
+start=$(date +%s%N)
+"$bin/table-server" "$p2" 64 127.0.0.1:$zk --bind 127.0.0.1 --chain-root /transfer 2>"$tmp/t2.log" & pids+=($!)
+until "$bin/table-client" 127.0.0.1:$p2 stats 2>/dev/null | grep -q "^role: tail"; do sleep 0.05; done
+end=$(date +%s%N)
+ms=$(( (end-start)/1000000 ))
+echo "{\"target\":\"chain\",\"test\":\"state_transfer\",\"bytes\":$bytes,\"ms\":$ms,\"mb_per_sec\":$(( bytes / 1000 / (ms > 0 ? ms : 1) ))}" | tee -a "$out"
+
+echo
+python3 bench/report.py "$out" "$secs"

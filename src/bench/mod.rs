@@ -1,0 +1,300 @@
+//! The load generator behind `table-bench`: closed-loop clients, each on
+//! its own connection and thread, sending pipelined batches and recording
+//! every request's latency in an HDR histogram. The same loop drives a
+//! chaintable server (or chain) and a Redis server, so the generator is not
+//! what differs in a comparison.
+
+pub mod etcd;
+pub mod resp;
+
+use crate::client::{Client, ClientError, Options};
+use crate::serialize::Key;
+use crate::wire::{Body, WriteMode};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// chaintable: writes to `write`, reads to `read` (the same address for
+    /// a standalone server; head and tail for a chain).
+    Table {
+        write: String,
+        read: String,
+    },
+    Redis(String),
+    /// etcd v3 through its JSON gateway (one request per round trip).
+    Etcd(String),
+}
+
+/// Which requests a test sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mix {
+    Put,
+    Get,
+    /// Reads with this probability, puts otherwise.
+    Mixed(f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub clients: usize,
+    pub duration: Duration,
+    /// Stop after this many requests in all (if set) instead of the duration.
+    pub requests: Option<u64>,
+    pub value_bytes: usize,
+    pub keyspace: u64,
+    pub pipeline: usize,
+    pub mix: Mix,
+}
+
+/// Figures of one test.
+pub struct Outcome {
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Request latencies in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Outcome {
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Keys are 16 bytes: `key:` and 12 digits.
+pub fn key_bytes(n: u64) -> Vec<u8> {
+    format!("key:{n:012}").into_bytes()
+}
+
+/// xorshift64*: plenty for picking keys, and not worth a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// One connection's worth of sending.
+enum Conn {
+    Table {
+        write: Box<Client>,
+        read: Option<Box<Client>>,
+    },
+    Redis(resp::Resp),
+    Etcd(etcd::Etcd),
+}
+
+fn connect(target: &Target) -> Result<Conn, String> {
+    let opts = Options {
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(30),
+    };
+    match target {
+        Target::Table { write, read } => {
+            let w = Box::new(Client::connect_with(write, opts.clone()).map_err(|e| e.to_string())?);
+            let r = if read != write {
+                Some(Box::new(
+                    Client::connect_with(read, opts).map_err(|e| e.to_string())?,
+                ))
+            } else {
+                None
+            };
+            Ok(Conn::Table { write: w, read: r })
+        }
+        Target::Redis(addr) => resp::Resp::connect(addr)
+            .map(Conn::Redis)
+            .map_err(|e| e.to_string()),
+        Target::Etcd(addr) => etcd::Etcd::connect(addr)
+            .map(Conn::Etcd)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+impl Conn {
+    /// Sends one batch of (is_read, key) requests; returns how many failed.
+    fn batch(&mut self, ops: &[(bool, u64)], value: &[u8]) -> Result<u64, String> {
+        match self {
+            Conn::Redis(r) => {
+                for (is_read, k) in ops {
+                    if *is_read {
+                        r.queue_get(&key_bytes(*k));
+                    } else {
+                        r.queue_set(&key_bytes(*k), value);
+                    }
+                }
+                r.flush_and_read(ops.len())
+                    .map(|_| 0)
+                    .map_err(|e| e.to_string())
+            }
+            Conn::Etcd(e) => {
+                for (is_read, k) in ops {
+                    let r = if *is_read {
+                        e.get(&key_bytes(*k))
+                    } else {
+                        e.put(&key_bytes(*k), value)
+                    };
+                    r.map_err(|e| e.to_string())?;
+                }
+                Ok(0)
+            }
+            Conn::Table { write, read } => {
+                let body = |is_read: bool, k: u64| {
+                    let key = Key::new(key_bytes(k)).expect("16-byte key");
+                    if is_read {
+                        Body::Get { key }
+                    } else {
+                        Body::Put {
+                            key,
+                            value: value.to_vec(),
+                            mode: WriteMode::Sync,
+                        }
+                    }
+                };
+                let count = |r: Result<Vec<Result<Body, ClientError>>, ClientError>| {
+                    r.map(|v| v.iter().filter(|x| x.is_err()).count() as u64)
+                        .map_err(|e| e.to_string())
+                };
+                match read {
+                    None => count(write.pipeline(ops.iter().map(|(r, k)| body(*r, *k)).collect())),
+                    Some(read) => {
+                        let reads: Vec<Body> = ops
+                            .iter()
+                            .filter(|o| o.0)
+                            .map(|(r, k)| body(*r, *k))
+                            .collect();
+                        let writes: Vec<Body> = ops
+                            .iter()
+                            .filter(|o| !o.0)
+                            .map(|(r, k)| body(*r, *k))
+                            .collect();
+                        let mut errors = 0;
+                        if !writes.is_empty() {
+                            errors += count(write.pipeline(writes))?;
+                        }
+                        if !reads.is_empty() {
+                            errors += count(read.pipeline(reads))?;
+                        }
+                        Ok(errors)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one test. `progress` is called about once a second with the
+/// requests done so far.
+pub fn run(
+    target: &Target,
+    w: &Workload,
+    progress: impl Fn(u64, Duration),
+) -> Result<Outcome, String> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut conns = Vec::with_capacity(w.clients);
+    for _ in 0..w.clients {
+        conns.push(connect(target)?);
+    }
+    let started = Instant::now();
+    let threads: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            let (done, stop, w) = (done.clone(), stop.clone(), w.clone());
+            std::thread::spawn(move || -> Result<(Histogram<u64>, u64), String> {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                    .map_err(|e| e.to_string())?;
+                let mut rng = Rng::seeded(i as u64 + 1);
+                let value = vec![b'x'; w.value_bytes];
+                let mut errors = 0;
+                let mut ops = Vec::with_capacity(w.pipeline);
+                while !stop.load(Ordering::Relaxed) {
+                    ops.clear();
+                    for _ in 0..w.pipeline {
+                        let is_read = match w.mix {
+                            Mix::Put => false,
+                            Mix::Get => true,
+                            Mix::Mixed(p) => rng.chance(p),
+                        };
+                        ops.push((is_read, rng.below(w.keyspace)));
+                    }
+                    let t = Instant::now();
+                    errors += conn.batch(&ops, &value)?;
+                    let us = t.elapsed().as_micros() as u64;
+                    // Each request of a batch waited for the whole batch.
+                    let _ = hist.record_n(us.max(1), w.pipeline as u64);
+                    let total =
+                        done.fetch_add(w.pipeline as u64, Ordering::Relaxed) + w.pipeline as u64;
+                    if w.requests.is_some_and(|n| total >= n) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                Ok((hist, errors))
+            })
+        })
+        .collect();
+    let deadline = started + w.duration;
+    let mut next_report = started + Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if w.requests.is_none() && now >= deadline {
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        if now >= next_report {
+            progress(done.load(Ordering::Relaxed), now - started);
+            next_report += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut latency_us =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut errors = 0;
+    for t in threads {
+        let (h, e) = t
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())??;
+        latency_us.add(h).map_err(|e| e.to_string())?;
+        errors += e;
+    }
+    Ok(Outcome {
+        ops: latency_us.len(),
+        errors,
+        elapsed: started.elapsed(),
+        latency_us,
+    })
+}
+
+/// CPU time (user + system) a process has used so far, in microseconds.
+pub fn process_cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()??
+        .max(1) as u64;
+    Some((utime + stime) * 1_000_000 / tick)
+}

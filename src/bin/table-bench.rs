@@ -1,0 +1,205 @@
+//! table-bench: throughput and latency of a chaintable server or chain, or
+//! of a Redis server through the same load generator.
+
+use chaintable::bench::{self, Mix, Target, Workload};
+use chaintable::client::chain::ChainClient;
+use chaintable::client::Options;
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Load generator in the style of redis-benchmark.
+///
+/// `table-bench --addr 127.0.0.1:9000 -c 50 -P 16 -t put,get`
+/// `table-bench --zookeeper 127.0.0.1:2181 -t put` (writes to head, reads to tail)
+/// `table-bench --redis 127.0.0.1:6379 -t put,get` (SET/GET over RESP)
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// A standalone table-server (`host:port`).
+    #[arg(long, conflicts_with_all = ["zookeeper", "redis"])]
+    addr: Option<String>,
+    /// A chain through its ZooKeeper (`host:port`).
+    #[arg(long, conflicts_with = "redis")]
+    zookeeper: Option<String>,
+    #[arg(long, default_value = "/chain")]
+    chain_root: String,
+    /// A Redis server (`host:port`): SET for put, GET for get.
+    #[arg(long)]
+    redis: Option<String>,
+    /// An etcd member's client URL address (`host:port`): put and range
+    /// through the v3 JSON gateway; pipelining does not apply.
+    #[arg(long, conflicts_with_all = ["redis", "addr", "zookeeper"])]
+    etcd: Option<String>,
+    /// Concurrent clients (one connection and thread each).
+    #[arg(short = 'c', default_value_t = 50)]
+    clients: usize,
+    /// Requests per test (overrides --duration).
+    #[arg(short = 'n')]
+    requests: Option<u64>,
+    /// Seconds per test.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Value size in bytes.
+    #[arg(short = 'd', default_value_t = 100)]
+    value_bytes: usize,
+    /// Key space: keys are `key:<12 digits>` below this number.
+    #[arg(short = 'r', default_value_t = 100_000)]
+    keyspace: u64,
+    /// Pipeline depth: requests sent per round trip.
+    #[arg(short = 'P', default_value_t = 1)]
+    pipeline: usize,
+    /// Tests to run, comma separated: put, get, mix.
+    #[arg(short = 't', default_value = "put,get")]
+    tests: String,
+    /// Read share of the `mix` test.
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Server process ids whose CPU time to report per operation.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// A label for the output (e.g. "chaintable" or "redis").
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print one JSON object per test instead of a table row.
+    #[arg(long)]
+    json: bool,
+    /// No per-second progress on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn target(args: &Args) -> Result<Target, String> {
+    if let Some(e) = &args.etcd {
+        return Ok(Target::Etcd(e.clone()));
+    }
+    if let Some(r) = &args.redis {
+        return Ok(Target::Redis(r.clone()));
+    }
+    if let Some(a) = &args.addr {
+        return Ok(Target::Table {
+            write: a.clone(),
+            read: a.clone(),
+        });
+    }
+    if let Some(zk) = &args.zookeeper {
+        let mut c = ChainClient::connect(zk, &args.chain_root, Options::default())
+            .map_err(|e| e.to_string())?;
+        let members = c.members().to_vec();
+        c.close();
+        let (head, tail) = match (members.first(), members.last()) {
+            (Some(h), Some(t)) => (h.addr.clone(), t.addr.clone()),
+            _ => return Err("no chain members".into()),
+        };
+        return Ok(Target::Table {
+            write: head,
+            read: tail,
+        });
+    }
+    Err("give --addr, --zookeeper or --redis".into())
+}
+
+fn cpu_us(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| bench::process_cpu_us(*p)).sum()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let target = match target(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("table-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.json {
+        println!(
+            "{:<12} {:<5} {:>3} {:>4} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6}",
+            "target",
+            "test",
+            "P",
+            "c",
+            "ops/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "cpu µs/op",
+            "errors"
+        );
+    }
+    for test in args
+        .tests
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let mix = match test {
+            "put" | "set" => Mix::Put,
+            "get" => Mix::Get,
+            "mix" => Mix::Mixed(args.read_ratio),
+            other => {
+                eprintln!("table-bench: unknown test '{other}' (put, get, mix)");
+                return ExitCode::from(2);
+            }
+        };
+        let w = Workload {
+            clients: args.clients,
+            duration: Duration::from_secs(args.duration),
+            requests: args.requests,
+            value_bytes: args.value_bytes,
+            keyspace: args.keyspace,
+            pipeline: args.pipeline.max(1),
+            mix,
+        };
+        let cpu_before = cpu_us(&args.server_pids);
+        let quiet = args.quiet;
+        let result = bench::run(&target, &w, |done, t| {
+            if !quiet {
+                eprintln!("  [{test}] {:>3} s: {done} requests", t.as_secs());
+            }
+        });
+        let out = match result {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("table-bench: {test}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let cpu_per_op = match (cpu_before, cpu_us(&args.server_pids)) {
+            (Some(a), Some(b)) if out.ops > 0 => Some((b - a) as f64 / out.ops as f64),
+            _ => None,
+        };
+        let h = &out.latency_us;
+        let q = |p: f64| h.value_at_quantile(p);
+        if args.json {
+            println!(
+                "{{\"target\":\"{}\",\"test\":\"{test}\",\"pipeline\":{},\"clients\":{},\"ops\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"cpu_us_per_op\":{},\"errors\":{}}}",
+                args.label, w.pipeline, w.clients, out.ops, out.elapsed.as_secs_f64(), out.ops_per_sec(),
+                q(0.5), q(0.9), q(0.99), q(0.999), h.max(),
+                cpu_per_op.map_or("null".to_string(), |c| format!("{c:.2}")), out.errors
+            );
+        } else {
+            println!(
+                "{:<12} {:<5} {:>3} {:>4} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6}",
+                args.label,
+                test,
+                w.pipeline,
+                w.clients,
+                out.ops_per_sec(),
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(0.999),
+                h.max(),
+                cpu_per_op.map_or("-".to_string(), |c| format!("{c:.2}")),
+                out.errors
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -198,3 +198,42 @@ fn verify_reports_pending_then_executed_for_an_async_write() {
     assert!(executed.is_some(), "op 1 never executed");
     assert_eq!(text(&one_shot(&a, &["get", "slow"])), "x (version 1)\n");
 }
+
+#[test]
+fn table_server_rejects_bad_arguments_with_exit_code_2() {
+    let run = |args: &[&str]| {
+        Command::new(common::server_bin())
+            .args(args)
+            .output()
+            .expect("run table-server")
+    };
+    for bad in [
+        &["notaport", "4"][..],
+        &["9000", "0"],
+        &["9000"],
+        &["9000", "4", "zk", "extra"],
+    ] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!out.stderr.is_empty(), "{bad:?}: says why");
+    }
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--frame-bytes-max",
+        "--max-connections",
+        "--output-bytes-max",
+        "--queue-depth",
+        "--sent-max",
+        "--session-timeout-ms",
+    ] {
+        assert!(text.contains(flag), "--help documents {flag}");
+    }
+    // A port that is already taken: a clear message and exit 1.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(&[&port, "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}

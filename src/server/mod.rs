@@ -491,13 +491,19 @@ impl Server {
     }
 }
 
-/// A listening socket with the options a server wants (socket2).
-fn listen(addr: &str, backlog: i32) -> io::Result<TcpListener> {
+/// Resolves `addr` and makes a TCP socket of the matching family.
+fn tcp_socket(addr: &str) -> io::Result<(Socket, SocketAddr)> {
     let addr: SocketAddr = addr
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    Ok((socket, addr))
+}
+
+/// A listening socket with the options a server wants (socket2).
+fn listen(addr: &str, backlog: i32) -> io::Result<TcpListener> {
+    let (socket, addr) = tcp_socket(addr)?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
@@ -508,11 +514,7 @@ fn listen(addr: &str, backlog: i32) -> io::Result<TcpListener> {
 
 /// Starts a non-blocking connect; completion is seen as POLLOUT.
 fn start_connect(addr: &str) -> io::Result<std::net::TcpStream> {
-    let addr: SocketAddr = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let (socket, addr) = tcp_socket(addr)?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&addr.into()) {

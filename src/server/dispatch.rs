@@ -19,6 +19,7 @@ impl Server {
                 Action::Snapshot => self.queue.push(Task::Snapshot),
                 Action::Install(chunk) => self.queue.push(Task::Install(chunk)),
                 Action::WriteDone { token, result } => {
+                    self.touch(token.conn);
                     if let Some(conn) = self.conns.get_mut(&token.conn) {
                         conn.complete_write(token.request_id, |is_put| {
                             let body = if is_put {
@@ -32,6 +33,7 @@ impl Server {
                 }
                 Action::WriteFailed { token, code } => {
                     self.counters.errors_sent += 1;
+                    self.touch(token.conn);
                     if let Some(conn) = self.conns.get_mut(&token.conn) {
                         conn.complete_write(token.request_id, |_| {
                             let e = ErrorReply::new(code, code.to_string());
@@ -43,6 +45,7 @@ impl Server {
                 Action::DropSuccessor => self.drop_links(true),
                 Action::DropPredecessor => self.drop_links(false),
                 Action::SendDown(body) => {
+                    self.touch_peers();
                     let msg = Message::new(0, body);
                     for c in self.conns.values_mut() {
                         if matches!(c.kind, Kind::Successor { ready: true, .. }) {
@@ -54,6 +57,7 @@ impl Server {
             }
         }
         if let Some(seq) = ack_up {
+            self.touch_peers();
             let msg = Message::new(0, Body::Ack { seq });
             for c in self.conns.values_mut() {
                 if matches!(c.kind, Kind::Predecessor { .. }) {

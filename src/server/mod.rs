@@ -21,6 +21,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use socket2::{Domain, Protocol, Socket, Type};
 use stats::Counters;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsFd;
@@ -36,6 +37,25 @@ const REDIAL_DELAY: Duration = Duration::from_millis(100);
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Hasher for connection ids: they are our own sequential numbers, not
+/// attacker-chosen, so a multiply is enough (SipHash showed in profiles).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -57,7 +77,11 @@ pub struct Server {
     worker: Option<std::thread::JoinHandle<()>>,
     replica: Replica,
     coord: Option<Coordinator>,
-    conns: HashMap<u64, Conn>,
+    conns: HashMap<u64, Conn, BuildHasherDefault<IdHasher>>,
+    /// Connections with something to do since the last pump (events,
+    /// completed writes, peer traffic): only these are pumped, so an idle
+    /// connection costs nothing per loop iteration.
+    dirty: Vec<u64>,
     next_conn_id: u64,
     counters: Counters,
     clients_connected: usize,
@@ -140,7 +164,8 @@ impl Server {
             worker: Some(worker),
             replica,
             coord,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
+            dirty: Vec::new(),
             next_conn_id: 1,
             counters: Counters::default(),
             clients_connected: 0,
@@ -224,6 +249,9 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> PollTimeout {
+        if !self.dirty.is_empty() {
+            return PollTimeout::ZERO;
+        }
         let ms = match &self.redial {
             Some((_, at)) => at.saturating_duration_since(Instant::now()).as_millis() as u16 + 1,
             None => 1000,
@@ -327,11 +355,17 @@ impl Server {
             conn.closing = true;
         }
         self.conns.insert(id, conn);
+        self.dirty.push(id);
     }
 
     /// Handles worker completions and coordination events.
     fn drain_background(&mut self) {
-        for c in self.completions.drain() {
+        let completions = self.completions.drain();
+        if !completions.is_empty() {
+            // The worker made room: a paused predecessor link may resume.
+            self.touch_peers();
+        }
+        for c in completions {
             self.on_completion(c);
         }
         let events: Vec<CoordEvent> = match &self.coord {
@@ -352,8 +386,22 @@ impl Server {
 
     /// Processes buffered frames, flushes replies and writes output for
     /// every connection; closes the ones that are done or over a limit.
+    /// Pumps dirty connections until none are left (or a few rounds have
+    /// passed: the rest wait for the next iteration, which then does not
+    /// block in `poll`).
     fn pump_all(&mut self) {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for _round in 0..8 {
+            if self.dirty.is_empty() {
+                return;
+            }
+            self.pump_dirty();
+        }
+    }
+
+    fn pump_dirty(&mut self) {
+        let mut ids = std::mem::take(&mut self.dirty);
+        ids.sort_unstable();
+        ids.dedup();
         for id in ids {
             let Some(mut conn) = self.conns.remove(&id) else {
                 continue;
@@ -379,8 +427,18 @@ impl Server {
             }
             self.conns.insert(id, conn);
         }
-        // Processing frames may have produced replica actions.
+        // Processing frames may have produced replica actions, which may
+        // make more connections dirty.
         self.dispatch();
+    }
+
+    pub(super) fn touch(&mut self, id: u64) {
+        self.dirty.push(id);
+    }
+
+    pub(super) fn touch_peers(&mut self) {
+        let peers = self.conns.values().filter(|c| c.is_peer()).map(|c| c.id);
+        self.dirty.extend(peers);
     }
 
     /// Drops a connection and tells the replica if it was a peer link.
@@ -451,6 +509,7 @@ impl Server {
                 ));
                 tracing::info!(conn = id, successor = %member.name, addr = %member.addr, "dialling successor");
                 self.conns.insert(id, conn);
+                self.dirty.push(id);
             }
             Err(e) => {
                 tracing::warn!(addr = %member.addr, error = %e, "cannot dial successor");

@@ -4,9 +4,7 @@
 
 use crate::serialize::{Entry, Key};
 use crate::wire::{Versioned, WriteOp, WriteOutcome};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 /// Most partitions a table may have (a sanity bound on `n_lists`).
@@ -86,10 +84,12 @@ impl Table {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The partition of a key. CRC-32 (hardware-accelerated) is plenty to
+    /// spread keys over lock stripes; the maps themselves keep std's keyed
+    /// SipHash, which is what protects them from chosen-key collisions.
     fn lock_key(&self, key: &Key) -> MutexGuard<'_, Partition> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        self.lock_index((h.finish() % self.partitions.len() as u64) as usize)
+        let h = crc32fast::hash(key.as_bytes()) as usize;
+        self.lock_index(h % self.partitions.len())
     }
 
     pub fn get(&self, key: &Key) -> Option<Versioned> {

@@ -157,7 +157,7 @@ impl Chain {
     }
 
     /// Every running member's table, sorted.
-    pub fn tables(&self) -> Vec<(String, Table)> {
+    pub fn tables(&self) -> Vec<(String, Option<Table>)> {
         self.members
             .iter()
             .flatten()
@@ -170,14 +170,16 @@ impl Chain {
         let mut last = Vec::new();
         let same = wait_for(Duration::from_secs(20), || {
             last = self.tables();
-            let first = &last.first()?.1;
-            last.iter().all(|(_, t)| t == first).then(|| first.clone())
+            let first = last.first()?.1.as_ref()?;
+            last.iter()
+                .all(|(_, t)| t.as_ref() == Some(first))
+                .then(|| first.clone())
         });
         match same {
             Some(t) => t,
             None => {
                 for (addr, t) in &last {
-                    eprintln!("{addr}: {} entries", t.len());
+                    eprintln!("{addr}: {:?} entries", t.as_ref().map(|t| t.len()));
                 }
                 panic!(
                     "members did not converge to one table; roles {:?}",
@@ -196,13 +198,17 @@ pub fn stat_text(addr: &str, name: &str) -> Option<String> {
         .or_else(|| s.get_count(name).map(|n| n.to_string()))
 }
 
-pub fn table_of(addr: &str) -> Table {
-    let mut c = Client::connect_with(addr, super::quick_opts()).expect("connect member");
-    c.table()
-        .expect("gettable")
-        .into_iter()
-        .map(|e| (e.key.into_bytes(), (e.version, e.value)))
-        .collect()
+/// A member's table, or `None` while it cannot answer (e.g. its lease on
+/// the coordination session is being renewed after a ZooKeeper restart).
+pub fn table_of(addr: &str) -> Option<Table> {
+    let mut c = Client::connect_with(addr, super::quick_opts()).ok()?;
+    let entries = c.table().ok()?;
+    Some(
+        entries
+            .into_iter()
+            .map(|e| (e.key.into_bytes(), (e.version, e.value)))
+            .collect(),
+    )
 }
 
 /// What one write attempt came to.

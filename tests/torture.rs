@@ -7,6 +7,11 @@
 //! ```sh
 //! cargo test --release --test torture -- --duration 600 --runs 3 --seed random
 //! ```
+//!
+//! A run's duration is split into segments of at most `--segment` seconds
+//! (default 60), each on a fresh cluster with its own history check: the
+//! checker's memory grows quickly with the operations per key, and one
+//! 10-minute history (millions of operations) exhausted 24 GiB.
 
 mod common;
 
@@ -15,6 +20,7 @@ use std::time::Duration;
 
 struct Args {
     duration: Option<Duration>,
+    segment: Duration,
     seed: Option<u64>,
     random: bool,
     runs: usize,
@@ -24,20 +30,18 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         duration: None,
+        segment: Duration::from_secs(60),
         seed: None,
         random: false,
         runs: 1,
         skip: false,
     };
     let mut it = std::env::args().skip(1);
+    let secs = |s: Option<String>| s.and_then(|s| s.parse().ok()).map(Duration::from_secs);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--duration" => {
-                a.duration = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .map(Duration::from_secs)
-            }
+            "--duration" => a.duration = secs(it.next()),
+            "--segment" => a.segment = secs(it.next()).unwrap_or(a.segment),
             "--seed" => match it.next().as_deref() {
                 Some("random") => a.random = true,
                 Some(n) => a.seed = n.parse().ok(),
@@ -51,6 +55,15 @@ fn parse_args() -> Args {
         }
     }
     a
+}
+
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
 }
 
 fn print(cfg: &Config, r: &Report) {
@@ -69,6 +82,58 @@ fn print(cfg: &Config, r: &Report) {
         println!("  fault {kind}: {n}");
     }
     println!("  verdict: {}", r.verdict.as_deref().unwrap_or("-"));
+    println!(
+        "  peak memory of the harness so far: {} MiB",
+        peak_rss_mib()
+    );
+}
+
+/// Runs the seeds, each split into segments; returns (passed, failed).
+fn run_seeds(seeds: &[u64], duration: Duration, segment: Duration) -> (usize, usize) {
+    let segments = duration.as_secs().div_ceil(segment.as_secs().max(1)).max(1);
+    let part_duration = duration / segments as u32;
+    let (mut passed, mut failed) = (0, 0);
+    let mut totals = Report::default();
+    for seed in seeds {
+        for part in 0..segments {
+            let cfg = Config {
+                seed: seed * 1000 + part,
+                duration: part_duration,
+                members: 3,
+                clients: 6,
+                keys: 8,
+                broken_reads: false,
+            };
+            let report = run(&cfg);
+            print(&cfg, &report);
+            totals.ops += report.ops;
+            totals.acked_writes += report.acked_writes;
+            totals.unknown_writes += report.unknown_writes;
+            for (k, n) in &report.faults {
+                *totals.faults.entry(k).or_default() += n;
+            }
+            if report.anomaly {
+                println!("  FAILED: seed {}; fault schedule:", cfg.seed);
+                for line in &report.schedule {
+                    println!("    {line}");
+                }
+                failed += 1;
+            } else {
+                passed += 1;
+            }
+        }
+    }
+    println!(
+        "totals: {} checked runs, {} s of faults, {} ops, {} acknowledged writes, {} unknown-outcome writes, faults {:?}, {} anomalies",
+        passed + failed,
+        (part_duration * (passed + failed) as u32).as_secs(),
+        totals.ops,
+        totals.acked_writes,
+        totals.unknown_writes,
+        totals.faults,
+        failed
+    );
+    (passed, failed)
 }
 
 fn main() {
@@ -77,46 +142,20 @@ fn main() {
         println!("torture: skipped by filter\n0 passed, 0 failed");
         return;
     }
-    let mut passed = 0;
-    let mut failed = 0;
     let long = args.duration.is_some() || args.random || args.seed.is_some();
     let seeds: Vec<u64> = if long {
-        (0..args.runs)
-            .map(|i| match (args.seed, args.random) {
-                (Some(s), _) => s + i as u64,
-                _ => {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(7, |d| d.as_nanos() as u64 % 1_000_000)
-                        + i as u64
-                }
-            })
-            .collect()
+        let base = match (args.seed, args.random) {
+            (Some(s), _) => s,
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64 % 1_000_000),
+        };
+        (0..args.runs as u64).map(|i| base + i).collect()
     } else {
         vec![11, 12]
     };
     let duration = args.duration.unwrap_or(Duration::from_secs(40));
-    for seed in seeds {
-        let cfg = Config {
-            seed,
-            duration,
-            members: 3,
-            clients: 6,
-            keys: 8,
-            broken_reads: false,
-        };
-        let report = run(&cfg);
-        print(&cfg, &report);
-        if report.anomaly {
-            println!("  FAILED: seed {seed}; fault schedule:");
-            for line in &report.schedule {
-                println!("    {line}");
-            }
-            failed += 1;
-        } else {
-            passed += 1;
-        }
-    }
+    let (mut passed, mut failed) = run_seeds(&seeds, duration, args.segment);
     if !long {
         // The checker must catch a server that answers reads anywhere.
         let cfg = Config {
@@ -129,12 +168,11 @@ fn main() {
         };
         let report = run(&cfg);
         print(&cfg, &report);
-        if report.anomaly
-            && report
-                .verdict
-                .as_deref()
-                .is_some_and(|v| v.contains("NOT linearizable"))
-        {
+        let caught = report
+            .verdict
+            .as_deref()
+            .is_some_and(|v| v.contains("NOT linearizable"));
+        if report.anomaly && caught {
             println!("  ok: the checker caught the broken mode");
             passed += 1;
         } else {

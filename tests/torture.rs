@@ -104,7 +104,16 @@ fn run_seeds(seeds: &[u64], duration: Duration, segment: Duration) -> (usize, us
                 keys: 8,
                 broken_reads: false,
             };
-            let report = run(&cfg);
+            // A harness failure (e.g. a chain that never settles) is counted
+            // and reported, and the remaining segments still run.
+            let report = match std::panic::catch_unwind(|| run(&cfg)) {
+                Ok(r) => r,
+                Err(_) => Report {
+                    anomaly: true,
+                    verdict: Some("harness failure (see the panic above)".into()),
+                    ..Report::default()
+                },
+            };
             print(&cfg, &report);
             totals.ops += report.ops;
             totals.acked_writes += report.acked_writes;

@@ -183,3 +183,25 @@ fn zookeeper_down_longer_than_the_session_timeout_loses_no_acknowledged_write() 
     // complete replica.
     zookeeper_outage(Duration::from_secs(3));
 }
+
+#[test]
+fn a_member_joins_a_chain_holding_large_values() {
+    // 40 values of 300 KiB: the snapshot must be cut by bytes, not only by
+    // entry count, or a chunk would exceed the frame limit.
+    let mut chain = Chain::start(1, &[]);
+    let mut c = chain.client();
+    for i in 0..40 {
+        let body = Body::Put {
+            key: key(&format!("big{i}")),
+            value: vec![i as u8; 300 * 1024],
+            mode: chaintable::wire::WriteMode::Sync,
+        };
+        c.call(body).unwrap();
+    }
+    chain.add_member();
+    chain.wait_chain_len(2);
+    let table = chain.converged_table();
+    assert_eq!(table.len(), 40);
+    assert!(table.values().all(|(_, v)| v.len() == 300 * 1024));
+    c.close();
+}

@@ -22,6 +22,7 @@ mod sent;
 
 pub use sent::SentList;
 
+use crate::serialize::Entry;
 use crate::wire::{Body, ErrorCode, NodeRole, OpState, SnapshotChunk, Update, WriteOp};
 use crate::wire::{WriteOk, WriteOutcome};
 use std::collections::VecDeque;
@@ -30,6 +31,32 @@ use std::collections::VecDeque;
 /// the failed head handed out (at most `sent_max` of them, which is capped
 /// at this value) are never reused for another write.
 pub const HEAD_TAKEOVER_SEQ_GAP: u64 = 1 << 20;
+
+/// Largest SNAPSHOT chunk payload aimed for (a chunk holds at least one
+/// entry, and an entry is at most a key and an 8 MiB value, so every chunk
+/// fits the 16 MiB frame limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Splits a snapshot into chunks of at most `max_entries` entries and, but
+/// for a single large entry, about `max_bytes` bytes. Always at least one
+/// chunk (an empty table is one empty chunk).
+fn split_chunks(entries: Vec<Entry>, max_entries: usize, max_bytes: usize) -> Vec<Vec<Entry>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for e in entries {
+        let size = Entry::MIN_ENCODED_LEN + e.key.as_bytes().len() + e.value.len();
+        let current = chunks.last().map_or(0, Vec::len);
+        if current > 0 && (current >= max_entries || bytes + size > max_bytes) {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(c) = chunks.last_mut() {
+            c.push(e);
+        }
+    }
+    chunks
+}
 
 /// Identifies the client request a synchronous write must answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -439,7 +466,7 @@ impl Replica {
     }
 
     /// The worker captured the table after applying everything up to `seq`.
-    pub fn handle_snapshot_taken(&mut self, seq: u64, entries: Vec<crate::serialize::Entry>) {
+    pub fn handle_snapshot_taken(&mut self, seq: u64, entries: Vec<Entry>) {
         let Successor::Transferring {
             member,
             snapshot_seq: None,
@@ -451,15 +478,10 @@ impl Replica {
             member: member.clone(),
             snapshot_seq: Some(seq),
         };
-        let mut chunks = entries.chunks(self.snapshot_chunk_entries).peekable();
-        let mut first = true;
-        if chunks.peek().is_none() {
-            self.push_chunk(seq, true, true, Vec::new());
-        }
-        while let Some(chunk) = chunks.next() {
-            let last = chunks.peek().is_none();
-            self.push_chunk(seq, first, last, chunk.to_vec());
-            first = false;
+        let chunks = split_chunks(entries, self.snapshot_chunk_entries, SNAPSHOT_CHUNK_BYTES);
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.push_chunk(seq, i == 0, i + 1 == n, chunk);
         }
         let later: Vec<Update> = self.sent.after(seq).cloned().collect();
         for u in later {
@@ -467,13 +489,7 @@ impl Replica {
         }
     }
 
-    fn push_chunk(
-        &mut self,
-        seq: u64,
-        first: bool,
-        last: bool,
-        entries: Vec<crate::serialize::Entry>,
-    ) {
+    fn push_chunk(&mut self, seq: u64, first: bool, last: bool, entries: Vec<Entry>) {
         let chunk = SnapshotChunk {
             snapshot_seq: seq,
             first,
@@ -792,5 +808,41 @@ impl Replica {
         for (_, token, _) in self.waiting.drain(..) {
             self.actions.push_back(Action::WriteFailed { token, code });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serialize::Key;
+
+    fn entry(i: usize, value_bytes: usize) -> Entry {
+        Entry {
+            key: Key::new(format!("k{i}")).unwrap(),
+            version: i as u64,
+            value: vec![0; value_bytes],
+        }
+    }
+
+    #[test]
+    fn snapshot_chunks_are_bounded_by_bytes_and_entries() {
+        // 100 KiB values: about ten per 1 MiB chunk, never one huge frame.
+        let big: Vec<Entry> = (0..100).map(|i| entry(i, 100 * 1024)).collect();
+        let chunks = split_chunks(big, 4096, SNAPSHOT_CHUNK_BYTES);
+        assert!(chunks.len() >= 10);
+        assert!(chunks.iter().all(|c| !c.is_empty()));
+        for c in &chunks {
+            let bytes: usize = c.iter().map(|e| e.value.len()).sum();
+            assert!(bytes <= SNAPSHOT_CHUNK_BYTES, "{bytes}");
+        }
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
+        // Small entries: the entry cap applies.
+        let small: Vec<Entry> = (0..10).map(|i| entry(i, 1)).collect();
+        assert_eq!(split_chunks(small, 3, SNAPSHOT_CHUNK_BYTES).len(), 4);
+        // One entry larger than the byte target still gets its own chunk.
+        let huge = vec![entry(0, 2 * SNAPSHOT_CHUNK_BYTES), entry(1, 1)];
+        assert_eq!(split_chunks(huge, 100, SNAPSHOT_CHUNK_BYTES).len(), 2);
+        // An empty table is one empty chunk (FIRST and LAST at once).
+        assert_eq!(split_chunks(Vec::new(), 10, 10), vec![Vec::<Entry>::new()]);
     }
 }

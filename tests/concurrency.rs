@@ -146,3 +146,33 @@ fn sigterm_finishes_queued_writes_and_exits_zero() {
     // Every queued write was executed before the process exited.
     assert!(log.contains(&format!("last_executed={last}")), "{log}");
 }
+
+#[test]
+fn a_full_write_queue_answers_busy_instead_of_growing() {
+    // A slow worker (50 ms per write) and a queue of 10: a burst of 100
+    // async writes gets at most about 10 admitted, the rest BUSY.
+    let s = ServerProc::start(2, &["--queue-depth", "10", "--test-worker-delay-ms", "50"]);
+    let mut c = s.client();
+    let bodies: Vec<Body> = (0..100)
+        .map(|i| Body::Put {
+            key: Key::new(format!("q{i}")).unwrap(),
+            value: vec![1],
+            mode: WriteMode::Async,
+        })
+        .collect();
+    let replies = c.pipeline(bodies).unwrap();
+    let busy = replies
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.code() == Some(chaintable::wire::ErrorCode::Busy)))
+        .count();
+    let admitted = replies.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(busy + admitted, 100, "every reply is a PUT_OK or BUSY");
+    assert!(admitted <= 12, "{admitted} admitted past a queue of 10");
+    assert!(busy >= 88);
+    // BUSY is retriable and nothing was changed: the table holds exactly the admitted keys.
+    let admitted_keys = common::wait_for(Duration::from_secs(10), || {
+        let n = c.size().ok()?;
+        (n as usize == admitted).then_some(n)
+    });
+    assert!(admitted_keys.is_some());
+}

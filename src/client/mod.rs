@@ -108,17 +108,18 @@ impl Client {
             .iter()
             .any(|b| matches!(b, Body::Put { .. } | Body::Del { .. }));
         let first_id = self.next_request_id;
+        let count = bodies.len() as u64;
         let mut out = Vec::new();
-        for body in bodies.iter() {
-            Message::new(self.next_request_id, body.clone()).encode(&mut out);
+        for body in bodies {
+            Message::new(self.next_request_id, body).encode(&mut out);
             self.next_request_id += 1;
         }
         let timeout_ms = self.opts.read_timeout.as_millis() as u64;
         self.stream
             .write_all(&out)
             .map_err(|e| ClientError::from_io(e, has_write, timeout_ms))?;
-        let mut replies = Vec::with_capacity(bodies.len());
-        for i in 0..bodies.len() as u64 {
+        let mut replies = Vec::with_capacity(count as usize);
+        for i in 0..count {
             let msg = self.read_message(has_write)?;
             if msg.request_id != first_id + i {
                 // Request id 0: an unsolicited error before the server closes.

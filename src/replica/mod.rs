@@ -251,6 +251,11 @@ impl Replica {
         self.snapshot_chunk_entries = n.max(1);
     }
 
+    /// Actions produced and not yet taken.
+    pub fn pending_actions(&self) -> usize {
+        self.actions.len()
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

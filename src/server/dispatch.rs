@@ -13,11 +13,14 @@ impl Server {
     /// of a batch is sent, as acks are cumulative.
     pub(super) fn dispatch(&mut self) {
         let mut ack_up = None;
+        // Worker tasks go in one batch: one lock and one wake-up per
+        // dispatch instead of one per write.
+        let mut tasks = Vec::new();
         while let Some(action) = self.replica.poll_action() {
             match action {
-                Action::Apply(u) => self.queue.push(Task::Apply(u)),
-                Action::Snapshot => self.queue.push(Task::Snapshot),
-                Action::Install(chunk) => self.queue.push(Task::Install(chunk)),
+                Action::Apply(u) => tasks.push(Task::Apply(u)),
+                Action::Snapshot => tasks.push(Task::Snapshot),
+                Action::Install(chunk) => tasks.push(Task::Install(chunk)),
                 Action::WriteDone { token, result } => {
                     self.touch(token.conn);
                     if let Some(conn) = self.conns.get_mut(&token.conn) {
@@ -56,6 +59,7 @@ impl Server {
                 Action::SendUp(seq) => ack_up = Some(seq),
             }
         }
+        self.queue.push_all(tasks);
         if let Some(seq) = ack_up {
             self.touch_peers();
             let msg = Message::new(0, Body::Ack { seq });

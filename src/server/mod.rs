@@ -259,12 +259,18 @@ impl Server {
         PollTimeout::from(ms)
     }
 
+    /// Room in the worker's queue, counting writes the replica has produced
+    /// but `dispatch` has not handed over yet.
+    fn queue_has_room(&self) -> bool {
+        self.queue.has_room(self.replica.pending_actions())
+    }
+
     fn wants_read(&self, c: &Conn) -> bool {
         if c.closing || c.connecting || c.slots.len() >= self.cfg.inflight_max {
             return false;
         }
         // Stop taking updates from the predecessor while the worker is full.
-        !matches!(c.kind, Kind::Predecessor { .. }) || self.queue.has_room()
+        !matches!(c.kind, Kind::Predecessor { .. }) || self.queue_has_room()
     }
 
     fn accept_all(&mut self) {

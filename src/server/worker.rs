@@ -63,16 +63,21 @@ impl TaskQueue {
         lock(&self.inner).items.len()
     }
 
-    /// Whether a client write may be queued now (backpressure, not growth).
-    pub fn has_room(&self) -> bool {
-        self.depth() < self.depth_max
+    /// Whether `pending` more writes may be queued now (backpressure, not
+    /// growth).
+    pub fn has_room(&self, pending: usize) -> bool {
+        self.depth() + pending < self.depth_max
     }
 
-    /// Queues a task. Client writes are admitted only after `has_room`;
+    /// Queues several tasks under one lock and one wake-up. Client writes
+    /// are admitted only while there is room (see `Server::queue_has_room`);
     /// internal tasks (snapshot, install) may exceed the depth by the few
     /// that are in flight at once.
-    pub fn push(&self, task: Task) {
-        lock(&self.inner).items.push_back(task);
+    pub fn push_all(&self, tasks: Vec<Task>) {
+        if tasks.is_empty() {
+            return;
+        }
+        lock(&self.inner).items.extend(tasks);
         self.cond.notify_one();
     }
 

@@ -54,17 +54,9 @@ pub enum FrameError {
 impl Frame {
     /// Appends the encoded frame to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        let _ = out.write_u16::<BigEndian>(MAGIC);
-        out.push(PROTOCOL_VERSION);
-        out.push(self.opcode);
-        let _ = out.write_u16::<BigEndian>(self.flags);
-        let _ = out.write_u16::<BigEndian>(0);
-        let _ = out.write_u64::<BigEndian>(self.request_id);
-        let _ = out.write_u32::<BigEndian>(self.payload.len() as u32);
-        let crc = crc_of(&out[start..start + 20], &self.payload);
-        let _ = out.write_u32::<BigEndian>(crc);
-        out.extend_from_slice(&self.payload);
+        encode_frame(out, self.opcode, self.flags, self.request_id, |o| {
+            o.extend_from_slice(&self.payload)
+        });
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -72,6 +64,32 @@ impl Frame {
         self.encode(&mut out);
         out
     }
+}
+
+/// Appends one frame to `out`, with the payload written in place by
+/// `payload` (no intermediate buffer): the header is reserved first, then
+/// its length and CRC are filled in.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    opcode: u8,
+    flags: u16,
+    request_id: u64,
+    payload: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    let _ = out.write_u16::<BigEndian>(MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(opcode);
+    let _ = out.write_u16::<BigEndian>(flags);
+    let _ = out.write_u16::<BigEndian>(0);
+    let _ = out.write_u64::<BigEndian>(request_id);
+    out.extend_from_slice(&[0; 8]); // payload_len and crc32, filled below
+    payload(out);
+    let len = out.len() - start - HEADER_BYTES;
+    BigEndian::write_u32(&mut out[start + 16..start + 20], len as u32);
+    let (header, rest) = out[start..].split_at(20);
+    let crc = crc_of(header, &rest[4..]);
+    BigEndian::write_u32(&mut out[start + 20..start + 24], crc);
 }
 
 fn crc_of(header_20: &[u8], payload: &[u8]) -> u32 {

@@ -3,7 +3,7 @@
 //! Requests use opcodes 0x01..=0x3F, peer (replication) messages 0x40..=0x7F,
 //! replies the request's opcode with the top bit set, and ERROR is 0xFF.
 
-use super::frame::{Frame, FLAG_ASYNC};
+use super::frame::{encode_frame, Frame, FLAG_ASYNC};
 use super::status::ErrorCode;
 use crate::serialize::types::{arbitrary_text, decode_text, encode_text};
 use crate::serialize::{decode_data, decode_list, encode_data, encode_list};
@@ -325,13 +325,18 @@ impl Message {
         }
     }
 
-    /// Appends the encoded frame to `out`.
+    /// Appends the encoded frame to `out`, payload written in place.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        self.to_frame().encode(out);
+        let (opcode, flags) = (self.body.opcode(), self.body.flags());
+        encode_frame(out, opcode, flags, self.request_id, |o| {
+            encode_body(&self.body, o)
+        });
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_frame().to_bytes()
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
     }
 
     /// Interprets a frame's payload. Flags other than ASYNC on PUT/DEL are

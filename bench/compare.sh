@@ -80,7 +80,7 @@ for p in "${chain_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 echo "== state transfer: about 1 GB to a joining member"
 p1=$(free_port); "$bin/table-server" "$p1" 64 127.0.0.1:$zk --bind 127.0.0.1 --chain-root /transfer 2>"$tmp/t1.log" & t1=$!; pids+=($t1)
 wait_port "$p1"; sleep 1
-"$bin/table-bench" -q --addr 127.0.0.1:$p1 -c 8 -d 102400 -r 10240 -n 60000 -P 4 -t put >/dev/null
+"$bin/table-bench" -q --addr 127.0.0.1:$p1 -c 8 -d 102400 -r 10240 -n 30000 -P 4 -t put >/dev/null
 bytes=$(( $("$bin/table-client" 127.0.0.1:$p1 size) * 102400 ))
 p2=$(free_port)
 start=$(date +%s%N)

@@ -8,6 +8,9 @@
 //! cargo test --release --test torture -- --duration 600 --runs 3 --seed random
 //! ```
 //!
+//! Add `--segment 300 --think-ms 2` for hour-long totals: fewer cluster
+//! restarts, and histories small enough to check.
+//!
 //! A run's duration is split into segments of at most `--segment` seconds
 //! (default 60), each on a fresh cluster with its own history check: the
 //! checker's memory grows quickly with the operations per key, and one
@@ -21,6 +24,7 @@ use std::time::Duration;
 struct Args {
     duration: Option<Duration>,
     segment: Duration,
+    think: Duration,
     seed: Option<u64>,
     random: bool,
     runs: usize,
@@ -31,6 +35,7 @@ fn parse_args() -> Args {
     let mut a = Args {
         duration: None,
         segment: Duration::from_secs(60),
+        think: Duration::ZERO,
         seed: None,
         random: false,
         runs: 1,
@@ -42,6 +47,10 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--duration" => a.duration = secs(it.next()),
             "--segment" => a.segment = secs(it.next()).unwrap_or(a.segment),
+            "--think-ms" => {
+                let ms = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                a.think = Duration::from_millis(ms);
+            }
             "--seed" => match it.next().as_deref() {
                 Some("random") => a.random = true,
                 Some(n) => a.seed = n.parse().ok(),
@@ -89,7 +98,12 @@ fn print(cfg: &Config, r: &Report) {
 }
 
 /// Runs the seeds, each split into segments; returns (passed, failed).
-fn run_seeds(seeds: &[u64], duration: Duration, segment: Duration) -> (usize, usize) {
+fn run_seeds(
+    seeds: &[u64],
+    duration: Duration,
+    segment: Duration,
+    think: Duration,
+) -> (usize, usize) {
     let segments = duration.as_secs().div_ceil(segment.as_secs().max(1)).max(1);
     let part_duration = duration / segments as u32;
     let (mut passed, mut failed) = (0, 0);
@@ -102,6 +116,7 @@ fn run_seeds(seeds: &[u64], duration: Duration, segment: Duration) -> (usize, us
                 members: 3,
                 clients: 6,
                 keys: 8,
+                think,
                 broken_reads: false,
             };
             // A harness failure (e.g. a chain that never settles) is counted
@@ -164,7 +179,7 @@ fn main() {
         vec![11, 12]
     };
     let duration = args.duration.unwrap_or(Duration::from_secs(40));
-    let (mut passed, mut failed) = run_seeds(&seeds, duration, args.segment);
+    let (mut passed, mut failed) = run_seeds(&seeds, duration, args.segment, args.think);
     if !long {
         // The checker must catch a server that answers reads anywhere.
         let cfg = Config {
@@ -173,6 +188,7 @@ fn main() {
             members: 3,
             clients: 6,
             keys: 3,
+            think: Duration::ZERO,
             broken_reads: true,
         };
         let report = run(&cfg);

@@ -28,6 +28,10 @@ pub struct Config {
     pub members: usize,
     pub clients: u32,
     pub keys: u32,
+    /// Pause between a client's operations. Long runs use one so that a
+    /// history stays small enough to check (the checker's memory grows
+    /// with operations per key) while faults keep coming at full rate.
+    pub think: Duration,
     /// TEST ONLY: members answer reads anywhere and clients read from a
     /// random member; the checker must catch it.
     pub broken_reads: bool,
@@ -146,6 +150,9 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
         let return_ns = shared.now_ns();
         if let Some(rec) = record(id, key, &body, result, call_ns, return_ns) {
             shared.history.lock().unwrap().push(rec);
+        }
+        if !cfg.think.is_zero() {
+            std::thread::sleep(cfg.think);
         }
     }
     chain.close();

@@ -14,4 +14,11 @@ if [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null; then
     exit 2
   fi
 fi
+# iproute2 (`ip`) lets the torture suite cut network partitions between
+# namespaces it creates; without it those faults are skipped with a message.
+if ! command -v ip >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing iproute2 (apt-get install -y iproute2)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
 exec cargo test --release "$@"

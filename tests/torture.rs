@@ -2,7 +2,10 @@
 //!
 //! Default (part of `cargo test`): a fixed set of seeds, about two minutes,
 //! plus a run against a deliberately broken server mode that the checker
-//! must catch. Long runs:
+//! must catch. Where the test may create network namespaces (root and
+//! iproute2), the second seed, and every long run, also cuts partitions;
+//! elsewhere it says why it skips them. `--no-partitions` turns them off.
+//! Long runs:
 //!
 //! ```sh
 //! cargo test --release --test torture -- --duration 600 --runs 3 --seed random
@@ -18,6 +21,7 @@
 
 mod common;
 
+use common::netns::Net;
 use common::torture::{run, Config, Report};
 use std::time::Duration;
 
@@ -29,6 +33,7 @@ struct Args {
     random: bool,
     runs: usize,
     skip: bool,
+    no_partitions: bool,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +45,7 @@ fn parse_args() -> Args {
         random: false,
         runs: 1,
         skip: false,
+        no_partitions: false,
     };
     let mut it = std::env::args().skip(1);
     let secs = |s: Option<String>| s.and_then(|s| s.parse().ok()).map(Duration::from_secs);
@@ -57,6 +63,7 @@ fn parse_args() -> Args {
                 None => {}
             },
             "--runs" => a.runs = it.next().and_then(|s| s.parse().ok()).unwrap_or(1),
+            "--no-partitions" => a.no_partitions = true,
             // libtest flags cargo may pass: accept and ignore.
             s if s.starts_with("--") => {}
             // A name filter that does not select this suite skips it.
@@ -77,11 +84,12 @@ fn peak_rss_mib() -> u64 {
 
 fn print(cfg: &Config, r: &Report) {
     println!(
-        "seed {} ({} s, {} clients, {} keys{}): {} ops, {} acknowledged writes, {} unknown-outcome writes",
+        "seed {} ({} s, {} clients, {} keys{}{}): {} ops, {} acknowledged writes, {} unknown-outcome writes",
         cfg.seed,
         cfg.duration.as_secs(),
         cfg.clients,
         cfg.keys,
+        if cfg.partitions { ", partitions" } else { "" },
         if cfg.broken_reads { ", BROKEN reads" } else { "" },
         r.ops,
         r.acked_writes,
@@ -98,11 +106,13 @@ fn print(cfg: &Config, r: &Report) {
 }
 
 /// Runs the seeds, each split into segments; returns (passed, failed).
+/// `partitions(seed)` says whether that seed's runs cut partitions.
 fn run_seeds(
     seeds: &[u64],
     duration: Duration,
     segment: Duration,
     think: Duration,
+    partitions: impl Fn(u64) -> bool,
 ) -> (usize, usize) {
     let segments = duration.as_secs().div_ceil(segment.as_secs().max(1)).max(1);
     let part_duration = duration / segments as u32;
@@ -118,6 +128,7 @@ fn run_seeds(
                 keys: 8,
                 think,
                 broken_reads: false,
+                partitions: partitions(*seed),
             };
             // A harness failure (e.g. a chain that never settles) is counted
             // and reported, and the remaining segments still run.
@@ -160,6 +171,18 @@ fn run_seeds(
     (passed, failed)
 }
 
+/// Whether this environment lets the test create network namespaces; if
+/// not, says why partition faults are skipped.
+fn netns_available() -> bool {
+    match Net::create("probe") {
+        Ok(_) => true,
+        Err(why) => {
+            println!("torture: partition faults SKIPPED: {why}");
+            false
+        }
+    }
+}
+
 fn main() {
     let args = parse_args();
     if args.skip {
@@ -179,7 +202,10 @@ fn main() {
         vec![11, 12]
     };
     let duration = args.duration.unwrap_or(Duration::from_secs(40));
-    let (mut passed, mut failed) = run_seeds(&seeds, duration, args.segment, args.think);
+    let netns_ok = !args.no_partitions && netns_available();
+    let partitions = |seed: u64| netns_ok && (long || seed == 12);
+    let (mut passed, mut failed) =
+        run_seeds(&seeds, duration, args.segment, args.think, partitions);
     if !long {
         // The checker must catch a server that answers reads anywhere.
         let cfg = Config {
@@ -190,6 +216,7 @@ fn main() {
             keys: 3,
             think: Duration::ZERO,
             broken_reads: true,
+            partitions: false,
         };
         let report = run(&cfg);
         print(&cfg, &report);

@@ -1,6 +1,7 @@
 //! A chain of real `table-server` processes over a real ZooKeeper, and a
 //! background writer that records which writes were acknowledged.
 
+use super::netns::{Net, ZK_IP};
 use super::zk::ZooKeeper;
 use super::{wait_for, ServerProc};
 use chaintable::client::chain::ChainClient;
@@ -26,6 +27,11 @@ pub struct Chain {
     pub members: Vec<Option<ServerProc>>,
     pub extra: Vec<String>,
     pub inspect: bool,
+    /// With a test network, each member runs on a host of its own (the
+    /// host id of member `i` is `hosts[i]`), so partitions can be cut.
+    /// Declared last: dropped after the processes that use it.
+    pub net: Option<Net>,
+    pub hosts: Vec<Option<usize>>,
 }
 
 impl Chain {
@@ -39,14 +45,25 @@ impl Chain {
 
     /// As `start`; `inspect` adds `--unsafe-reads-anywhere`.
     pub fn start_with(n: usize, inspect: bool, extra: &[&str]) -> Chain {
+        Chain::start_full(n, inspect, extra, None)
+    }
+
+    /// As `start_with`, on a test network: the calling thread must already
+    /// be in the network's hub (`Net::enter_hub`), where ZooKeeper runs.
+    pub fn start_full(n: usize, inspect: bool, extra: &[&str], net: Option<Net>) -> Chain {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let zk = ZooKeeper::start();
+        let zk = match net {
+            Some(_) => ZooKeeper::start_on(ZK_IP),
+            None => ZooKeeper::start(),
+        };
         let mut chain = Chain {
             zk,
             _turn: turn,
             members: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             inspect,
+            net,
+            hosts: Vec::new(),
         };
         for _ in 0..n {
             chain.add_member();
@@ -62,7 +79,15 @@ impl Chain {
             args.push("--unsafe-reads-anywhere");
         }
         args.extend(self.extra.iter().map(|s| s.as_str()));
-        let p = ServerProc::start(4, &args);
+        let (p, host) = match self.net.as_mut() {
+            Some(net) => {
+                let (id, ns, ip) = net.host();
+                // Ports are never reused within a chain: see `Net::host`.
+                let port = 20_000 + self.members.len() as u16;
+                (ServerProc::start_in(&ns, &ip, port, 4, &args), Some(id))
+            }
+            None => (ServerProc::start(4, &args), None),
+        };
         // Registered before the next one starts, so start order = chain order.
         let registered = wait_for(Duration::from_secs(10), || {
             stat_text(&p.addr(), "node").filter(|n| !n.is_empty())
@@ -73,6 +98,7 @@ impl Chain {
             p.log_text()
         );
         self.members.push(Some(p));
+        self.hosts.push(host);
         self.members.len() - 1
     }
 
@@ -83,6 +109,9 @@ impl Chain {
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut p) = self.members[i].take() {
             p.kill9();
+        }
+        if let (Some(net), Some(id)) = (self.net.as_mut(), self.hosts[i].take()) {
+            net.release(id);
         }
     }
 

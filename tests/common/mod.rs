@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod lincheck;
+pub mod netns;
 pub mod torture;
 pub mod zk;
 
@@ -47,6 +48,9 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 /// A `table-server` child process.
 pub struct ServerProc {
     pub child: Child,
+    /// The address clients use: 127.0.0.1, or the member's own address
+    /// when it runs in a test network namespace (see `netns.rs`).
+    pub host: String,
     pub port: u16,
     pub log: PathBuf,
 }
@@ -59,12 +63,29 @@ impl ServerProc {
     }
 
     pub fn start_on(port: u16, n_lists: u32, extra: &[&str]) -> ServerProc {
+        let cmd = Command::new(server_bin());
+        ServerProc::spawn(cmd, "127.0.0.1", port, n_lists, extra)
+    }
+
+    /// Starts a server inside network namespace `ns`, reachable (and
+    /// registered in ZooKeeper) as `host:port`. `ip netns exec` execs the
+    /// server, so the child's pid is the server's own.
+    pub fn start_in(ns: &str, host: &str, port: u16, n_lists: u32, extra: &[&str]) -> ServerProc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(server_bin());
+        let advertise = format!("{host}:{port}");
+        let mut args: Vec<&str> = vec!["--advertise", &advertise];
+        args.extend_from_slice(extra);
+        ServerProc::spawn(cmd, host, port, n_lists, &args)
+    }
+
+    fn spawn(mut cmd: Command, host: &str, port: u16, n_lists: u32, extra: &[&str]) -> ServerProc {
         let log = std::env::temp_dir().join(format!(
-            "chaintable-server-{port}-{}.log",
+            "chaintable-server-{host}-{port}-{}.log",
             std::process::id()
         ));
         let log_file = std::fs::File::create(&log).expect("create server log");
-        let child = Command::new(server_bin())
+        let child = cmd
             .arg(port.to_string())
             .arg(n_lists.to_string())
             .args(extra)
@@ -73,20 +94,26 @@ impl ServerProc {
             .stderr(log_file)
             .spawn()
             .expect("spawn table-server");
-        let p = ServerProc { child, port, log };
+        let p = ServerProc {
+            child,
+            host: host.to_string(),
+            port,
+            log,
+        };
         let up = wait_for(Duration::from_secs(10), || {
             TcpStream::connect(p.addr()).ok().map(|_| ())
         });
         assert!(
             up.is_some(),
-            "table-server on {port} did not start; log:\n{}",
+            "table-server on {}:{port} did not start; log:\n{}",
+            p.host,
             p.log_text()
         );
         p
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,12 +1,15 @@
 //! The torture harness: a real ZooKeeper and a 3–5 member chain, concurrent
 //! clients doing random put/get/del over a small key set, and faults on a
 //! seeded schedule (kill -9 and replace, SIGSTOP shorter and longer than the
-//! session timeout, ZooKeeper kill and restart, joins). Every operation is
+//! session timeout, ZooKeeper kill and restart, joins, and, where the test
+//! may create network namespaces, partitions: a member cut from ZooKeeper,
+//! from one other member, or from everyone). Every operation is
 //! recorded; the history is checked for linearizability per key, and after
 //! the run every member must hold the same table.
 
 use super::chain::Chain;
 use super::lincheck::{check, KvOp, Recorded, Verdict};
+use super::netns::{self, Net};
 use chaintable::client::chain::ChainClient;
 use chaintable::client::{Client, ClientError, Options};
 use chaintable::serialize::Key;
@@ -35,6 +38,9 @@ pub struct Config {
     /// TEST ONLY: members answer reads anywhere and clients read from a
     /// random member; the checker must catch it.
     pub broken_reads: bool,
+    /// Run the chain on a test network (see `netns.rs`) and add partition
+    /// faults. Callers check `netns::Net::create` works first.
+    pub partitions: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -64,12 +70,31 @@ impl Shared {
 /// Runs one torture run and checks it. Returns the report; `anomaly` is
 /// set if the history is not linearizable or the members diverge.
 pub fn run(cfg: &Config) -> Report {
+    if !cfg.partitions {
+        return run_on(cfg, None);
+    }
+    // The network namespace is per thread: run in a thread that enters the
+    // hub, so that it, the client threads it spawns and ZooKeeper are there.
+    let cfg = cfg.clone();
+    let runner = std::thread::spawn(move || {
+        let net = Net::create(&format!("s{}", cfg.seed % 1000))
+            .unwrap_or_else(|e| panic!("test network: {e}"));
+        net.enter_hub()
+            .unwrap_or_else(|e| panic!("test network: {e}"));
+        run_on(&cfg, Some(net))
+    });
+    runner
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn run_on(cfg: &Config, net: Option<Net>) -> Report {
     let extra: Vec<&str> = if cfg.broken_reads {
         vec!["--unsafe-reads-anywhere"]
     } else {
         vec![]
     };
-    let mut chain = Chain::start_with(cfg.members, false, &extra);
+    let mut chain = Chain::start_full(cfg.members, false, &extra, net);
     let shared = Arc::new(Shared {
         start: Instant::now(),
         history: Mutex::new(Vec::new()),
@@ -241,7 +266,7 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
         std::thread::sleep(Duration::from_millis(rng.gen_range(400..1200)));
         let settled = settled_members(chain);
         let running = chain.members.iter().flatten().count();
-        let roll = rng.gen_range(0..100);
+        let roll = rng.gen_range(0..if chain.net.is_some() { 140 } else { 100 });
         let t = shared.start.elapsed().as_millis();
         let kind: &'static str = match roll {
             0..=29 if settled >= 3 => {
@@ -287,6 +312,43 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                 chain.add_member();
                 "join"
             }
+            100..=109 => {
+                let victim = pick_running(chain, &mut rng);
+                let ms = rng.gen_range(200..700);
+                report.schedule.push(format!(
+                    "{t} ms: member {victim} cut from ZooKeeper for {ms} ms"
+                ));
+                partition(chain, victim, netns::ZK_IP, ms);
+                "partition from ZooKeeper shorter than the session"
+            }
+            110..=119 if settled >= 3 => {
+                let victim = pick_running(chain, &mut rng);
+                let ms = rng.gen_range(1500..3000);
+                report.schedule.push(format!(
+                    "{t} ms: member {victim} cut from ZooKeeper for {ms} ms"
+                ));
+                partition(chain, victim, netns::ZK_IP, ms);
+                "partition from ZooKeeper longer than the session"
+            }
+            120..=129 if running >= 2 => {
+                let (a, b) = pick_pair(chain, &mut rng);
+                let ms = rng.gen_range(300..3000);
+                report.schedule.push(format!(
+                    "{t} ms: members {a} and {b} cut from each other for {ms} ms"
+                ));
+                let b_ip = chain.hosts[b].map(netns::host_ip).unwrap_or_default();
+                partition(chain, a, &b_ip, ms);
+                "partition between two members"
+            }
+            130..=139 if settled >= 3 => {
+                let victim = pick_running(chain, &mut rng);
+                let ms = rng.gen_range(300..3000);
+                report.schedule.push(format!(
+                    "{t} ms: member {victim} cut from everyone for {ms} ms"
+                ));
+                partition(chain, victim, netns::EVERYONE, ms);
+                "member isolated from everyone"
+            }
             _ => continue,
         };
         *report.faults.entry(kind).or_default() += 1;
@@ -312,6 +374,27 @@ fn pick_running(chain: &Chain, rng: &mut StdRng) -> usize {
         .filter(|i| chain.members[*i].is_some())
         .collect();
     running[rng.gen_range(0..running.len())]
+}
+
+/// Two different running members.
+fn pick_pair(chain: &Chain, rng: &mut StdRng) -> (usize, usize) {
+    let a = pick_running(chain, rng);
+    loop {
+        let b = pick_running(chain, rng);
+        if b != a {
+            return (a, b);
+        }
+    }
+}
+
+/// Cuts member `i` from `peer` (an address or prefix) for `ms`, then heals.
+fn partition(chain: &Chain, i: usize, peer: &str, ms: u64) {
+    let (Some(net), Some(host)) = (chain.net.as_ref(), chain.hosts[i]) else {
+        return;
+    };
+    net.cut(host, peer);
+    std::thread::sleep(Duration::from_millis(ms));
+    net.heal(host, peer);
 }
 
 fn pause_member(chain: &Chain, i: usize, ms: u64) {

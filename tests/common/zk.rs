@@ -13,6 +13,7 @@ const CLASSPATH: &str = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-sim
 
 pub struct ZooKeeper {
     child: Option<Child>,
+    pub host: String,
     pub port: u16,
     dir: PathBuf,
 }
@@ -36,24 +37,35 @@ pub fn serving(addr: &str) -> bool {
 }
 
 impl ZooKeeper {
-    /// Starts a fresh ZooKeeper; panics with a hint if it is not installed.
+    /// Starts a fresh ZooKeeper on loopback; panics with a hint if it is
+    /// not installed.
     pub fn start() -> ZooKeeper {
+        ZooKeeper::start_on("127.0.0.1")
+    }
+
+    /// Starts a fresh ZooKeeper listening on `host` (an address of the
+    /// calling thread's network namespace).
+    pub fn start_on(host: &str) -> ZooKeeper {
         assert!(
             std::path::Path::new("/usr/share/java/zookeeper.jar").exists(),
             "ZooKeeper is not installed: run `apt-get install -y zookeeper` (see README)"
         );
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("chaintable-zk-{}-{port}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "chaintable-zk-{}-{host}-{port}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(dir.join("data")).expect("zk dir");
         let cfg = format!(
             "tickTime=200\nminSessionTimeout=400\nmaxSessionTimeout=20000\n\
-             dataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             dataDir={}\nclientPort={port}\nclientPortAddress={host}\n\
              admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\n",
             dir.join("data").display()
         );
         std::fs::write(dir.join("zoo.cfg"), cfg).expect("zoo.cfg");
         let mut zk = ZooKeeper {
             child: None,
+            host: host.to_string(),
             port,
             dir,
         };
@@ -83,7 +95,7 @@ impl ZooKeeper {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// kill -9, keeping its data directory (sessions survive a restart).

@@ -1,7 +1,8 @@
 //! Scenarios of chain replication over a real ZooKeeper with real
 //! `table-server` processes: normal operation, kill -9 of each position
 //! while writes stream, a join under load, a member paused past its session
-//! timeout, and ZooKeeper itself restarting.
+//! timeout, ZooKeeper itself restarting, and (where the test may create
+//! network namespaces) partitions between members that heal.
 
 mod common;
 
@@ -204,4 +205,93 @@ fn a_member_joins_a_chain_holding_large_values() {
     assert_eq!(table.len(), 40);
     assert!(table.values().all(|(_, v)| v.len() == 300 * 1024));
     c.close();
+}
+
+/// Cuts member `a` off from its successor `b` in a 3-member chain for
+/// `cut_for` while writes stream (ZooKeeper still sees both, so the chain
+/// keeps its shape and stalls; packets vanish silently, as in a real
+/// partition), heals, and returns how long after the heal the first write
+/// was acknowledged. No acknowledged write may be lost, and `a` must have
+/// redialled its silent successor link.
+fn partition_during_stream(
+    a: usize,
+    b: usize,
+    cut_for: Duration,
+    extra: &'static [&'static str],
+) -> Option<Duration> {
+    common::netns::in_hub("pm", move |net| {
+        let chain = Chain::start_full(3, true, extra, Some(net));
+        let writer = Writer::start(&chain, KEYS);
+        writer.wait_acked(200);
+        let net = chain.net.as_ref().expect("test network");
+        let (host_a, host_b) = (chain.hosts[a].unwrap(), chain.hosts[b].unwrap());
+        let peer = common::netns::Peer::Host(host_b);
+        net.cut(host_a, peer);
+        std::thread::sleep(cut_for);
+        net.heal(host_a, peer);
+        let healed_at = Instant::now();
+        writer.wait_acked(200);
+        let log = writer.stop();
+        let resumed = log
+            .iter()
+            .filter(|(_, f, _, done)| *done > healed_at && matches!(f, Fate::Acked { .. }))
+            .map(|(_, _, _, done)| done.duration_since(healed_at))
+            .min()
+            .expect("a write acknowledged after the heal");
+        // The cut must really have stalled the chain.
+        let mut acked_at: Vec<Instant> = log
+            .iter()
+            .filter(|(_, f, _, _)| matches!(f, Fate::Acked { .. }))
+            .map(|(_, _, _, done)| *done)
+            .collect();
+        acked_at.sort();
+        let stall = acked_at
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            stall >= cut_for * 9 / 10,
+            "longest gap between acks {stall:?}"
+        );
+        assert_eq!(chain.roles(), ["head", "middle", "tail"]);
+        let table = chain.converged_table();
+        Writer::check(&log, KEYS, &table);
+        let redials = stat_text(&chain.member(a).addr(), "successor_timeouts");
+        eprintln!(
+            "members {a} and {b} cut for {cut_for:?}: writes stalled {} ms; first write acknowledged {} ms after the heal; \
+             successor_timeouts at {a}: {redials:?}",
+            stall.as_millis(),
+            resumed.as_millis()
+        );
+        assert!(
+            redials.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= 1,
+            "member {a} never timed out its silent successor link"
+        );
+        resumed
+    })
+}
+
+/// Long enough for TCP's retransmission backoff to grow past 6 s: without
+/// the peer timeout a healed link may sit idle for seconds more.
+const LONG_CUT: Duration = Duration::from_secs(13);
+
+#[test]
+fn writes_resume_soon_after_a_partition_between_middle_and_tail_heals() {
+    if let Some(resumed) = partition_during_stream(1, 2, LONG_CUT, &[]) {
+        assert!(
+            resumed < Duration::from_secs(5),
+            "resumed after {resumed:?}"
+        );
+    }
+}
+
+#[test]
+fn writes_resume_soon_after_a_partition_between_head_and_middle_heals() {
+    if let Some(resumed) = partition_during_stream(0, 1, LONG_CUT, &[]) {
+        assert!(
+            resumed < Duration::from_secs(5),
+            "resumed after {resumed:?}"
+        );
+    }
 }

@@ -54,6 +54,12 @@ struct Args {
     /// session for this long stops serving (fencing).
     #[arg(long, default_value_t = 1000)]
     session_timeout_ms: u64,
+    /// A successor link silent this long (in ms) while this member waits on
+    /// it (connecting, or updates not yet acknowledged) is dropped and
+    /// redialled: a healed partition then resumes within about this long.
+    #[arg(long, default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    peer_timeout_ms: u64,
     /// Entries per chunk when sending state to a joining member.
     #[arg(long, default_value_t = 4096)]
     snapshot_chunk_entries: usize,
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
         zookeeper: args.zookeeper,
         chain_root: args.chain_root,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
         unsafe_reads_anywhere: args.unsafe_reads_anywhere,
         worker_delay: Duration::from_millis(args.test_worker_delay_ms),

@@ -602,6 +602,19 @@ impl Replica {
         }
     }
 
+    /// Whether this member is waiting on its successor link: connecting
+    /// (no HELLO_OK yet) or holding sent updates it has not acknowledged.
+    /// The I/O layer, which has the clock, redials a link that stays silent
+    /// meanwhile. A snapshot transfer is not watched: a joiner installing a
+    /// large table is slow by design.
+    pub fn waiting_on_successor(&self) -> bool {
+        match self.successor {
+            Successor::Connecting(_) => true,
+            Successor::Active(_) => !self.sent.is_empty(),
+            Successor::None | Successor::Transferring { .. } => false,
+        }
+    }
+
     /// ACK from the successor.
     pub fn handle_ack(&mut self, seq: u64) {
         if let Successor::Transferring {

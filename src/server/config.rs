@@ -32,6 +32,12 @@ pub struct ServerConfig {
     pub chain_root: String,
     /// ZooKeeper session timeout: the fencing bound.
     pub session_timeout: Duration,
+    /// How long a successor link may stay silent while this member waits on
+    /// it (connecting, or holding updates it has not acknowledged) before
+    /// the link is dropped and redialled. A partition drops packets
+    /// silently and TCP's retransmission backoff grows with its length, so
+    /// without this a healed link could stay idle for minutes.
+    pub peer_timeout: Duration,
     /// Entries per SNAPSHOT chunk during state transfer.
     pub snapshot_chunk_entries: usize,
     /// TEST ONLY: answer reads on any member (breaks linearizability), so
@@ -58,6 +64,7 @@ impl Default for ServerConfig {
             zookeeper: None,
             chain_root: "/chain".into(),
             session_timeout: Duration::from_millis(2000),
+            peer_timeout: Duration::from_millis(2000),
             snapshot_chunk_entries: 4096,
             unsafe_reads_anywhere: false,
             worker_delay: Duration::ZERO,

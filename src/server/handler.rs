@@ -273,6 +273,7 @@ impl Server {
     }
 
     fn on_successor_message(&mut self, conn: &mut Conn, msg: Message) {
+        self.successor_heard_at = std::time::Instant::now();
         match msg.body {
             Body::HelloOk(h) => {
                 if let Kind::Successor { node, .. } = &conn.kind {

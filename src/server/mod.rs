@@ -91,6 +91,10 @@ pub struct Server {
     /// A successor to dial once the redial delay has passed.
     redial: Option<(Member, Instant)>,
     last_dial: Option<Instant>,
+    /// Last sign of life on the successor link (dialled, HELLO_OK, ACK),
+    /// or the moment the replica started waiting on it: see
+    /// [`Server::watch_successor`].
+    successor_heard_at: Instant,
     shutting_down: bool,
 }
 
@@ -172,6 +176,7 @@ impl Server {
             lease_until: None,
             redial: None,
             last_dial: None,
+            successor_heard_at: Instant::now(),
             shutting_down: false,
         })
     }
@@ -252,11 +257,15 @@ impl Server {
         if !self.dirty.is_empty() {
             return PollTimeout::ZERO;
         }
-        let ms = match &self.redial {
-            Some((_, at)) => at.saturating_duration_since(Instant::now()).as_millis() as u16 + 1,
-            None => 1000,
-        };
-        PollTimeout::from(ms)
+        let now = Instant::now();
+        let mut wake_at = now + Duration::from_millis(1000);
+        if let Some((_, at)) = &self.redial {
+            wake_at = wake_at.min(*at);
+        }
+        if self.replica.waiting_on_successor() {
+            wake_at = wake_at.min(self.successor_heard_at + self.cfg.peer_timeout);
+        }
+        PollTimeout::from(wake_at.saturating_duration_since(now).as_millis() as u16 + 1)
     }
 
     /// Room in the worker's queue, counting writes the replica has produced
@@ -387,7 +396,40 @@ impl Server {
                 self.dial(member);
             }
         }
+        self.watch_successor(Instant::now());
         self.dispatch();
+    }
+
+    /// Drops a successor link that has stayed silent for `peer_timeout`
+    /// while the replica waits on it; the replica then redials and resends
+    /// from the successor's `last_seq`. Closing costs nothing when the link
+    /// was merely slow, since updates carry sequence numbers and resends
+    /// are ignored; keeping a silent link can cost minutes once a
+    /// partition heals, as TCP's retransmission backoff has grown.
+    fn watch_successor(&mut self, now: Instant) {
+        if !self.replica.waiting_on_successor() {
+            self.successor_heard_at = now;
+            return;
+        }
+        if now < self.successor_heard_at + self.cfg.peer_timeout {
+            return;
+        }
+        self.successor_heard_at = now;
+        let silent = self
+            .conns
+            .values()
+            .find(|c| matches!(c.kind, Kind::Successor { .. }))
+            .map(|c| c.id);
+        if let Some(conn) = silent.and_then(|id| self.conns.remove(&id)) {
+            self.counters.successor_timeouts += 1;
+            tracing::warn!(
+                conn = conn.id,
+                peer = %conn.peer,
+                timeout_ms = self.cfg.peer_timeout.as_millis() as u64,
+                "successor link silent: redialling"
+            );
+            self.close(conn, "successor silent");
+        }
     }
 
     /// Processes buffered frames, flushes replies and writes output for
@@ -514,6 +556,7 @@ impl Server {
                     }),
                 ));
                 tracing::info!(conn = id, successor = %member.name, addr = %member.addr, "dialling successor");
+                self.successor_heard_at = now;
                 self.conns.insert(id, conn);
                 self.dirty.push(id);
             }

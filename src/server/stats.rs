@@ -14,6 +14,8 @@ pub struct Counters {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub disconnected_slow: u64,
+    /// Successor links dropped and redialled for staying silent.
+    pub successor_timeouts: u64,
     /// Per request opcode 0x01..=0x09.
     pub per_op: [u64; 10],
 }
@@ -37,6 +39,7 @@ impl Counters {
         s.count("connections_accepted", self.connections_accepted);
         s.count("connections_refused", self.connections_refused);
         s.count("disconnected_slow_readers", self.disconnected_slow);
+        s.count("successor_timeouts", self.successor_timeouts);
         let names = [
             (op::HELLO, "ops_hello"),
             (op::PUT, "ops_put"),

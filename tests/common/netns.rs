@@ -4,11 +4,14 @@
 //! Layout: a hub namespace holds a bridge with two addresses, one for the
 //! test's own threads (clients, the harness) and one for ZooKeeper. Every
 //! member runs in a namespace of its own, linked to the bridge by a veth
-//! pair. A partition is a pair of `ip rule ... blackhole` rules inside a
-//! member's namespace: packets to and from the other side are dropped while
-//! both processes keep running, which is what a real partition looks like
-//! to them (unlike SIGSTOP, the cut-off member goes on talking to the
-//! members it can still reach).
+//! pair. A partition drops packets silently on arrival, in both
+//! directions: an `ip rule ... blackhole` on the source address in each
+//! receiving namespace (consulted before the `local` table, which every
+//! namespace here moves behind it), or, to cut a member from everyone, its
+//! bridge port taken down. Senders see nothing but silence, as in a real
+//! partition: no reset, no unreachable error, TCP retransmitting with
+//! backoff. Both processes keep running; unlike SIGSTOP, a member cut from
+//! ZooKeeper goes on talking to the members it can still reach.
 //!
 //! Needs root and iproute2 (`ip`); [`Net::create`] says why when either is
 //! missing, and callers skip partition faults with that message.
@@ -19,10 +22,22 @@ use std::process::Command;
 pub const HARNESS_IP: &str = "10.77.0.1";
 /// Address ZooKeeper listens on (the bridge's second address).
 pub const ZK_IP: &str = "10.77.0.2";
-/// The whole test network; blackholing it isolates a member completely.
-pub const EVERYONE: &str = "10.77.0.0/16";
 /// Hosts are numbered into 10.77.1.0/24.
 const HOSTS_MAX: usize = 250;
+/// Rule preference of the partition rules; the `local` table moves to
+/// `LOCAL_PREF` so that they apply to packets addressed to this host.
+const CUT_PREF: &str = "10";
+const LOCAL_PREF: &str = "100";
+
+/// The other side of a partition.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// The member on this host.
+    Host(usize),
+    ZooKeeper,
+    /// Every other host, ZooKeeper and the clients.
+    Everyone,
+}
 
 pub struct Net {
     prefix: String,
@@ -57,7 +72,10 @@ impl Net {
         if !nix::unistd::geteuid().is_root() {
             return Err("network namespaces need root".into());
         }
-        let prefix = format!("ct{}{tag}", std::process::id());
+        // Unique per process and per network, as tests run in parallel.
+        static NETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let prefix = format!("ct{}{tag}{n}", std::process::id());
         let hub = format!("{prefix}-hub");
         let net = Net {
             prefix,
@@ -67,6 +85,7 @@ impl Net {
         };
         ip(&["netns", "add", &hub])?;
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
+        local_table_last(&hub)?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         ip(&[
             "-n",
@@ -120,6 +139,7 @@ impl Net {
         ip(&["netns", "add", &ns])?;
         self.hosts.push(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        local_table_last(&ns)?;
         ip(&[
             "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &hub_end, "netns",
             &self.hub,
@@ -141,28 +161,72 @@ impl Net {
 
     /// The member on host `id` is gone; its host can be given out again.
     pub fn release(&mut self, id: usize) {
-        self.heal(id, EVERYONE);
         self.free.push(id);
     }
 
-    /// Drops every packet between host `id` and `peer` (an address or a
-    /// prefix), in both directions, until [`Net::heal`].
-    pub fn cut(&self, id: usize, peer: &str) {
-        let ns = &self.hosts[id];
-        for dir in ["to", "from"] {
-            if let Err(e) = ip(&["-n", ns, "rule", "add", dir, peer, "blackhole"]) {
-                panic!("test network: {e}");
-            }
+    /// Drops every packet between host `id` and `peer`, both ways, until
+    /// [`Net::heal`] with the same arguments.
+    pub fn cut(&self, id: usize, peer: Peer) {
+        for (verb, ns, rule) in self.rules(id, peer) {
+            let mut args = vec!["-n", ns.as_str(), "rule", verb, "pref", CUT_PREF];
+            args.extend(rule.iter().map(String::as_str));
+            args.push("blackhole");
+            ip(&args).unwrap_or_else(|e| panic!("test network: {e}"));
+        }
+        if let Peer::Everyone = peer {
+            self.set_port(id, "down");
         }
     }
 
-    /// Undoes [`Net::cut`] (and is harmless when nothing was cut).
-    pub fn heal(&self, id: usize, peer: &str) {
-        let ns = &self.hosts[id];
-        for dir in ["to", "from"] {
-            while ip(&["-n", ns, "rule", "del", dir, peer, "blackhole"]).is_ok() {}
+    /// Undoes [`Net::cut`].
+    pub fn heal(&self, id: usize, peer: Peer) {
+        for (_, ns, rule) in self.rules(id, peer) {
+            let mut args = vec!["-n", ns.as_str(), "rule", "del", "pref", CUT_PREF];
+            args.extend(rule.iter().map(String::as_str));
+            args.push("blackhole");
+            ip(&args).unwrap_or_else(|e| panic!("test network: {e}"));
+        }
+        if let Peer::Everyone = peer {
+            self.set_port(id, "up");
         }
     }
+
+    /// The drop rules for a cut: (verb, namespace, selector), one in each
+    /// receiving namespace.
+    fn rules(&self, id: usize, peer: Peer) -> Vec<(&'static str, String, Vec<String>)> {
+        let me = host_ip(id);
+        let from = |ip: &str| vec!["from".to_string(), ip.to_string()];
+        match peer {
+            Peer::Host(other) => vec![
+                ("add", self.hosts[id].clone(), from(&host_ip(other))),
+                ("add", self.hosts[other].clone(), from(&me)),
+            ],
+            Peer::ZooKeeper => {
+                let mut to_zk = from(&me);
+                to_zk.extend(["to".to_string(), ZK_IP.to_string()]);
+                vec![
+                    ("add", self.hosts[id].clone(), from(ZK_IP)),
+                    ("add", self.hub.clone(), to_zk),
+                ]
+            }
+            Peer::Everyone => Vec::new(),
+        }
+    }
+
+    /// Takes host `id`'s bridge port down or up: a cable pulled out.
+    fn set_port(&self, id: usize, state: &str) {
+        let port = format!("vh{id}");
+        ip(&["-n", &self.hub, "link", "set", &port, state])
+            .unwrap_or_else(|e| panic!("test network: {e}"));
+    }
+}
+
+/// Moves the `local` routing table behind the partition rules in `ns`.
+fn local_table_last(ns: &str) -> Result<(), String> {
+    ip(&[
+        "-n", ns, "rule", "add", "pref", LOCAL_PREF, "lookup", "local",
+    ])?;
+    ip(&["-n", ns, "rule", "del", "pref", "0"])
 }
 
 pub fn host_ip(id: usize) -> String {
@@ -175,4 +239,31 @@ impl Drop for Net {
             let _ = ip(&["netns", "del", ns]);
         }
     }
+}
+
+/// Runs `f` on a thread inside a fresh test network's hub (namespaces are
+/// per thread, so the caller's own thread is left where it was). Returns
+/// `None`, after printing why, where this environment cannot create
+/// namespaces; a panic in `f` is passed on.
+pub fn in_hub<T: Send + 'static>(
+    tag: &str,
+    f: impl FnOnce(Net) -> T + Send + 'static,
+) -> Option<T> {
+    let net = match Net::create(tag) {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("SKIPPED (partition test): {why}");
+            return None;
+        }
+    };
+    let runner = std::thread::spawn(move || {
+        net.enter_hub()
+            .unwrap_or_else(|e| panic!("test network: {e}"));
+        f(net)
+    });
+    Some(
+        runner
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+    )
 }

@@ -9,7 +9,7 @@
 
 use super::chain::Chain;
 use super::lincheck::{check, KvOp, Recorded, Verdict};
-use super::netns::{self, Net};
+use super::netns::{Net, Peer};
 use chaintable::client::chain::ChainClient;
 use chaintable::client::{Client, ClientError, Options};
 use chaintable::serialize::Key;
@@ -318,7 +318,7 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                 report.schedule.push(format!(
                     "{t} ms: member {victim} cut from ZooKeeper for {ms} ms"
                 ));
-                partition(chain, victim, netns::ZK_IP, ms);
+                partition(chain, victim, Peer::ZooKeeper, ms);
                 "partition from ZooKeeper shorter than the session"
             }
             110..=119 if settled >= 3 => {
@@ -327,7 +327,7 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                 report.schedule.push(format!(
                     "{t} ms: member {victim} cut from ZooKeeper for {ms} ms"
                 ));
-                partition(chain, victim, netns::ZK_IP, ms);
+                partition(chain, victim, Peer::ZooKeeper, ms);
                 "partition from ZooKeeper longer than the session"
             }
             120..=129 if running >= 2 => {
@@ -336,8 +336,10 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                 report.schedule.push(format!(
                     "{t} ms: members {a} and {b} cut from each other for {ms} ms"
                 ));
-                let b_ip = chain.hosts[b].map(netns::host_ip).unwrap_or_default();
-                partition(chain, a, &b_ip, ms);
+                let Some(b_host) = chain.hosts[b] else {
+                    continue;
+                };
+                partition(chain, a, Peer::Host(b_host), ms);
                 "partition between two members"
             }
             130..=139 if settled >= 3 => {
@@ -346,7 +348,7 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                 report.schedule.push(format!(
                     "{t} ms: member {victim} cut from everyone for {ms} ms"
                 ));
-                partition(chain, victim, netns::EVERYONE, ms);
+                partition(chain, victim, Peer::Everyone, ms);
                 "member isolated from everyone"
             }
             _ => continue,
@@ -388,7 +390,7 @@ fn pick_pair(chain: &Chain, rng: &mut StdRng) -> (usize, usize) {
 }
 
 /// Cuts member `i` from `peer` (an address or prefix) for `ms`, then heals.
-fn partition(chain: &Chain, i: usize, peer: &str, ms: u64) {
+fn partition(chain: &Chain, i: usize, peer: Peer, ms: u64) {
     let (Some(net), Some(host)) = (chain.net.as_ref(), chain.hosts[i]) else {
         return;
     };

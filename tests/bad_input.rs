@@ -288,3 +288,31 @@ fn memory_stays_bounded_while_a_client_floods_writes_and_never_reads() {
     let mut c = s.client();
     assert!(c.size().unwrap() <= 100);
 }
+
+/// A GETTABLE/GETKEYS reply that would not fit in one frame is refused with
+/// RESULT_TOO_LARGE, exactly at the boundary, and the connection stays
+/// usable.
+#[test]
+fn a_reply_over_the_frame_limit_is_refused_at_the_exact_boundary() {
+    const LIMIT: usize = 4096;
+    let server = ServerProc::start(2, &["--frame-bytes-max", &LIMIT.to_string()]);
+    let mut c = server.client();
+    // One entry, "k0" with a value of n bytes, encodes in the GETTABLE
+    // reply as: u32 count + (u16 key length + key + u64 version + u32 value
+    // length + value) = 4 + 16 + n bytes. Fill the frame exactly.
+    let value = vec![b'v'; LIMIT - 20];
+    c.put(b"k0", &value).expect("put within the limit");
+    let table = c.table().expect("a reply of exactly the limit is sent");
+    assert_eq!(table.len(), 1);
+    // One more (empty) entry makes the reply 16 bytes too large.
+    c.put(b"k1", b"").expect("put");
+    match c.table() {
+        Err(chaintable::client::ClientError::Server(e)) => {
+            assert_eq!(e.error_code(), Some(ErrorCode::ResultTooLarge), "{e:?}")
+        }
+        other => panic!("expected RESULT_TOO_LARGE, got {other:?}"),
+    }
+    // GETKEYS is small, and the connection still serves.
+    assert_eq!(c.keys().expect("keys").len(), 2);
+    assert_eq!(c.get(b"k0").expect("get").map(|v| v.value), Some(value));
+}

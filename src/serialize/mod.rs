@@ -88,6 +88,12 @@ pub fn encode_list<T: Codec>(out: &mut Vec<u8>, items: &[T]) {
     }
 }
 
+/// Bytes [`encode_list`] would append, computed without encoding: lets the
+/// server refuse an over-large GETKEYS/GETTABLE reply before building it.
+pub fn list_encoded_len(items_encoded_len: impl Iterator<Item = usize>) -> usize {
+    4 + items_encoded_len.sum::<usize>()
+}
+
 /// Reads a list. The count is checked against the bytes left (each item
 /// needs at least `min_item_bytes`) before the vector is allocated, so a
 /// forged count cannot reserve more memory than the input could fill.

@@ -70,6 +70,13 @@ impl fmt::Debug for Key {
     }
 }
 
+impl Key {
+    /// Bytes its encoding takes: a `u16` length, then the key.
+    pub fn encoded_len(&self) -> usize {
+        2 + self.0.len()
+    }
+}
+
 impl Codec for Key {
     fn encode(&self, out: &mut Vec<u8>) {
         put_bytes_u16(out, &self.0);
@@ -103,6 +110,13 @@ pub struct Entry {
 impl Entry {
     /// Key (3) + version (8) + empty data (4).
     pub const MIN_ENCODED_LEN: usize = Key::MIN_ENCODED_LEN + 8 + 4;
+}
+
+impl Entry {
+    /// Bytes its encoding takes: key, `u64` version, `u32` length, value.
+    pub fn encoded_len(&self) -> usize {
+        self.key.encoded_len() + 8 + 4 + self.value.len()
+    }
 }
 
 impl Codec for Entry {
@@ -280,6 +294,36 @@ mod tests {
         assert_eq!(
             Key::decode_exact(&[0, 0]),
             Err(DecodeError::Empty { what: "key" })
+        );
+    }
+
+    #[test]
+    fn encoded_lengths_match_the_encodings() {
+        let entries: Vec<Entry> = [("a", 0), ("bb", 5), ("κλειδί", 70_000)]
+            .into_iter()
+            .map(|(k, n)| Entry {
+                key: key(k),
+                version: n as u64,
+                value: vec![7; n],
+            })
+            .collect();
+        let mut keys_out = Vec::new();
+        let keys: Vec<Key> = entries.iter().map(|e| e.key.clone()).collect();
+        encode_list(&mut keys_out, &keys);
+        let mut entries_out = Vec::new();
+        encode_list(&mut entries_out, &entries);
+        for e in &entries {
+            assert_eq!(e.encoded_len(), e.to_bytes().len());
+            assert_eq!(e.key.encoded_len(), e.key.to_bytes().len());
+        }
+        use super::super::list_encoded_len;
+        assert_eq!(
+            list_encoded_len(keys.iter().map(Key::encoded_len)),
+            keys_out.len()
+        );
+        assert_eq!(
+            list_encoded_len(entries.iter().map(Entry::encoded_len)),
+            entries_out.len()
         );
     }
 

@@ -5,7 +5,7 @@
 use super::conn::{Conn, Kind, Slot};
 use super::Server;
 use crate::replica::{Refusal, WriteToken};
-use crate::serialize::Stats;
+use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::wire::PROTOCOL_VERSION;
 use crate::wire::{op, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
@@ -217,17 +217,21 @@ impl Server {
             Body::Hello(_) => return self.hello_ok(id),
             _ => return error(id, ErrorCode::Internal, "not a read"),
         };
-        let reply = Message::new(id, body);
-        if matches!(reply.body, Body::Keys(_) | Body::Entries(_))
-            && reply.to_frame().payload.len() > self.cfg.payload_bytes_max
-        {
+        // The reply's payload is the list itself; its size is computed, not
+        // encoded, so a large table is encoded once (when sent).
+        let payload_bytes = match &body {
+            Body::Keys(keys) => list_encoded_len(keys.iter().map(Key::encoded_len)),
+            Body::Entries(entries) => list_encoded_len(entries.iter().map(Entry::encoded_len)),
+            _ => 0,
+        };
+        if payload_bytes > self.cfg.payload_bytes_max {
             let why = format!(
                 "the reply exceeds the {}-byte frame limit",
                 self.cfg.payload_bytes_max
             );
             return error(id, ErrorCode::ResultTooLarge, why);
         }
-        reply
+        Message::new(id, body)
     }
 
     fn stats(&self) -> Stats {

@@ -72,6 +72,7 @@ impl Net {
         if !nix::unistd::geteuid().is_root() {
             return Err("network namespaces need root".into());
         }
+        remove_orphans();
         // Unique per process and per network, as tests run in parallel.
         static NETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -218,6 +219,26 @@ impl Net {
         let port = format!("vh{id}");
         ip(&["-n", &self.hub, "link", "set", &port, state])
             .unwrap_or_else(|e| panic!("test network: {e}"));
+    }
+}
+
+/// Deletes namespaces left by test processes that no longer run (one
+/// killed before its cleanup): names are `ct<pid>...`.
+fn remove_orphans() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("ct") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
     }
 }
 

@@ -863,4 +863,40 @@ mod tests {
         // An empty table is one empty chunk (FIRST and LAST at once).
         assert_eq!(split_chunks(Vec::new(), 10, 10), vec![Vec::<Entry>::new()]);
     }
+
+    #[test]
+    fn waits_on_its_successor_only_while_connecting_or_unacknowledged() {
+        let m = |n: &str| Member {
+            name: n.into(),
+            addr: format!("{n}:1"),
+        };
+        let apply_all = |r: &mut Replica| {
+            while let Some(a) = r.poll_action() {
+                if let Action::Apply(u) = a {
+                    r.handle_applied(u, WriteOutcome::Absent);
+                }
+            }
+        };
+        let mut r = Replica::chain_member("n1", 16);
+        r.handle_membership(vec![m("n1")]);
+        apply_all(&mut r);
+        assert!(!r.waiting_on_successor(), "a chain of one has no successor");
+        r.handle_membership(vec![m("n1"), m("n2")]);
+        assert!(r.waiting_on_successor(), "connecting");
+        r.handle_successor_hello(NodeRole::Tail, 0);
+        assert!(!r.waiting_on_successor(), "linked, nothing outstanding");
+        let key = Key::new("k").unwrap();
+        let seq = r.handle_client_write(WriteOp::Del { key }, None).unwrap();
+        apply_all(&mut r);
+        assert!(r.waiting_on_successor(), "an update awaits its ACK");
+        r.handle_ack(seq);
+        assert!(!r.waiting_on_successor(), "acknowledged");
+        r.handle_successor_lost();
+        assert!(r.waiting_on_successor(), "redialling");
+        r.handle_successor_hello(NodeRole::Joining, 0);
+        assert!(
+            !r.waiting_on_successor(),
+            "a joiner's transfer is not timed"
+        );
+    }
 }

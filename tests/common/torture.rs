@@ -312,23 +312,23 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                 chain.add_member();
                 "join"
             }
-            100..=109 => {
+            100..=119 if roll < 110 || settled >= 3 => {
+                let longer = roll >= 110;
                 let victim = pick_running(chain, &mut rng);
-                let ms = rng.gen_range(200..700);
+                let ms = if longer {
+                    rng.gen_range(1500..3000)
+                } else {
+                    rng.gen_range(200..700)
+                };
                 report.schedule.push(format!(
                     "{t} ms: member {victim} cut from ZooKeeper for {ms} ms"
                 ));
                 partition(chain, victim, Peer::ZooKeeper, ms);
-                "partition from ZooKeeper shorter than the session"
-            }
-            110..=119 if settled >= 3 => {
-                let victim = pick_running(chain, &mut rng);
-                let ms = rng.gen_range(1500..3000);
-                report.schedule.push(format!(
-                    "{t} ms: member {victim} cut from ZooKeeper for {ms} ms"
-                ));
-                partition(chain, victim, Peer::ZooKeeper, ms);
-                "partition from ZooKeeper longer than the session"
+                if longer {
+                    "partition from ZooKeeper longer than the session"
+                } else {
+                    "partition from ZooKeeper shorter than the session"
+                }
             }
             120..=129 if running >= 2 => {
                 let (a, b) = pick_pair(chain, &mut rng);

@@ -295,3 +295,22 @@ fn writes_resume_soon_after_a_partition_between_head_and_middle_heals() {
         );
     }
 }
+
+/// ZooKeeper clamps a requested session timeout into its own [min, max];
+/// a member's lease must never outlast the session ZooKeeper actually
+/// granted, or it could serve after being removed.
+#[test]
+fn the_lease_is_cut_to_a_session_timeout_zookeeper_clamped_lower() {
+    let chain = Chain::start(1, &[]);
+    let asked = stat_text(&chain.member(0).addr(), "session_timeout_ms");
+    assert_eq!(asked.as_deref(), Some("1000"));
+    // The test ZooKeeper's maxSessionTimeout is 20000 ms (see common/zk.rs).
+    let zk = chain.zk.addr();
+    let member = common::ServerProc::start(4, &[&zk, "--session-timeout-ms", "30000"]);
+    let mut last = None;
+    let clamped = common::wait_for(Duration::from_secs(10), || {
+        last = stat_text(&member.addr(), "session_timeout_ms");
+        (last.as_deref() == Some("20000")).then_some(())
+    });
+    assert!(clamped.is_some(), "lease stayed {last:?}");
+}

@@ -28,12 +28,15 @@ pub enum CoordEvent {
     /// The session is lost or could not be confirmed within its timeout:
     /// stop serving now. A new registration follows.
     Fenced(String),
-    /// ZooKeeper answered a request sent at this instant, so the session
-    /// is valid until at least that instant plus the session timeout: the
-    /// member may serve until then (a lease), and must stop after it unless
-    /// renewed. This is what keeps a paused or cut-off member from serving
-    /// after the others have moved on.
-    Alive(Instant),
+    /// ZooKeeper answered a request sent at `sent`, so the session is valid
+    /// until at least `sent + lease`: the member may serve until then (a
+    /// lease), and must stop after it unless renewed. This is what keeps a
+    /// paused or cut-off member from serving after the others have moved
+    /// on. `lease` is the smaller of the requested and the negotiated
+    /// session timeout: ZooKeeper clamps the request into its own
+    /// [min, max], and a lease longer than the real session would let a
+    /// member serve after ZooKeeper has removed it.
+    Alive { sent: Instant, lease: Duration },
 }
 
 /// Pause between attempts to reach ZooKeeper (it costs no CPU meanwhile).
@@ -156,6 +159,7 @@ async fn session<F: Fn()>(
     out: &Outbox<F>,
     stop: &AtomicBool,
 ) -> String {
+    let lease = lease_for(cfg.session_timeout, client.session_timeout());
     if let Some(addr) = &cfg.advertise {
         let sent = Instant::now();
         let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
@@ -165,7 +169,7 @@ async fn session<F: Fn()>(
                 let name = format!("node{seq}");
                 tracing::info!(node = %name, "registered in ZooKeeper");
                 out.send(CoordEvent::Registered(name));
-                out.send(CoordEvent::Alive(sent));
+                out.send(CoordEvent::Alive { sent, lease });
             }
             Err(e) => return format!("cannot register: {e}"),
         }
@@ -181,7 +185,7 @@ async fn session<F: Fn()>(
                 watcher
             }
             Err(e) => {
-                if let Some(reason) = wait_connected(&mut state, cfg.session_timeout).await {
+                if let Some(reason) = wait_connected(&mut state, lease).await {
                     return reason;
                 }
                 tracing::debug!(error = %e, "listing members failed; retrying");
@@ -210,14 +214,14 @@ async fn session<F: Fn()>(
             match woke {
                 Woke::Children => break,
                 Woke::State(s) => {
-                    if let Some(reason) = on_state(s, &mut state, cfg.session_timeout).await {
+                    if let Some(reason) = on_state(s, &mut state, lease).await {
                         return reason;
                     }
                 }
                 Woke::Tick if stop.load(Ordering::SeqCst) => return "stopping".into(),
                 Woke::Tick => {
                     if cfg.advertise.is_some() {
-                        renew_lease(client, &cfg.root, cfg.session_timeout, out).await;
+                        renew_lease(client, &cfg.root, lease, out).await;
                     }
                 }
             }
@@ -225,17 +229,36 @@ async fn session<F: Fn()>(
     }
 }
 
+/// The lease a session grants: the shorter of what was asked for and what
+/// ZooKeeper negotiated. A longer negotiated timeout is safe but slows
+/// failover; a shorter one must shorten the lease.
+fn lease_for(requested: Duration, negotiated: Duration) -> Duration {
+    if negotiated != requested {
+        tracing::warn!(
+            requested_ms = requested.as_millis() as u64,
+            negotiated_ms = negotiated.as_millis() as u64,
+            "ZooKeeper negotiated another session timeout (its minSessionTimeout/\
+             maxSessionTimeout); failures are detected after the negotiated one"
+        );
+    }
+    if negotiated.is_zero() {
+        requested
+    } else {
+        requested.min(negotiated)
+    }
+}
+
 /// Confirms the session with a cheap read; reports the lease on success.
-async fn renew_lease<F: Fn()>(client: &zk::Client, root: &str, timeout: Duration, out: &Outbox<F>) {
+async fn renew_lease<F: Fn()>(client: &zk::Client, root: &str, lease: Duration, out: &Outbox<F>) {
     let sent = Instant::now();
     let ok = async { client.check_stat(root).await.is_ok() }
         .or(async {
-            smol::Timer::after(timeout).await;
+            smol::Timer::after(lease).await;
             false
         })
         .await;
     if ok {
-        out.send(CoordEvent::Alive(sent));
+        out.send(CoordEvent::Alive { sent, lease });
     }
 }
 

@@ -104,8 +104,9 @@ impl Server {
                 self.replica.handle_membership(members);
                 tracing::info!(role = self.replica.role().name(), "role");
             }
-            CoordEvent::Alive(sent) => {
-                let until = sent + self.cfg.session_timeout;
+            CoordEvent::Alive { sent, lease } => {
+                self.lease = lease;
+                let until = sent + lease;
                 self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
             }
             CoordEvent::Fenced(reason) => {

@@ -247,6 +247,7 @@ impl Server {
         s.text("role", self.replica.role().name());
         if self.coord.is_some() {
             s.text("node", self.replica.name());
+            s.count("session_timeout_ms", self.lease.as_millis() as u64);
             let pred = self
                 .replica
                 .predecessor()

@@ -88,6 +88,9 @@ pub struct Server {
     /// Chain mode: serve clients only before this instant (see
     /// `CoordEvent::Alive`); `None` until the first confirmation.
     lease_until: Option<Instant>,
+    /// Length of the lease each confirmation grants (the session timeout
+    /// as negotiated with ZooKeeper, if shorter than asked for).
+    lease: Duration,
     /// A successor to dial once the redial delay has passed.
     redial: Option<(Member, Instant)>,
     last_dial: Option<Instant>,
@@ -156,6 +159,7 @@ impl Server {
             }
         };
         replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
+        let session_timeout = cfg.session_timeout;
         Ok(Server {
             cfg,
             listener: Some(listener),
@@ -177,6 +181,7 @@ impl Server {
             redial: None,
             last_dial: None,
             successor_heard_at: Instant::now(),
+            lease: session_timeout,
             shutting_down: false,
         })
     }

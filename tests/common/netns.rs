@@ -107,6 +107,11 @@ impl Net {
             "br0",
         ])?;
         ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        // Hosts need veth pairs: find out now, not halfway through a test.
+        ip(&[
+            "-n", &hub, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
+        ])?;
+        ip(&["-n", &hub, "link", "del", "probe0"])?;
         Ok(net)
     }
 

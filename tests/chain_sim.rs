@@ -81,8 +81,11 @@ impl Sim {
         let name = format!("node{:010}", self.next_node);
         self.next_node += 1;
         self.trace.push(format!("join {name}"));
+        let mut replica = Replica::chain_member(name.clone(), SENT_MAX);
+        // Small chunks, so that snapshots stream in several steps.
+        replica.set_snapshot_chunk_entries(3);
         let node = Node {
-            replica: Replica::chain_member(name.clone(), SENT_MAX),
+            replica,
             table: BTreeMap::new(),
             hist: Vec::new(),
             tasks: VecDeque::new(),
@@ -313,6 +316,17 @@ impl Sim {
             self.with_node(&from, |r| r.handle_successor_hello(role, last));
             return;
         }
+        // A streaming snapshot is fed while the link holds little, in
+        // between everything else (applies, acks, reconfigurations).
+        let from = self.links[i].from.clone();
+        let feeding = self
+            .nodes
+            .get(&from)
+            .is_some_and(|n| n.replica.snapshot_pending());
+        if feeding && self.links[i].down.len() < 3 && self.rng.gen_bool(0.5) {
+            self.with_node(&from, |r| r.handle_successor_writable());
+            return;
+        }
         let down = self.rng.gen_bool(0.5);
         let l = &mut self.links[i];
         let (from, to) = (l.from.clone(), l.to.clone());
@@ -482,6 +496,7 @@ impl Sim {
                 .nodes
                 .values()
                 .all(|n| !matches!(n.replica.role(), NodeRole::Joining))
+            && self.nodes.values().all(|n| !n.replica.snapshot_pending())
     }
 }
 

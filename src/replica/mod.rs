@@ -11,7 +11,10 @@
 //!   one back with [`Replica::handle_applied`], in the same order.
 //! - [`Action::Snapshot`] goes to the worker behind the applies already
 //!   queued; the worker reports the consistent cut with
-//!   [`Replica::handle_snapshot_taken`].
+//!   [`Replica::handle_snapshot_taken`]. The cut then goes to the joining
+//!   successor one chunk per [`Replica::handle_successor_writable`], which
+//!   the IO layer calls while [`Replica::snapshot_pending`] and the link's
+//!   output is short, so a large table is never encoded all at once.
 //! - Nothing is acknowledged to a client before the tail has applied it.
 //!
 //! The paper's invariants hold after every input: a member's applied
@@ -170,6 +173,20 @@ pub struct Replica {
     was_complete: bool,
     actions: VecDeque<Action>,
     snapshot_chunk_entries: usize,
+    /// A snapshot being streamed to a joining successor.
+    outgoing: Option<OutgoingSnapshot>,
+}
+
+/// The rest of a snapshot not yet handed to the IO layer, and the updates
+/// applied since its cut: those may only follow the LAST chunk (the joiner
+/// has no table to apply them to before), and acting as tail meanwhile
+/// trims them from Sent, so they wait here.
+#[derive(Debug)]
+struct OutgoingSnapshot {
+    seq: u64,
+    chunks: VecDeque<Vec<Entry>>,
+    first: bool,
+    backlog: Vec<Update>,
 }
 
 impl Replica {
@@ -208,6 +225,7 @@ impl Replica {
             was_complete: false,
             actions: VecDeque::new(),
             snapshot_chunk_entries: 4096,
+            outgoing: None,
         }
     }
 
@@ -220,6 +238,7 @@ impl Replica {
         self.me = name.into();
         self.members.clear();
         self.successor = Successor::None;
+        self.outgoing = None;
         self.standing = Standing::Joining {
             installed: false,
             handoff: None,
@@ -450,6 +469,9 @@ impl Replica {
             return;
         }
         self.sent.push(update.clone());
+        if let Some(out) = self.outgoing.as_mut() {
+            out.backlog.push(update.clone());
+        }
         if let Successor::Active(_) | Successor::Transferring { .. } = self.successor {
             if self.transfer_done_or_active() {
                 self.actions
@@ -465,7 +487,9 @@ impl Replica {
     fn transfer_done_or_active(&self) -> bool {
         match &self.successor {
             Successor::Active(_) => true,
-            Successor::Transferring { snapshot_seq, .. } => snapshot_seq.is_some(),
+            Successor::Transferring { snapshot_seq, .. } => {
+                snapshot_seq.is_some() && self.outgoing.is_none()
+            }
             _ => false,
         }
     }
@@ -484,13 +508,34 @@ impl Replica {
             snapshot_seq: Some(seq),
         };
         let chunks = split_chunks(entries, self.snapshot_chunk_entries, SNAPSHOT_CHUNK_BYTES);
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            self.push_chunk(seq, i == 0, i + 1 == n, chunk);
-        }
-        let later: Vec<Update> = self.sent.after(seq).cloned().collect();
-        for u in later {
-            self.actions.push_back(Action::SendDown(Body::Update(u)));
+        self.outgoing = Some(OutgoingSnapshot {
+            seq,
+            chunks: chunks.into(),
+            first: true,
+            backlog: self.sent.after(seq).cloned().collect(),
+        });
+    }
+
+    /// Whether snapshot chunks are waiting for [`Replica::handle_successor_writable`].
+    pub fn snapshot_pending(&self) -> bool {
+        self.outgoing.is_some()
+    }
+
+    /// The successor link has room: emits the next snapshot chunk; after
+    /// the LAST one, the updates applied since the cut.
+    pub fn handle_successor_writable(&mut self) {
+        let Some(out) = self.outgoing.as_mut() else {
+            return;
+        };
+        let chunk = out.chunks.pop_front().unwrap_or_default();
+        let (seq, first, last) = (out.seq, out.first, out.chunks.is_empty());
+        out.first = false;
+        self.push_chunk(seq, first, last, chunk);
+        if last {
+            let backlog = self.outgoing.take().map(|o| o.backlog).unwrap_or_default();
+            for u in backlog {
+                self.actions.push_back(Action::SendDown(Body::Update(u)));
+            }
         }
     }
 
@@ -692,6 +737,7 @@ impl Replica {
             return;
         }
         self.successor = Successor::None;
+        self.outgoing = None;
         // The member may be alive (a broken link) or dead (membership will
         // say so): either way reconnect while it is listed, and acknowledge
         // nothing meanwhile. Only a member with no successor is the tail.
@@ -782,6 +828,7 @@ impl Replica {
         if current.is_some() {
             self.actions.push_back(Action::DropSuccessor);
             self.successor = Successor::None;
+            self.outgoing = None;
         }
         if self.standing != Standing::Active {
             return; // a joiner serves no successor until it is complete
@@ -794,6 +841,7 @@ impl Replica {
     }
 
     fn connect_successor(&mut self, next: Member) {
+        self.outgoing = None;
         self.successor = Successor::Connecting(next.clone());
         self.actions.push_back(Action::ConnectSuccessor(next));
     }
@@ -811,6 +859,7 @@ impl Replica {
             self.actions.push_back(Action::DropSuccessor);
         }
         self.successor = Successor::None;
+        self.outgoing = None;
         self.actions.push_back(Action::DropPredecessor);
         for (_, token, _) in self.waiting.drain(..) {
             self.actions.push_back(Action::WriteFailed {

@@ -33,6 +33,10 @@ use worker::{Completions, TaskQueue};
 /// Shortest pause between two dials of the same successor, so a dead
 /// successor that membership still lists costs no CPU.
 const REDIAL_DELAY: Duration = Duration::from_millis(100);
+/// A snapshot streams to a joiner while less than this is queued on the
+/// link: a few chunks in flight keep the link busy, and the tail never
+/// holds the whole table encoded.
+const SNAPSHOT_QUEUE_BYTES: usize = 4 * crate::replica::SNAPSHOT_CHUNK_BYTES;
 /// How long shutdown waits for replies to drain before closing.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Bytes read from a socket per `read` call.
@@ -255,7 +259,28 @@ impl Server {
         }
         self.drain_background();
         self.pump_all();
+        self.feed_successor();
         Ok(())
+    }
+
+    /// Hands the joining successor snapshot chunks while its link has less
+    /// than [`SNAPSHOT_QUEUE_BYTES`] queued; the link, now dirty, is
+    /// written on the next iteration, and POLLOUT brings us back here.
+    fn feed_successor(&mut self) {
+        while self.replica.snapshot_pending() {
+            let queued = self
+                .conns
+                .values()
+                .find(|c| matches!(c.kind, Kind::Successor { ready: true, .. }))
+                .map(|c| c.out_len());
+            match queued {
+                Some(bytes) if bytes < SNAPSHOT_QUEUE_BYTES => {
+                    self.replica.handle_successor_writable();
+                    self.dispatch();
+                }
+                _ => return,
+            }
+        }
     }
 
     fn poll_timeout(&self) -> PollTimeout {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::lincheck::{check, KvOp, Recorded, Verdict};
+use common::lincheck::{check, KvOp, Recorded, Verdict, MAX_OPS_PER_KEY};
 use std::time::Duration;
 
 fn op(client: u32, op: KvOp, call: i64, ret: Option<i64>) -> Recorded {
@@ -132,4 +132,33 @@ fn keys_are_checked_independently_and_quickly() {
     let started = std::time::Instant::now();
     assert_eq!(check(&h, LIMIT), Verdict::Linearizable);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_key_over_the_operation_limit_is_refused_not_searched() {
+    let writes = |n: usize, key: u32| {
+        (0..n as i64).map(move |i| Recorded {
+            client: 1,
+            key,
+            op: put(i as u64),
+            call_ns: i * 10,
+            return_ns: Some(i * 10 + 5),
+        })
+    };
+    // At the limit on two keys: checked.
+    let at: Vec<Recorded> = writes(MAX_OPS_PER_KEY, 1)
+        .chain(writes(MAX_OPS_PER_KEY, 2))
+        .collect();
+    assert_eq!(check(&at, LIMIT), Verdict::Linearizable);
+    // One more on key 2: refused, naming the key.
+    let over: Vec<Recorded> = writes(10, 1)
+        .chain(writes(MAX_OPS_PER_KEY + 1, 2))
+        .collect();
+    assert_eq!(
+        check(&over, LIMIT),
+        Verdict::TooLarge {
+            key: 2,
+            ops: MAX_OPS_PER_KEY + 1
+        }
+    );
 }

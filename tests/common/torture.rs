@@ -8,7 +8,7 @@
 //! the run every member must hold the same table.
 
 use super::chain::Chain;
-use super::lincheck::{check, KvOp, Recorded, Verdict};
+use super::lincheck::{check, KvOp, Recorded, Verdict, MAX_OPS_PER_KEY};
 use super::netns::{Net, Peer};
 use chaintable::client::chain::ChainClient;
 use chaintable::client::{Client, ClientError, Options};
@@ -17,9 +17,13 @@ use chaintable::wire::{Body, Retry, WriteMode, WriteOutcome};
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long the harness waits for every member to be in the chain again
+/// after a fault before going on; a longer wait is reported.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
 
 /// Upper bound on the checker's search for one history.
 const CHECK_LIMIT: Duration = Duration::from_secs(120);
@@ -31,10 +35,6 @@ pub struct Config {
     pub members: usize,
     pub clients: u32,
     pub keys: u32,
-    /// Pause between a client's operations. Long runs use one so that a
-    /// history stays small enough to check (the checker's memory grows
-    /// with operations per key) while faults keep coming at full rate.
-    pub think: Duration,
     /// TEST ONLY: members answer reads anywhere and clients read from a
     /// random member; the checker must catch it.
     pub broken_reads: bool,
@@ -54,9 +54,17 @@ pub struct Report {
     pub anomaly: bool,
 }
 
+/// Share of the checker's per-key limit that the clients may use: keys are
+/// picked at random, so some get more than their share, and the final
+/// reads come on top.
+const OPS_BUDGET_PERCENT: usize = 85;
+
 struct Shared {
     start: Instant,
     history: Mutex<Vec<Recorded>>,
+    /// Operations the clients have started; they stop at `budget`.
+    issued: AtomicUsize,
+    budget: usize,
     members: Mutex<Vec<String>>,
     stop: AtomicBool,
 }
@@ -98,6 +106,8 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
     let shared = Arc::new(Shared {
         start: Instant::now(),
         history: Mutex::new(Vec::new()),
+        issued: AtomicUsize::new(0),
+        budget: cfg.keys as usize * MAX_OPS_PER_KEY * OPS_BUDGET_PERCENT / 100,
         members: Mutex::new(chain.addrs()),
         stop: AtomicBool::new(false),
     });
@@ -140,7 +150,13 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
     chain.retry_for = Duration::from_secs(3);
     let mut rng = StdRng::seed_from_u64(cfg.seed * 1000 + id as u64);
     let mut counter = 0u64;
+    let mut pace = Pace::new(cfg, shared.budget);
     while !shared.stop.load(Ordering::SeqCst) {
+        if shared.issued.fetch_add(1, Ordering::SeqCst) >= shared.budget {
+            // Out of budget: the faults go on, the history stops growing.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         let key = rng.gen_range(0..cfg.keys);
         let k = Key::new(format!("t{key}")).expect("key");
         let roll = rng.gen_range(0..10);
@@ -176,11 +192,39 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
         if let Some(rec) = record(id, key, &body, result, call_ns, return_ns) {
             shared.history.lock().unwrap().push(rec);
         }
-        if !cfg.think.is_zero() {
-            std::thread::sleep(cfg.think);
-        }
+        pace.wait();
     }
     chain.close();
+}
+
+/// Spreads a client's share of the operations budget over the run, so a
+/// long run keeps operations coming while faults happen instead of
+/// spending the budget in its first seconds.
+struct Pace {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Pace {
+    fn new(cfg: &Config, budget: usize) -> Pace {
+        let per_client = (budget / cfg.clients.max(1) as usize).max(1) as u32;
+        Pace {
+            interval: cfg.duration / per_client,
+            next: Instant::now(),
+        }
+    }
+
+    /// Sleeps until the next slot. Slots missed during a stall are not
+    /// made up in a burst.
+    fn wait(&mut self) {
+        self.next += self.interval;
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        } else {
+            self.next = now;
+        }
+    }
 }
 
 /// The broken mode's reads: straight to a random member.
@@ -357,9 +401,21 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
         *shared.members.lock().unwrap() = chain.addrs();
         // Let the chain recover before the next fault.
         let running = chain.members.iter().flatten().count();
-        let _ = super::wait_for(Duration::from_secs(20), || {
+        let settled = super::wait_for(SETTLE_LIMIT, || {
             (settled_members(chain) == running).then_some(())
         });
+        if settled.is_none() {
+            let t = shared.start.elapsed().as_millis();
+            report.schedule.push(format!(
+                "{t} ms: not settled {} s after the fault; roles {:?}",
+                SETTLE_LIMIT.as_secs(),
+                chain.roles()
+            ));
+            *report
+                .faults
+                .entry("(chain not settled in time)")
+                .or_default() += 1;
+        }
     }
 }
 
@@ -445,6 +501,12 @@ fn summarize(history: &[Recorded], report: &mut Report) {
 fn judge(cfg: &Config, history: &[Recorded], report: &mut Report) {
     match check(history, CHECK_LIMIT) {
         Verdict::Linearizable => report.verdict = Some("linearizable".into()),
+        Verdict::TooLarge { key, ops } => {
+            report.anomaly = true;
+            report.verdict = Some(format!(
+                "not checked: {ops} operations on key t{key}, over the checker's limit of {MAX_OPS_PER_KEY}"
+            ));
+        }
         Verdict::Unknown => {
             report.anomaly = true;
             report.verdict = Some("checker timed out: unknown (investigate; not a pass)".into());

@@ -25,8 +25,8 @@ pub enum CoordEvent {
     Registered(String),
     /// The chain, head first.
     Members(Vec<Member>),
-    /// The session is lost or could not be confirmed within its timeout:
-    /// stop serving now. A new registration follows.
+    /// ZooKeeper says the session is over (or registration failed): stop
+    /// serving now and drop the table. A new registration follows.
     Fenced(String),
     /// ZooKeeper answered a request sent at `sent`, so the session is valid
     /// until at least `sent + lease`: the member may serve until then (a
@@ -105,36 +105,97 @@ impl<F: Fn()> Outbox<F> {
     }
 }
 
+/// How one client's session ended.
+enum SessionEnd {
+    /// Asked to stop.
+    Stopped,
+    /// The client gave up on ZooKeeper and reports the session expired.
+    /// It says so after 1.4 × the timeout without contact, without asking
+    /// the server, so the session may well be alive (a restarted ZooKeeper
+    /// restores sessions with fresh timeouts): resume it to find out.
+    /// Carries the node registered in it, if any.
+    Unconfirmed(Option<String>),
+    /// The session is over (ZooKeeper said so, or registration failed).
+    Lost(String),
+}
+
+/// A session to resume, and the node it registered.
+struct Resume {
+    session: zk::SessionInfo,
+    node: String,
+}
+
+/// Connects, registers and watches until stopped. The member is fenced
+/// (and registers anew) only once its session is known to be over: while
+/// ZooKeeper is unreachable it merely stops serving as its lease runs out,
+/// and keeps its place, its table and its peer links. Re-registering after
+/// every outage would be wrong, not only slow: a member that lost its
+/// session may have been left behind by the chain, so only a fresh joiner
+/// (which receives a snapshot) is safe, and a chain whose members all
+/// re-register has no one left to hold the state.
 async fn run<F: Fn()>(cfg: CoordConfig, out: Outbox<F>, stop: Arc<AtomicBool>) {
+    let mut resume: Option<Resume> = None;
     while !stop.load(Ordering::SeqCst) {
-        let client = match connect(&cfg).await {
+        let session_info = resume.as_ref().map(|r| r.session.clone());
+        let sent = Instant::now();
+        let client = match connect(&cfg, session_info).await {
             Ok(c) => c,
+            Err(zk::Error::SessionExpired) if resume.is_some() => {
+                resume = None;
+                fence(&cfg, &out, "ZooKeeper expired the session".into());
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(zookeeper = %cfg.zookeeper, error = %e, "ZooKeeper unreachable; retrying");
                 smol::Timer::after(RECONNECT_DELAY).await;
                 continue;
             }
         };
-        let reason = session(&cfg, &client, &out, &stop).await;
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        tracing::warn!(reason = %reason, "coordination session lost: fencing");
-        if cfg.advertise.is_some() {
-            out.send(CoordEvent::Fenced(reason));
+        let registered = resume.take().map(|r| {
+            tracing::info!(node = %r.node, "session resumed");
+            (r.node, sent)
+        });
+        match session(&cfg, &client, &out, &stop, registered).await {
+            SessionEnd::Stopped => break,
+            SessionEnd::Unconfirmed(node) => {
+                resume = node.map(|node| Resume {
+                    session: client.session().clone(),
+                    node,
+                });
+                if resume.is_none() && cfg.advertise.is_some() {
+                    fence(&cfg, &out, "session expired before registering".into());
+                }
+            }
+            SessionEnd::Lost(reason) => fence(&cfg, &out, reason),
         }
         smol::Timer::after(RECONNECT_DELAY).await;
     }
 }
 
-async fn connect(cfg: &CoordConfig) -> Result<zk::Client, zk::Error> {
-    let client = zk::Client::connector()
+fn fence<F: Fn()>(cfg: &CoordConfig, out: &Outbox<F>, reason: String) {
+    tracing::warn!(reason = %reason, "coordination session lost: fencing");
+    if cfg.advertise.is_some() {
+        out.send(CoordEvent::Fenced(reason));
+    }
+}
+
+/// A new session, or `resume`'s if given (ZooKeeper then answers
+/// `SessionExpired` if it is over).
+async fn connect(
+    cfg: &CoordConfig,
+    resume: Option<zk::SessionInfo>,
+) -> Result<zk::Client, zk::Error> {
+    let connector = zk::Client::connector()
         .with_session_timeout(cfg.session_timeout)
-        .with_connection_timeout(cfg.session_timeout)
-        .connect(&cfg.zookeeper)
-        .await?;
-    ensure_root(&client, &cfg.root).await?;
-    Ok(client)
+        .with_connection_timeout(cfg.session_timeout);
+    let Some(info) = resume else {
+        let client = connector.connect(&cfg.zookeeper).await?;
+        ensure_root(&client, &cfg.root).await?;
+        return Ok(client);
+    };
+    // The root holds our node, so it exists; and a failed request here
+    // would drop the client, which closes the session we came to keep.
+    connector.with_session(info).connect(&cfg.zookeeper).await
 }
 
 async fn ensure_root(client: &zk::Client, root: &str) -> Result<(), zk::Error> {
@@ -151,33 +212,56 @@ async fn ensure_root(client: &zk::Client, root: &str) -> Result<(), zk::Error> {
     Ok(())
 }
 
-/// Runs one session: register, then report membership on every change
-/// until the session is lost. Returns why it ended.
+/// Registers this member: an ephemeral sequential node holding its address.
+async fn register<F: Fn()>(
+    cfg: &CoordConfig,
+    client: &zk::Client,
+    addr: &str,
+    lease: Duration,
+    out: &Outbox<F>,
+) -> Result<String, String> {
+    let sent = Instant::now();
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let path = format!("{}/node", cfg.root.trim_end_matches('/'));
+    match client.create(&path, addr.as_bytes(), &opts).await {
+        Ok((_, seq)) => {
+            let name = format!("node{seq}");
+            tracing::info!(node = %name, "registered in ZooKeeper");
+            out.send(CoordEvent::Registered(name.clone()));
+            out.send(CoordEvent::Alive { sent, lease });
+            Ok(name)
+        }
+        Err(e) => Err(format!("cannot register: {e}")),
+    }
+}
+
+/// Runs one client's session: register (unless `registered` names the
+/// node of a resumed session, confirmed alive at the instant given), then
+/// report membership on every change and renew the lease until the
+/// session ends.
 async fn session<F: Fn()>(
     cfg: &CoordConfig,
     client: &zk::Client,
     out: &Outbox<F>,
     stop: &AtomicBool,
-) -> String {
+    registered: Option<(String, Instant)>,
+) -> SessionEnd {
     let lease = lease_for(cfg.session_timeout, client.session_timeout());
-    if let Some(addr) = &cfg.advertise {
-        let sent = Instant::now();
-        let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-        let path = format!("{}/node", cfg.root.trim_end_matches('/'));
-        match client.create(&path, addr.as_bytes(), &opts).await {
-            Ok((_, seq)) => {
-                let name = format!("node{seq}");
-                tracing::info!(node = %name, "registered in ZooKeeper");
-                out.send(CoordEvent::Registered(name));
-                out.send(CoordEvent::Alive { sent, lease });
-            }
-            Err(e) => return format!("cannot register: {e}"),
+    let node = match (&cfg.advertise, registered) {
+        (None, _) => None,
+        (Some(_), Some((node, sent))) => {
+            out.send(CoordEvent::Alive { sent, lease });
+            Some(node)
         }
-    }
+        (Some(addr), None) => match register(cfg, client, addr, lease, out).await {
+            Ok(node) => Some(node),
+            Err(reason) => return SessionEnd::Lost(reason),
+        },
+    };
     let mut state = client.state_watcher();
     loop {
         if stop.load(Ordering::SeqCst) {
-            return "stopping".into();
+            return SessionEnd::Stopped;
         }
         let watcher = match list_members(client, &cfg.root).await {
             Ok((members, watcher)) => {
@@ -185,15 +269,15 @@ async fn session<F: Fn()>(
                 watcher
             }
             Err(e) => {
-                if let Some(reason) = wait_connected(&mut state, lease).await {
-                    return reason;
-                }
                 tracing::debug!(error = %e, "listing members failed; retrying");
+                if let Err(end) = wait_usable(&mut state, stop, node.as_deref()).await {
+                    return end;
+                }
                 continue;
             }
         };
         // Wait for a membership change or a session change; wake every
-        // RECONNECT_DELAY only to notice a stop request.
+        // RECONNECT_DELAY to renew the lease and notice a stop request.
         let mut children = std::pin::pin!(watcher.changed());
         loop {
             enum Woke {
@@ -213,14 +297,16 @@ async fn session<F: Fn()>(
             .await;
             match woke {
                 Woke::Children => break,
-                Woke::State(s) => {
-                    if let Some(reason) = on_state(s, &mut state, lease).await {
-                        return reason;
-                    }
-                }
-                Woke::Tick if stop.load(Ordering::SeqCst) => return "stopping".into(),
+                Woke::State(zk::SessionState::SyncConnected) => {}
+                // Reconnected after a disconnection: list again, as the
+                // membership may have changed meanwhile.
+                Woke::State(_) => match wait_usable(&mut state, stop, node.as_deref()).await {
+                    Ok(()) => break,
+                    Err(end) => return end,
+                },
+                Woke::Tick if stop.load(Ordering::SeqCst) => return SessionEnd::Stopped,
                 Woke::Tick => {
-                    if cfg.advertise.is_some() {
+                    if node.is_some() {
                         renew_lease(client, &cfg.root, lease, out).await;
                     }
                 }
@@ -228,7 +314,6 @@ async fn session<F: Fn()>(
         }
     }
 }
-
 /// The lease a session grants: the shorter of what was asked for and what
 /// ZooKeeper negotiated. A longer negotiated timeout is safe but slows
 /// failover; a shorter one must shorten the lease.
@@ -262,43 +347,33 @@ async fn renew_lease<F: Fn()>(client: &zk::Client, root: &str, lease: Duration, 
     }
 }
 
-/// Reacts to a session state change. Returns a reason to fence, if any.
-async fn on_state(
-    s: zk::SessionState,
+/// Waits until the client is connected again (`Ok`), or its session has
+/// ended. No deadline: the member does not serve meanwhile (its lease runs
+/// out), and only ZooKeeper can say whether the session is over.
+async fn wait_usable(
     state: &mut zk::StateWatcher,
-    timeout: Duration,
-) -> Option<String> {
-    match s {
-        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => None,
-        zk::SessionState::Disconnected => wait_connected(state, timeout).await,
-        other => Some(format!("session {other:?}")),
-    }
-}
-
-/// While disconnected, keep serving for at most the session timeout (the
-/// session may still be alive); past it, the others may have removed us.
-async fn wait_connected(state: &mut zk::StateWatcher, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
+    stop: &AtomicBool,
+    node: Option<&str>,
+) -> Result<(), SessionEnd> {
     loop {
         match state.peek_state() {
-            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => return None,
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => return Ok(()),
             zk::SessionState::Disconnected => {}
-            other => return Some(format!("session {other:?}")),
+            zk::SessionState::Expired => {
+                return Err(SessionEnd::Unconfirmed(node.map(str::to_string)))
+            }
+            other => return Err(SessionEnd::Lost(format!("session {other:?}"))),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Some(format!(
-                "no contact with ZooKeeper for {} ms (session timeout)",
-                timeout.as_millis()
-            ));
+        if stop.load(Ordering::SeqCst) {
+            return Err(SessionEnd::Stopped);
         }
-        let changed = async {
+        async {
             state.changed().await;
         }
         .or(async {
-            smol::Timer::after(left).await;
-        });
-        changed.await;
+            smol::Timer::after(RECONNECT_DELAY).await;
+        })
+        .await;
     }
 }
 

@@ -169,8 +169,6 @@ pub struct Replica {
     /// that install's completion counts (not a stale one from a predecessor
     /// that died meanwhile).
     awaiting_install: Option<u64>,
-    /// Whether the table held a complete history when last fenced.
-    was_complete: bool,
     actions: VecDeque<Action>,
     snapshot_chunk_entries: usize,
     /// A snapshot being streamed to a joining successor.
@@ -222,19 +220,21 @@ impl Replica {
             unapplied: 0,
             partial_snapshot: false,
             awaiting_install: None,
-            was_complete: false,
             actions: VecDeque::new(),
             snapshot_chunk_entries: 4096,
             outgoing: None,
         }
     }
 
-    /// After fencing, registered again as `name`: a fresh member that joins
-    /// through a snapshot, unless it finds itself alone. Its table is kept
-    /// only if it was a complete replica when fenced: every acknowledged
-    /// write is then in it, so it can found a new chain if it must.
+    /// After fencing, registered again as `name`: a fresh member with an
+    /// empty table, which joins through a snapshot. Its old table is never
+    /// kept: the session was lost, so the rest of the chain may have
+    /// acknowledged writes without it since, and a stale table that found
+    /// itself first in the chain would serve old values and give them to
+    /// every joiner (seen in a torture run: a member cut off and fenced
+    /// before a ZooKeeper restart re-registered first and founded the
+    /// chain with a table two seconds old).
     pub fn rejoin(&mut self, name: impl Into<String>) {
-        let complete = self.was_complete;
         self.me = name.into();
         self.members.clear();
         self.successor = Successor::None;
@@ -247,12 +247,10 @@ impl Replica {
         self.awaiting_install = None;
         self.sent.trim_through(u64::MAX);
         self.waiting.clear();
-        if !complete {
-            self.last_queued = 0;
-            self.last_applied = 0;
-            self.last_acked = 0;
-            self.clear_table();
-        }
+        self.last_queued = 0;
+        self.last_applied = 0;
+        self.last_acked = 0;
+        self.clear_table();
     }
 
     /// Empties the table through the worker, in order with other writes.
@@ -798,8 +796,9 @@ impl Replica {
         if let Standing::Joining { .. } = self.standing {
             // No member is left before it. Every member after it joined
             // later and holds less, so what it holds is the best state
-            // left: empty for a new chain, or a complete copy kept from
-            // before it was fenced (which has every acknowledged write).
+            // left: empty for a new chain, or a whole snapshot from a tail
+            // that has since failed with every member before it (beyond
+            // what a chain tolerates; persistence is what would cover it).
             // Only a half-received snapshot is not a state: drop it.
             if self.partial_snapshot {
                 self.partial_snapshot = false;
@@ -853,7 +852,6 @@ impl Replica {
         if self.standing == Standing::Fenced {
             return;
         }
-        self.was_complete = self.standing == Standing::Active;
         self.standing = Standing::Fenced;
         if self.successor != Successor::None {
             self.actions.push_back(Action::DropSuccessor);
@@ -947,5 +945,38 @@ mod tests {
             !r.waiting_on_successor(),
             "a joiner's transfer is not timed"
         );
+    }
+
+    #[test]
+    fn a_member_that_lost_its_session_never_founds_a_chain_from_its_old_table() {
+        let m = |n: &str| Member {
+            name: n.into(),
+            addr: format!("{n}:1"),
+        };
+        let mut r = Replica::chain_member("n1", 16);
+        r.handle_membership(vec![m("n1")]);
+        let key = Key::new("k").unwrap();
+        let op = WriteOp::Put {
+            key,
+            value: b"old".to_vec(),
+        };
+        r.handle_client_write(op, None).unwrap();
+        while let Some(a) = r.poll_action() {
+            if let Action::Apply(u) = a {
+                r.handle_applied(u, WriteOutcome::Absent);
+            }
+        }
+        assert_eq!(r.last_applied(), 1);
+        // The session is lost; the others may go on without this member.
+        r.fence();
+        r.rejoin("n7");
+        let cleared = std::iter::from_fn(|| r.poll_action())
+            .any(|a| matches!(a, Action::Install(c) if c.first && c.entries.is_empty()));
+        assert!(cleared, "the old table must be emptied");
+        // Even alone in the chain (everyone before it gone), it starts empty.
+        r.handle_membership(vec![m("n7")]);
+        assert_eq!(r.role(), NodeRole::Solo);
+        assert_eq!(r.last_applied(), 0);
+        assert_eq!(r.last_queued(), 0);
     }
 }

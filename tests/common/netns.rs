@@ -22,6 +22,8 @@ use std::process::Command;
 pub const HARNESS_IP: &str = "10.77.0.1";
 /// Address ZooKeeper listens on (the bridge's second address).
 pub const ZK_IP: &str = "10.77.0.2";
+/// The bridge's fixed, locally administered MAC address.
+const BRIDGE_MAC: &str = "02:77:00:00:00:01";
 /// Hosts are numbered into 10.77.1.0/24.
 const HOSTS_MAX: usize = 250;
 /// Rule preference of the partition rules; the `local` table moves to
@@ -87,7 +89,14 @@ impl Net {
         ip(&["netns", "add", &hub])?;
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         local_table_last(&hub)?;
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        // A bridge takes the lowest MAC address of its ports unless given
+        // one: adding a host would then change the MAC behind ZooKeeper's
+        // and the harness's addresses, and members that cached the old one
+        // lose them until their ARP entries expire (~30 s; seen in a long
+        // run as a member that could not reach ZooKeeper to register).
+        ip(&[
+            "-n", &hub, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+        ])?;
         ip(&[
             "-n",
             &hub,

@@ -119,7 +119,21 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
         })
         .collect();
     let mut report = Report::default();
-    inject_faults(cfg, &mut chain, &shared, &mut report);
+    let injected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        inject_faults(cfg, &mut chain, &shared, &mut report)
+    }));
+    if let Err(panic) = injected {
+        // The report dies with this run: print the schedule so far.
+        eprintln!(
+            "  fault schedule up to the harness failure (seed {}):",
+            cfg.seed
+        );
+        for line in &report.schedule {
+            eprintln!("    {line}");
+        }
+        shared.stop.store(true, Ordering::SeqCst);
+        std::panic::resume_unwind(panic);
+    }
     // Quiet period: no faults; the chain must settle with every member.
     let running = chain.members.iter().flatten().count();
     chain.wait_chain_len(running);

@@ -112,6 +112,7 @@ fn run_seeds(
     let part_duration = duration / segments as u32;
     let (mut passed, mut failed) = (0, 0);
     let mut totals = Report::default();
+    let (mut checked, mut anomalies, mut harness_failures) = (0usize, 0usize, 0usize);
     for seed in seeds {
         for part in 0..segments {
             let cfg = Config {
@@ -128,12 +129,18 @@ fn run_seeds(
             let report = match std::panic::catch_unwind(|| run(&cfg)) {
                 Ok(r) => r,
                 Err(_) => Report {
-                    anomaly: true,
+                    harness_failure: true,
                     verdict: Some("harness failure (see the panic above)".into()),
                     ..Report::default()
                 },
             };
             print(&cfg, &report);
+            if report.harness_failure {
+                harness_failures += 1;
+            } else {
+                checked += 1;
+                anomalies += usize::from(report.anomaly);
+            }
             totals.ops += report.ops;
             totals.acked_writes += report.acked_writes;
             totals.unknown_writes += report.unknown_writes;
@@ -145,7 +152,7 @@ fn run_seeds(
                     println!("    {line}");
                 }
             }
-            if report.anomaly {
+            if report.anomaly || report.harness_failure {
                 println!("  FAILED: seed {}; fault schedule:", cfg.seed);
                 for line in &report.schedule {
                     println!("    {line}");
@@ -157,14 +164,12 @@ fn run_seeds(
         }
     }
     println!(
-        "totals: {} checked runs, {} s of faults, {} ops, {} acknowledged writes, {} unknown-outcome writes, faults {:?}, {} anomalies",
-        passed + failed,
-        (part_duration * (passed + failed) as u32).as_secs(),
+        "totals: {checked} checked runs, {} s of faults in them, {} ops, {} acknowledged writes, {} unknown-outcome writes, faults {:?}, {anomalies} anomalies, {harness_failures} harness failures (not checked)",
+        (part_duration * checked as u32).as_secs(),
         totals.ops,
         totals.acked_writes,
         totals.unknown_writes,
         totals.faults,
-        failed
     );
     (passed, failed)
 }

@@ -164,8 +164,9 @@ impl Chain {
     }
 
     /// Waits until every running member reports the same table digest and
-    /// entry count; returns (digest, entries).
-    pub fn converged_digest(&self) -> (String, String) {
+    /// entry count; returns (digest, entries), or what each member reported
+    /// (and their roles) if they still differ after 30 s.
+    pub fn converged_digest(&self) -> Result<(String, String), String> {
         let mut last = Vec::new();
         let same = wait_for(Duration::from_secs(30), || {
             last = self
@@ -177,8 +178,8 @@ impl Chain {
             let all_same = first.0.is_some() && last.iter().all(|d| *d == first);
             all_same.then(|| (first.0.unwrap_or_default(), first.1.unwrap_or_default()))
         });
-        same.unwrap_or_else(|| {
-            panic!(
+        same.ok_or_else(|| {
+            format!(
                 "members did not converge: {last:?}; roles {:?}",
                 self.roles()
             )

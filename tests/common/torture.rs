@@ -52,6 +52,9 @@ pub struct Report {
     pub schedule: Vec<String>,
     pub verdict: Option<String>,
     pub anomaly: bool,
+    /// The run could not finish (e.g. a member never registered): nothing
+    /// was checked, so it is neither a pass nor an anomaly of the server.
+    pub harness_failure: bool,
 }
 
 /// Share of the checker's per-key limit that the clients may use: keys are
@@ -143,12 +146,19 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
         let _ = c.join();
     }
     final_reads(cfg, &chain, &shared);
-    let (digest, entries) = chain.converged_digest();
-    report.schedule.push(format!(
-        "final: {running} members, digest {digest}, {entries} entries"
-    ));
     let history = shared.history.lock().unwrap().clone();
     summarize(&history, &mut report);
+    match chain.converged_digest() {
+        Ok((digest, entries)) => report.schedule.push(format!(
+            "final: {running} members, digest {digest}, {entries} entries"
+        )),
+        Err(diverged) => {
+            report.anomaly = true;
+            let path = save_history(cfg, &history);
+            report.verdict = Some(format!("{diverged}; history saved to {}", path.display()));
+            return report;
+        }
+    }
     judge(cfg, &history, &mut report);
     report
 }

@@ -12,6 +12,9 @@
 //! ```
 //!
 //! Add `--segment 300` for hour-long totals with fewer cluster restarts.
+//! A failed segment prints its own seed (`seed × 1000 + segment`);
+//! `--replay <that seed> --duration <segment seconds>` runs that segment
+//! alone, with the same fault schedule and client choices.
 //!
 //! A run's duration is split into segments of at most `--segment` seconds
 //! (default 60), each on a fresh cluster with its own history check. The
@@ -30,6 +33,7 @@ struct Args {
     duration: Option<Duration>,
     segment: Duration,
     seed: Option<u64>,
+    replay: Option<u64>,
     random: bool,
     runs: usize,
     skip: bool,
@@ -41,6 +45,7 @@ fn parse_args() -> Args {
         duration: None,
         segment: Duration::from_secs(60),
         seed: None,
+        replay: None,
         random: false,
         runs: 1,
         skip: false,
@@ -57,6 +62,7 @@ fn parse_args() -> Args {
                 Some(n) => a.seed = n.parse().ok(),
                 None => {}
             },
+            "--replay" => a.replay = it.next().and_then(|s| s.parse().ok()),
             "--runs" => a.runs = it.next().and_then(|s| s.parse().ok()).unwrap_or(1),
             "--no-partitions" => a.no_partitions = true,
             // libtest flags cargo may pass: accept and ignore.
@@ -100,67 +106,80 @@ fn print(cfg: &Config, r: &Report) {
     );
 }
 
-/// Runs the seeds, each split into segments; returns (passed, failed).
-/// `partitions(seed)` says whether that seed's runs cut partitions.
+/// The segments of `seeds`' runs: a run of `duration` is split into
+/// segments of at most `segment`, each with the seed `seed × 1000 + part`.
+fn segments(seeds: &[u64], duration: Duration, segment: Duration) -> (Vec<u64>, Duration) {
+    let parts = duration.as_secs().div_ceil(segment.as_secs().max(1)).max(1);
+    let part_duration = duration / parts as u32;
+    let seeds = seeds
+        .iter()
+        .flat_map(|seed| (0..parts).map(move |part| seed * 1000 + part))
+        .collect();
+    (seeds, part_duration)
+}
+
+/// Runs one segment per seed, each on a fresh cluster; returns (passed,
+/// failed). `partitions(seed)` says whether that segment cuts partitions.
 fn run_seeds(
     seeds: &[u64],
-    duration: Duration,
-    segment: Duration,
+    part_duration: Duration,
     partitions: impl Fn(u64) -> bool,
 ) -> (usize, usize) {
-    let segments = duration.as_secs().div_ceil(segment.as_secs().max(1)).max(1);
-    let part_duration = duration / segments as u32;
     let (mut passed, mut failed) = (0, 0);
     let mut totals = Report::default();
     let (mut checked, mut anomalies, mut harness_failures) = (0usize, 0usize, 0usize);
-    for seed in seeds {
-        for part in 0..segments {
-            let cfg = Config {
-                seed: seed * 1000 + part,
-                duration: part_duration,
-                members: 3,
-                clients: 6,
-                keys: 8,
-                broken_reads: false,
-                partitions: partitions(*seed),
-            };
-            // A harness failure (e.g. a chain that never settles) is counted
-            // and reported, and the remaining segments still run.
-            let report = match std::panic::catch_unwind(|| run(&cfg)) {
-                Ok(r) => r,
-                Err(_) => Report {
-                    harness_failure: true,
-                    verdict: Some("harness failure (see the panic above)".into()),
-                    ..Report::default()
-                },
-            };
-            print(&cfg, &report);
-            if report.harness_failure {
-                harness_failures += 1;
-            } else {
-                checked += 1;
-                anomalies += usize::from(report.anomaly);
+    for &seed in seeds {
+        let cfg = Config {
+            seed,
+            duration: part_duration,
+            members: 3,
+            clients: 6,
+            keys: 8,
+            broken_reads: false,
+            partitions: partitions(seed),
+        };
+        // A harness failure (e.g. a chain that never settles) is counted
+        // and reported, and the remaining segments still run.
+        let report = match std::panic::catch_unwind(|| run(&cfg)) {
+            Ok(r) => r,
+            Err(_) => Report {
+                harness_failure: true,
+                verdict: Some("harness failure (see the panic above)".into()),
+                ..Report::default()
+            },
+        };
+        print(&cfg, &report);
+        if report.harness_failure {
+            harness_failures += 1;
+        } else {
+            checked += 1;
+            anomalies += usize::from(report.anomaly);
+        }
+        totals.ops += report.ops;
+        totals.acked_writes += report.acked_writes;
+        totals.unknown_writes += report.unknown_writes;
+        for (k, n) in &report.faults {
+            *totals.faults.entry(k).or_default() += n;
+        }
+        if std::env::var_os("TORTURE_SCHEDULE").is_some() && !report.anomaly {
+            for line in &report.schedule {
+                println!("    {line}");
             }
-            totals.ops += report.ops;
-            totals.acked_writes += report.acked_writes;
-            totals.unknown_writes += report.unknown_writes;
-            for (k, n) in &report.faults {
-                *totals.faults.entry(k).or_default() += n;
+        }
+        if report.anomaly || report.harness_failure {
+            println!(
+                "  FAILED: seed {} (rerun alone: cargo test --release --test torture -- --replay {} --duration {}{}); fault schedule:",
+                cfg.seed,
+                cfg.seed,
+                part_duration.as_secs(),
+                if cfg.partitions { "" } else { " --no-partitions" }
+            );
+            for line in &report.schedule {
+                println!("    {line}");
             }
-            if std::env::var_os("TORTURE_SCHEDULE").is_some() && !report.anomaly {
-                for line in &report.schedule {
-                    println!("    {line}");
-                }
-            }
-            if report.anomaly || report.harness_failure {
-                println!("  FAILED: seed {}; fault schedule:", cfg.seed);
-                for line in &report.schedule {
-                    println!("    {line}");
-                }
-                failed += 1;
-            } else {
-                passed += 1;
-            }
+            failed += 1;
+        } else {
+            passed += 1;
         }
     }
     println!(
@@ -192,8 +211,11 @@ fn main() {
         println!("torture: skipped by filter\n0 passed, 0 failed");
         return;
     }
-    let long = args.duration.is_some() || args.random || args.seed.is_some();
-    let seeds: Vec<u64> = if long {
+    let long =
+        args.duration.is_some() || args.random || args.seed.is_some() || args.replay.is_some();
+    let seeds: Vec<u64> = if let Some(seed) = args.replay {
+        vec![seed]
+    } else if long {
         let base = match (args.seed, args.random) {
             (Some(s), _) => s,
             _ => std::time::SystemTime::now()
@@ -205,9 +227,14 @@ fn main() {
         vec![11, 12]
     };
     let duration = args.duration.unwrap_or(Duration::from_secs(40));
+    let (seeds, part_duration) = match args.replay {
+        Some(_) => (seeds, duration),
+        None => segments(&seeds, duration, args.segment),
+    };
     let netns_ok = !args.no_partitions && netns_available();
-    let partitions = |seed: u64| netns_ok && (long || seed == 12);
-    let (mut passed, mut failed) = run_seeds(&seeds, duration, args.segment, partitions);
+    // In the default run, only seed 12's segment cuts partitions.
+    let partitions = |seed: u64| netns_ok && (long || seed / 1000 == 12);
+    let (mut passed, mut failed) = run_seeds(&seeds, part_duration, partitions);
     if !long {
         // The checker must catch a server that answers reads anywhere.
         let cfg = Config {

@@ -14,7 +14,8 @@
 //! Add `--segment 300` for hour-long totals with fewer cluster restarts.
 //! A failed segment prints its own seed (`seed × 1000 + segment`);
 //! `--replay <that seed> --duration <segment seconds>` runs that segment
-//! alone, with the same fault schedule and client choices.
+//! alone, with the same seeded choices of faults and operations (timing,
+//! and so the exact schedule, can still differ).
 //!
 //! A run's duration is split into segments of at most `--segment` seconds
 //! (default 60), each on a fresh cluster with its own history check. The

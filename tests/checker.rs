@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::lincheck::{check, KvOp, Recorded, Verdict, MAX_OPS_PER_KEY};
-use std::time::Duration;
+use common::lincheck::{check, smallest_slice, KvOp, Recorded, Verdict, MAX_OPS_PER_KEY};
+use std::time::{Duration, Instant};
 
 fn op(client: u32, op: KvOp, call: i64, ret: Option<i64>) -> Recorded {
     Recorded {
@@ -87,16 +87,20 @@ fn a_timed_out_write_may_or_may_not_have_happened() {
     assert_eq!(check(&never, LIMIT), Verdict::Linearizable);
 }
 
-#[test]
-fn a_timed_out_write_observed_twice_is_an_anomaly() {
-    // The unknown write took effect, was overwritten, then appeared again.
-    let h = vec![
+/// The unknown write took effect, was overwritten, then appeared again.
+fn timed_out_write_observed_twice() -> Vec<Recorded> {
+    vec![
         op(1, put(1), 0, None),
         op(2, get(Some(1)), 10, Some(20)),
         op(3, put(3), 30, Some(40)),
         op(2, get(Some(3)), 50, Some(60)),
         op(2, get(Some(1)), 70, Some(80)),
-    ];
+    ]
+}
+
+#[test]
+fn a_timed_out_write_observed_twice_is_an_anomaly() {
+    let h = timed_out_write_observed_twice();
     assert!(matches!(check(&h, LIMIT), Verdict::Anomaly { .. }));
 }
 
@@ -161,4 +165,105 @@ fn a_key_over_the_operation_limit_is_refused_not_searched() {
             ops: MAX_OPS_PER_KEY + 1
         }
     );
+}
+
+/// The values and call times of a slice, for comparing with what we wrote.
+fn slice_of(h: &[Recorded]) -> (bool, Vec<(KvOp, i64)>) {
+    let slice = smallest_slice(h, Instant::now() + LIMIT);
+    let ops = slice.ops.into_iter().map(|r| (r.op, r.call_ns)).collect();
+    (slice.from_empty, ops)
+}
+
+/// `n` sequential writes of 1..=n by client 1, 10 ns apart, then the rest.
+fn after_writes(n: i64, rest: Vec<Recorded>) -> Vec<Recorded> {
+    let mut h: Vec<Recorded> = (1..=n)
+        .map(|i| op(1, put(i as u64), i * 10, Some(i * 10 + 5)))
+        .collect();
+    h.extend(rest);
+    h
+}
+
+#[test]
+fn the_slice_of_a_stale_read_is_the_write_it_missed_and_the_read() {
+    // A thousand good writes, the stale read, and later operations that
+    // have nothing to do with it.
+    let h = after_writes(
+        1000,
+        vec![
+            op(2, get(Some(999)), 20_000, Some(20_010)),
+            op(1, put(5000), 20_100, Some(20_110)),
+            op(2, get(Some(5000)), 20_200, Some(20_210)),
+        ],
+    );
+    assert!(matches!(check(&h, LIMIT), Verdict::Anomaly { key: 1, .. }));
+    assert_eq!(
+        slice_of(&h),
+        (false, vec![(put(1000), 10_000), (get(Some(999)), 20_000)])
+    );
+}
+
+#[test]
+fn the_slice_ends_where_the_history_became_illegal_even_if_a_read_was_slow() {
+    // The read started after put(2) returned but returned long after put(3)
+    // and before put(9): the history turns illegal when the read returns,
+    // so put(9) is not part of the slice. put(3) ran inside the window.
+    let h = after_writes(
+        3,
+        vec![
+            op(2, get(Some(1)), 26, Some(500)),
+            op(1, put(9), 600, Some(610)),
+        ],
+    );
+    assert_eq!(
+        slice_of(&h),
+        (false, vec![(put(2), 20), (get(Some(1)), 26), (put(3), 30)])
+    );
+}
+
+#[test]
+fn the_slice_of_a_timed_out_write_observed_twice_spans_both_reads() {
+    let mut h = timed_out_write_observed_twice();
+    h.push(op(3, put(4), 90, Some(100)));
+    let (from_empty, ops) = slice_of(&h);
+    // From any starting value the key could have held 1 already, so only
+    // the empty start makes this illegal: the slice is the history up to
+    // the second sighting of 1, and put(4) after it is cut off.
+    assert!(from_empty);
+    let calls: Vec<i64> = ops.iter().map(|(_, call)| *call).collect();
+    assert_eq!(calls, vec![0, 10, 30, 50, 70]);
+}
+
+#[test]
+fn a_slice_that_needs_the_empty_start_says_so() {
+    let h = after_writes(
+        2,
+        vec![op(
+            2,
+            KvOp::Del {
+                existed: Some(true),
+            },
+            100,
+            Some(110),
+        )],
+    );
+    assert_eq!(check(&h, LIMIT), Verdict::Linearizable);
+    let wrong = vec![
+        op(
+            1,
+            KvOp::Put {
+                value: 1,
+                existed: Some(true),
+            },
+            0,
+            Some(10),
+        ),
+        op(2, get(Some(1)), 20, Some(30)),
+    ];
+    let (from_empty, ops) = slice_of(&wrong);
+    assert!(from_empty, "{ops:?}");
+    assert_eq!(ops.len(), 1);
+    let Verdict::Anomaly { slice, .. } = check(&wrong, LIMIT) else {
+        panic!("not an anomaly");
+    };
+    assert!(slice[0].contains("empty initial state"), "{slice:?}");
 }

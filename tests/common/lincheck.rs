@@ -40,27 +40,66 @@ pub struct Recorded {
     pub return_ns: Option<i64>,
 }
 
-#[derive(Clone)]
-struct KeyModel;
+/// What the model knows about the key's value: exactly (`Is`), or nothing
+/// yet (`Any`), which is how a slice cut from the middle of a history
+/// starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyState {
+    Any,
+    Is(Option<u64>),
+}
 
-impl Model for KeyModel {
-    type State = Option<u64>;
+fn step(state: &KeyState, op: &KvOp) -> (bool, KeyState) {
+    let next = match op {
+        KvOp::Put { value, .. } => Some(*value),
+        KvOp::Del { .. } => None,
+        KvOp::Get { value } => *value,
+    };
+    let KeyState::Is(now) = state else {
+        return (true, KeyState::Is(next));
+    };
+    let ok = match op {
+        KvOp::Put { existed, .. } | KvOp::Del { existed } => {
+            existed.is_none_or(|e| e == now.is_some())
+        }
+        KvOp::Get { value } => value == now,
+    };
+    (ok, KeyState::Is(if ok { next } else { *now }))
+}
+
+/// A key that starts absent: the whole history.
+#[derive(Clone)]
+struct FromEmpty;
+
+/// A key whose value at the start is unknown: a slice of a history.
+#[derive(Clone)]
+struct FromAny;
+
+impl Model for FromEmpty {
+    type State = KeyState;
     type Op = (u32, KvOp);
     type Metadata = ();
 
-    fn init() -> Self::State {
-        None
+    fn init() -> KeyState {
+        KeyState::Is(None)
     }
 
-    fn step(state: &Self::State, op: &Self::Op) -> (bool, Self::State) {
-        match &op.1 {
-            KvOp::Put { value, existed } => {
-                let ok = existed.is_none_or(|e| e == state.is_some());
-                (ok, Some(*value))
-            }
-            KvOp::Del { existed } => (existed.is_none_or(|e| e == state.is_some()), None),
-            KvOp::Get { value } => (value == state, *state),
-        }
+    fn step(state: &KeyState, op: &Self::Op) -> (bool, KeyState) {
+        step(state, &op.1)
+    }
+}
+
+impl Model for FromAny {
+    type State = KeyState;
+    type Op = (u32, KvOp);
+    type Metadata = ();
+
+    fn init() -> KeyState {
+        KeyState::Any
+    }
+
+    fn step(state: &KeyState, op: &Self::Op) -> (bool, KeyState) {
+        step(state, &op.1)
     }
 }
 
@@ -72,12 +111,18 @@ impl Model for KeyModel {
 /// the machine.
 pub const MAX_OPS_PER_KEY: usize = 40_000;
 
+/// The most operations a slice may span when it is cut back from the end:
+/// a violation needs a handful of operations, and each candidate start
+/// costs one search.
+pub const MAX_SLICE_OPS: usize = 256;
+
 /// The verdict on a history.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,
-    /// Not linearizable on `key`; `slice` holds the operations around the
-    /// point where the longest linearization stops.
+    /// Not linearizable on `key`. `slice` is a short run of that key's
+    /// operations that is not linearizable by itself (see [`smallest_slice`]):
+    /// a line saying where it starts from, then one line per operation.
     Anomaly {
         key: u32,
         slice: Vec<String>,
@@ -91,19 +136,14 @@ pub enum Verdict {
     },
 }
 
-/// Checks `history`, spending at most `limit` in the search. Keys are
-/// checked one after another rather than in parallel so that the peak
-/// memory is that of the largest key, not the sum of all keys.
+/// Checks `history`, spending at most `limit` in the search (and as much
+/// again cutting the slice of an anomaly). Keys are checked one after
+/// another rather than in parallel so that the peak memory is that of the
+/// largest key, not the sum of all keys.
 pub fn check(history: &[Recorded], limit: Duration) -> Verdict {
-    let mut by_key: BTreeMap<u32, Vec<Operation<KeyModel>>> = BTreeMap::new();
+    let mut by_key: BTreeMap<u32, Vec<Recorded>> = BTreeMap::new();
     for r in history {
-        by_key.entry(r.key).or_default().push(Operation {
-            client_id: Some(r.client),
-            call_time: r.call_ns,
-            return_time: r.return_ns.unwrap_or(i64::MAX),
-            op: (r.key, r.op.clone()),
-            metadata: None,
-        });
+        by_key.entry(r.key).or_default().push(r.clone());
     }
     if let Some((key, ops)) = by_key.iter().find(|(_, ops)| ops.len() > MAX_OPS_PER_KEY) {
         return Verdict::TooLarge {
@@ -112,57 +152,168 @@ pub fn check(history: &[Recorded], limit: Duration) -> Verdict {
         };
     }
     let deadline = Instant::now() + limit;
-    for ops in by_key.values() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (result, info) = porcupine_rs::check_operations_info_timeout::<KeyModel>(ops, left);
-        match result {
+    for (key, ops) in &by_key {
+        match search::<FromEmpty>(ops, deadline) {
             CheckResult::Ok => {}
             CheckResult::Unknown => return Verdict::Unknown,
-            CheckResult::Illegal => return explain(&info),
+            CheckResult::Illegal => {
+                let slice = smallest_slice(ops, Instant::now() + limit);
+                return Verdict::Anomaly {
+                    key: *key,
+                    slice: describe(&slice),
+                };
+            }
         }
     }
     Verdict::Linearizable
 }
 
-/// Finds the failing partition and the operations around where its
-/// longest linearization stops.
-fn explain(info: &porcupine_rs::LinearizationInfo<KeyModel>) -> Verdict {
-    for (p, ops) in info.partition_ops.iter().enumerate() {
-        let longest = info
-            .partial_linearizations
-            .get(p)
-            .and_then(|ls| ls.iter().map(Vec::len).max())
-            .unwrap_or(0);
-        if longest == ops.len() {
+fn search<M: Model<Op = (u32, KvOp), Metadata = ()>>(
+    ops: &[Recorded],
+    deadline: Instant,
+) -> CheckResult {
+    let ops: Vec<Operation<M>> = ops
+        .iter()
+        .map(|r| Operation {
+            client_id: Some(r.client),
+            call_time: r.call_ns,
+            return_time: r.return_ns.unwrap_or(i64::MAX),
+            op: (r.key, r.op.clone()),
+            metadata: None,
+        })
+        .collect();
+    let left = deadline.saturating_duration_since(Instant::now());
+    porcupine_rs::check_operations_timeout::<M>(&ops, left)
+}
+
+/// A slice of one key's history that is not linearizable on its own.
+#[derive(Debug)]
+pub struct Slice {
+    /// True when the slice only fails from the key's empty initial state
+    /// (it then starts at the beginning of the history).
+    pub from_empty: bool,
+    /// The operations, by call time.
+    pub ops: Vec<Recorded>,
+}
+
+/// Cuts an illegal history of one key down to a short slice that is
+/// still illegal, for a person to read.
+///
+/// The end: the earliest time `t` at which the history *as observed at
+/// `t`* is already illegal. That history holds the operations called by
+/// `t`; one still running at `t` becomes a write of unknown outcome (and
+/// a read still running is dropped). It only gains constraints as `t`
+/// grows, so a binary search finds `t`, and the operation that returned at
+/// `t` is the one that made the history illegal.
+/// The start: scanning back from `t`, the first call time `s` such that the
+/// operations running at some point in `[s, t]` are illegal from *any*
+/// starting value: the shortest such window. Operations called before `s`
+/// that were still running at `s` are kept, since they could have taken
+/// effect inside the window; leaving them out could make a legal window
+/// look illegal. If none within [`MAX_SLICE_OPS`] is, the
+/// violation involves the key's empty initial state and the slice is the
+/// whole history up to `t`.
+/// A search that times out is taken as "not shown illegal", so whatever is
+/// returned has been shown illegal.
+pub fn smallest_slice(ops: &[Recorded], deadline: Instant) -> Slice {
+    let mut ends: Vec<i64> = ops.iter().filter_map(|r| r.return_ns).collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let illegal_at = |t: i64| {
+        let seen = observed_at(ops, t);
+        search::<FromEmpty>(&seen, deadline) == CheckResult::Illegal
+    };
+    // The full history is illegal, and so is its observation at the last
+    // return; find the first return time where it already is.
+    let first = ends.partition_point(|&t| !illegal_at(t));
+    let seen = match ends.get(first) {
+        Some(&t) => observed_at(ops, t),
+        None => ops.to_vec(),
+    };
+    let mut calls: Vec<i64> = seen.iter().map(|r| r.call_ns).collect();
+    calls.sort_unstable();
+    calls.dedup();
+    for &s in calls.iter().rev().take(MAX_SLICE_OPS) {
+        let window: Vec<Recorded> = seen
+            .iter()
+            .filter(|r| r.call_ns >= s || r.return_ns.is_none_or(|ret| ret >= s))
+            .cloned()
+            .collect();
+        if search::<FromAny>(&window, deadline) == CheckResult::Illegal {
+            return Slice {
+                from_empty: false,
+                ops: by_call(window),
+            };
+        }
+    }
+    Slice {
+        from_empty: true,
+        ops: by_call(seen),
+    }
+}
+
+/// `ops` as known at time `t` (see [`smallest_slice`]).
+fn observed_at(ops: &[Recorded], t: i64) -> Vec<Recorded> {
+    let mut seen = Vec::new();
+    for r in ops.iter().filter(|r| r.call_ns <= t) {
+        if r.return_ns.is_some_and(|ret| ret <= t) {
+            seen.push(r.clone());
             continue;
         }
-        let mut by_call: Vec<&Operation<KeyModel>> = ops.iter().collect();
-        by_call.sort_by_key(|o| o.call_time);
-        let from = longest.saturating_sub(4);
-        let slice = by_call
-            .iter()
-            .skip(from)
-            .take(12)
-            .map(|o| {
-                let ret = if o.return_time == i64::MAX {
-                    "unknown".to_string()
-                } else {
-                    format!("{}", o.return_time)
-                };
-                format!(
-                    "client {:?} {:?} call {} return {}",
-                    o.client_id.unwrap_or(0),
-                    o.op.1,
-                    o.call_time,
-                    ret
-                )
-            })
-            .collect();
-        let key = ops.first().map_or(0, |o| o.op.0);
-        return Verdict::Anomaly { key, slice };
+        let op = match &r.op {
+            KvOp::Get { .. } => continue,
+            KvOp::Put { value, .. } => KvOp::Put {
+                value: *value,
+                existed: None,
+            },
+            KvOp::Del { .. } => KvOp::Del { existed: None },
+        };
+        seen.push(Recorded {
+            op,
+            return_ns: None,
+            ..r.clone()
+        });
     }
-    Verdict::Anomaly {
-        key: 0,
-        slice: vec!["(no partition explains it)".into()],
+    seen
+}
+
+fn by_call(mut ops: Vec<Recorded>) -> Vec<Recorded> {
+    ops.sort_by_key(|r| (r.call_ns, r.client));
+    ops
+}
+
+/// The slice as lines: where it starts from, then the operations, with
+/// times relative to the first call. A long slice from the empty state is
+/// shown as its first and last operations.
+fn describe(slice: &Slice) -> Vec<String> {
+    const SHOWN_EACH_END: usize = 8;
+    let t0 = slice.ops.first().map_or(0, |r| r.call_ns);
+    let start = if slice.from_empty {
+        "from the key's empty initial state"
+    } else {
+        "starting from any value"
+    };
+    let mut lines = vec![format!(
+        "{} operations, not linearizable {start} (first call at {t0} ns; times below relative to it):",
+        slice.ops.len()
+    )];
+    let n = slice.ops.len();
+    for (i, r) in slice.ops.iter().enumerate() {
+        if n > 2 * SHOWN_EACH_END && i == SHOWN_EACH_END {
+            lines.push(format!("... {} more ...", n - 2 * SHOWN_EACH_END));
+        }
+        if n > 2 * SHOWN_EACH_END && (SHOWN_EACH_END..n - SHOWN_EACH_END).contains(&i) {
+            continue;
+        }
+        let ret = r
+            .return_ns
+            .map_or("unknown".to_string(), |t| format!("{}", t - t0));
+        lines.push(format!(
+            "client {} {:?} call {} return {ret}",
+            r.client,
+            r.op,
+            r.call_ns - t0
+        ));
     }
+    lines
 }

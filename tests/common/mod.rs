@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn server_bin() -> PathBuf {
@@ -25,10 +26,41 @@ pub fn client_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_table-client"))
 }
 
-/// A port nobody listens on right now.
+/// The lowest port a test server or ZooKeeper is given.
+const FIRST_TEST_PORT: u16 = 10_000;
+
+/// A port nobody listens on right now, for a server the test starts next.
+///
+/// Ports come from below the kernel's ephemeral range: a port inside it
+/// (what binding port 0 returns) can be handed to any outgoing connection
+/// as its source port between this check and the server's bind, and the
+/// server then fails with "address in use" (seen in CI). Within one test
+/// binary a counter hands out each port once; it starts at an offset
+/// derived from the pid so that concurrent binaries rarely meet, and every
+/// candidate is checked by binding it.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let below = ephemeral_range_start().unwrap_or(32_768);
+    if below <= FIRST_TEST_PORT + 1_000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        return l.local_addr().expect("local addr").port();
+    }
+    let span = u32::from(below - FIRST_TEST_PORT);
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST_TEST_PORT + ((offset + n) % span) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST_TEST_PORT}..{below}");
+}
+
+/// The first port of the kernel's ephemeral range, if it says.
+fn ephemeral_range_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
@@ -94,22 +126,33 @@ impl ServerProc {
             .stderr(log_file)
             .spawn()
             .expect("spawn table-server");
-        let p = ServerProc {
+        let mut p = ServerProc {
             child,
             host: host.to_string(),
             port,
             log,
         };
+        // A server that exits (e.g. cannot bind) must fail here, not leave
+        // the test talking to whatever else answers on that port.
         let up = wait_for(Duration::from_secs(10), || {
-            TcpStream::connect(p.addr()).ok().map(|_| ())
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some(Err(status));
+            }
+            TcpStream::connect(p.addr()).ok().map(|_| Ok(()))
         });
-        assert!(
-            up.is_some(),
-            "table-server on {}:{port} did not start; log:\n{}",
-            p.host,
-            p.log_text()
-        );
-        p
+        match up {
+            Some(Ok(())) => p,
+            Some(Err(status)) => panic!(
+                "table-server on {}:{port} exited ({status}) before serving; log:\n{}",
+                p.host,
+                p.log_text()
+            ),
+            None => panic!(
+                "table-server on {}:{port} did not start; log:\n{}",
+                p.host,
+                p.log_text()
+            ),
+        }
     }
 
     pub fn addr(&self) -> String {

@@ -169,7 +169,8 @@ fn a_key_over_the_operation_limit_is_refused_not_searched() {
 
 /// The values and call times of a slice, for comparing with what we wrote.
 fn slice_of(h: &[Recorded]) -> (bool, Vec<(KvOp, i64)>) {
-    let slice = smallest_slice(h, Instant::now() + LIMIT);
+    let refs: Vec<&Recorded> = h.iter().collect();
+    let slice = smallest_slice(&refs, Instant::now() + LIMIT);
     let ops = slice.ops.into_iter().map(|r| (r.op, r.call_ns)).collect();
     (slice.from_empty, ops)
 }

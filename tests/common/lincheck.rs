@@ -67,35 +67,27 @@ fn step(state: &KeyState, op: &KvOp) -> (bool, KeyState) {
     (ok, KeyState::Is(if ok { next } else { *now }))
 }
 
-/// A key that starts absent: the whole history.
+/// The per-key model. `FROM_EMPTY`: the key starts absent (a whole
+/// history); otherwise its first value is unknown (a slice of a history).
 #[derive(Clone)]
-struct FromEmpty;
+struct KeyModel<const FROM_EMPTY: bool>;
 
-/// A key whose value at the start is unknown: a slice of a history.
-#[derive(Clone)]
-struct FromAny;
+/// A whole history.
+type FromEmpty = KeyModel<true>;
+/// A slice cut from the middle of a history.
+type FromAny = KeyModel<false>;
 
-impl Model for FromEmpty {
+impl<const FROM_EMPTY: bool> Model for KeyModel<FROM_EMPTY> {
     type State = KeyState;
     type Op = (u32, KvOp);
     type Metadata = ();
 
     fn init() -> KeyState {
-        KeyState::Is(None)
-    }
-
-    fn step(state: &KeyState, op: &Self::Op) -> (bool, KeyState) {
-        step(state, &op.1)
-    }
-}
-
-impl Model for FromAny {
-    type State = KeyState;
-    type Op = (u32, KvOp);
-    type Metadata = ();
-
-    fn init() -> KeyState {
-        KeyState::Any
+        if FROM_EMPTY {
+            KeyState::Is(None)
+        } else {
+            KeyState::Any
+        }
     }
 
     fn step(state: &KeyState, op: &Self::Op) -> (bool, KeyState) {
@@ -141,9 +133,9 @@ pub enum Verdict {
 /// another rather than in parallel so that the peak memory is that of the
 /// largest key, not the sum of all keys.
 pub fn check(history: &[Recorded], limit: Duration) -> Verdict {
-    let mut by_key: BTreeMap<u32, Vec<Recorded>> = BTreeMap::new();
+    let mut by_key: BTreeMap<u32, Vec<&Recorded>> = BTreeMap::new();
     for r in history {
-        by_key.entry(r.key).or_default().push(r.clone());
+        by_key.entry(r.key).or_default().push(r);
     }
     if let Some((key, ops)) = by_key.iter().find(|(_, ops)| ops.len() > MAX_OPS_PER_KEY) {
         return Verdict::TooLarge {
@@ -153,7 +145,7 @@ pub fn check(history: &[Recorded], limit: Duration) -> Verdict {
     }
     let deadline = Instant::now() + limit;
     for (key, ops) in &by_key {
-        match search::<FromEmpty>(ops, deadline) {
+        match search::<FromEmpty>(ops.iter().copied(), deadline) {
             CheckResult::Ok => {}
             CheckResult::Unknown => return Verdict::Unknown,
             CheckResult::Illegal => {
@@ -168,12 +160,12 @@ pub fn check(history: &[Recorded], limit: Duration) -> Verdict {
     Verdict::Linearizable
 }
 
-fn search<M: Model<Op = (u32, KvOp), Metadata = ()>>(
-    ops: &[Recorded],
+fn search<'a, M: Model<Op = (u32, KvOp), Metadata = ()>>(
+    ops: impl IntoIterator<Item = &'a Recorded>,
     deadline: Instant,
 ) -> CheckResult {
     let ops: Vec<Operation<M>> = ops
-        .iter()
+        .into_iter()
         .map(|r| Operation {
             client_id: Some(r.client),
             call_time: r.call_ns,
@@ -215,7 +207,7 @@ pub struct Slice {
 /// whole history up to `t`.
 /// A search that times out is taken as "not shown illegal", so whatever is
 /// returned has been shown illegal.
-pub fn smallest_slice(ops: &[Recorded], deadline: Instant) -> Slice {
+pub fn smallest_slice(ops: &[&Recorded], deadline: Instant) -> Slice {
     let mut ends: Vec<i64> = ops.iter().filter_map(|r| r.return_ns).collect();
     ends.sort_unstable();
     ends.dedup();
@@ -228,7 +220,7 @@ pub fn smallest_slice(ops: &[Recorded], deadline: Instant) -> Slice {
     let first = ends.partition_point(|&t| !illegal_at(t));
     let seen = match ends.get(first) {
         Some(&t) => observed_at(ops, t),
-        None => ops.to_vec(),
+        None => ops.iter().map(|r| (*r).clone()).collect(),
     };
     let mut calls: Vec<i64> = seen.iter().map(|r| r.call_ns).collect();
     calls.sort_unstable();
@@ -253,9 +245,9 @@ pub fn smallest_slice(ops: &[Recorded], deadline: Instant) -> Slice {
 }
 
 /// `ops` as known at time `t` (see [`smallest_slice`]).
-fn observed_at(ops: &[Recorded], t: i64) -> Vec<Recorded> {
+fn observed_at(ops: &[&Recorded], t: i64) -> Vec<Recorded> {
     let mut seen = Vec::new();
-    for r in ops.iter().filter(|r| r.call_ns <= t) {
+    for &r in ops.iter().filter(|r| r.call_ns <= t) {
         if r.return_ns.is_some_and(|ret| ret <= t) {
             seen.push(r.clone());
             continue;

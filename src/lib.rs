@@ -5,10 +5,12 @@
 //! | [`serialize`] | byte-level encoding of keys, entries, lists, stats    |
 //! | [`wire`]      | frames, messages and the status registry             |
 //! | [`table`]     | the partitioned, versioned key-value table           |
+//! | [`auth`]      | peer handshake and per-frame MACs (cluster secret)   |
 //! | [`replica`]   | the sans-IO chain-replication state machine          |
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod coord;

@@ -345,7 +345,11 @@ fn the_lease_is_cut_to_a_session_timeout_zookeeper_clamped_lower() {
     assert_eq!(asked.as_deref(), Some("1000"));
     // The test ZooKeeper's maxSessionTimeout is 20000 ms (see common/zk.rs).
     let zk = chain.zk.addr();
-    let member = common::ServerProc::start(4, &[&zk, "--session-timeout-ms", "30000"]);
+    let secret = common::cluster_secret_file();
+    let member = common::ServerProc::start(
+        4,
+        &[&zk, "--session-timeout-ms", "30000", "--cluster-secret-file", &secret],
+    );
     let mut last = None;
     let clamped = common::wait_for(Duration::from_secs(10), || {
         last = stat_text(&member.addr(), "session_timeout_ms");

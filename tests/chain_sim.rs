@@ -132,7 +132,12 @@ impl Sim {
 
     fn with_node(&mut self, name: &str, f: impl FnOnce(&mut Replica)) {
         if let Some(n) = self.nodes.get_mut(name) {
+            let before = n.replica.role();
             f(&mut n.replica);
+            let after = n.replica.role();
+            if before != after && std::env::var("SIM_DEBUG").is_ok() {
+                eprintln!("{name}: {} -> {} (applied {})", before.name(), after.name(), n.replica.last_applied());
+            }
             self.run_actions(name.to_string());
         }
     }
@@ -332,12 +337,30 @@ impl Sim {
         let (from, to) = (l.from.clone(), l.to.clone());
         if down {
             if let Some(body) = l.down.pop_front() {
+                if std::env::var("SIM_DEBUG").is_ok() {
+                    let what = match &body {
+                        Body::Update(u) => format!("update {} prev {}", u.seq, u.prev_seq),
+                        Body::Snapshot(c) => format!("snapshot {} first {} last {}", c.snapshot_seq, c.first, c.last),
+                        other => format!("{other:?}"),
+                    };
+                    eprintln!("{from} -> {to}: {what}");
+                }
+                let mut violation = None;
                 self.with_node(&to, |r| match body {
-                    Body::Update(u) => r.handle_update(u),
+                    Body::Update(u) => violation = r.handle_update(u).err(),
                     Body::Snapshot(c) => r.handle_snapshot_chunk(c),
                     Body::Handoff { seq } => r.handle_handoff(seq),
                     other => panic!("unexpected down message {other:?}"),
                 });
+                // An honest chain never sends an update that does not
+                // continue its successor's history.
+                if let Some(v) = violation {
+                    let state = |n: &str| self.nodes.get(n).map(|n| format!("{:?}", n.replica));
+                    panic!(
+                        "stream violation {from} -> {to}: {v}; trace {:?}\nFROM {:?}\nTO {:?}",
+                        self.trace, state(&from), state(&to)
+                    );
+                }
             }
         } else if let Some(seq) = l.up.pop_front() {
             self.with_node(&from, |r| r.handle_ack(seq));

@@ -8,6 +8,8 @@ every vector and re-encode it, so the two implementations check each other.
 
 Run: python3 spec/vectors/generate.py   (rewrites frames.json in place)
 """
+import hashlib
+import hmac
 import json
 import os
 import struct
@@ -16,7 +18,8 @@ import zlib
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
           GETTABLE=0x07, STATS=0x08, VERIFY=0x09, UPDATE=0x40, ACK=0x41,
-          SNAPSHOT=0x42, HANDOFF=0x43, ERROR=0xFF)
+          SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
+          PEER_PROOF=0x46, ERROR=0xFF)
 REPLY = 0x80
 FLAG_ASYNC = 1
 ROLES = dict(standalone=0, head=1, middle=2, tail=3, solo=4, joining=5, fenced=6)
@@ -77,11 +80,18 @@ def encode(m):
         p = struct.pack(">Q", m["op_id"])
     elif t == "UPDATE":
         body = bytes([OP["PUT"]]) + key(k) + data(m["value"].encode()) if m["op"] == "put" else bytes([OP["DEL"]]) + key(k)
-        p = struct.pack(">Q", m["seq"]) + body
+        p = struct.pack(">QQ", m["seq"], m["prev_seq"]) + body
     elif t in ("ACK", "HANDOFF"):
         p = struct.pack(">Q", m["seq"])
     elif t == "SNAPSHOT":
-        p = struct.pack(">QB", m["snapshot_seq"], int(m["first"]) | int(m["last"]) << 1) + struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
+        gaps = struct.pack(">I", len(m["gaps"])) + b"".join(struct.pack(">QQ", g["first"], g["last"]) for g in m["gaps"])
+        p = struct.pack(">QB", m["snapshot_seq"], int(m["first"]) | int(m["last"]) << 1) + gaps + struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
+    elif t == "PEER_HELLO":
+        p = text(m["from"]) + text(m["to"]) + text(m["root"]) + bytes.fromhex(m["nonce"])
+    elif t == "PEER_CHALLENGE":
+        p = bytes.fromhex(m["nonce"]) + bytes.fromhex(m["proof"])
+    elif t == "PEER_PROOF":
+        p = bytes.fromhex(m["proof"])
     elif t == "HELLO_OK":
         p = struct.pack(">BIIBQ", m["version"], m["features"], m["payload_bytes_max"], ROLES[m["role"]], m["last_seq"])
     elif t in ("PUT_OK", "DEL_OK"):
@@ -131,12 +141,56 @@ VALID = [
     ("verify-ok", dict(type="VERIFY_OK", request_id=10, state="executed")),
     ("error-not-tail", dict(type="ERROR", request_id=4, code="NOT_TAIL", message="not the tail", redirect="127.0.0.1:9002")),
     ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
-    ("update-put", dict(type="UPDATE", request_id=0, seq=42, op="put", key="foo", value="bar")),
-    ("update-del", dict(type="UPDATE", request_id=0, seq=44, op="del", key="foo")),
+    ("update-put", dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")),
+    ("update-del", dict(type="UPDATE", request_id=0, seq=44, prev_seq=43, op="del", key="foo")),
+    ("update-after-takeover", dict(type="UPDATE", request_id=0, seq=1048621, prev_seq=44, op="del", key="foo")),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
     ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
-    ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, entries=[dict(key="a", version=40, value="x")])),
+    ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, gaps=[dict(first=3, last=9)], entries=[dict(key="a", version=40, value="x")])),
 ]
+
+
+# The peer handshake of spec 5.1 with a known secret and nonces, and MACed
+# frames on the resulting link (5.2). Proofs, keys and tags are computed
+# here from the spec's formulas, independently of the Rust code.
+HANDSHAKE = dict(secret="correct horse battery staple", from_node="node0000000001",
+                 to_node="node0000000002", root="/chain", nonce_p="01" * 32, nonce_s="02" * 32)
+
+
+def handshake():
+    h = HANDSHAKE
+    secret = h["secret"].encode()
+    transcript = (b"chaintable-peer-v1" + text(h["from_node"]) + text(h["to_node"]) + text(h["root"])
+                  + bytes.fromhex(h["nonce_p"]) + bytes.fromhex(h["nonce_s"]))
+
+    def mac(label):
+        return hmac.new(secret, label + transcript, hashlib.sha256).digest()
+
+    proof_s, proof_p = mac(b"proof successor"), mac(b"proof predecessor")
+    key_down, key_up = mac(b"key down"), mac(b"key up")
+
+    def sealed(key, counter, m):
+        """m encoded, with its 16-byte tag appended to the payload."""
+        plain = encode(m)
+        opcode, flags, request_id = plain[3], struct.unpack(">H", plain[4:6])[0], struct.unpack(">Q", plain[8:16])[0]
+        body = plain[24:]
+        tag = hmac.new(key, struct.pack(">QBHQ", counter, opcode, flags, request_id) + body, hashlib.sha256).digest()[:16]
+        return frame(opcode, request_id, body + tag, flags)
+
+    hello = dict(type="PEER_HELLO", request_id=0, nonce=h["nonce_p"], root=h["root"], to=h["to_node"], **{"from": h["from_node"]})
+    challenge = dict(type="PEER_CHALLENGE", request_id=0, nonce=h["nonce_s"], proof=proof_s.hex())
+    proof = dict(type="PEER_PROOF", request_id=0, proof=proof_p.hex())
+    hello_ok = dict(type="HELLO_OK", request_id=0, version=1, features=0, payload_bytes_max=16777216, role="tail", last_seq=41)
+    update = dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")
+    ack = dict(type="ACK", request_id=0, seq=42)
+    return dict(h, transcript=transcript.hex(), proof_successor=proof_s.hex(), proof_predecessor=proof_p.hex(),
+                key_down=key_down.hex(), key_up=key_up.hex(),
+                frames=[dict(name="peer-hello", direction="down", hex=encode(hello).hex(), message=hello),
+                        dict(name="peer-challenge", direction="up", hex=encode(challenge).hex(), message=challenge),
+                        dict(name="peer-proof", direction="down", hex=encode(proof).hex(), message=proof),
+                        dict(name="sealed-hello-ok", direction="up", counter=0, hex=sealed(key_up, 0, hello_ok).hex(), message=hello_ok),
+                        dict(name="sealed-update", direction="down", counter=0, hex=sealed(key_down, 0, update).hex(), message=update),
+                        dict(name="sealed-ack", direction="up", counter=1, hex=sealed(key_up, 1, ack).hex(), message=ack)])
 
 
 def malformed():
@@ -160,7 +214,8 @@ def malformed():
         ("empty-key", frame(OP["GET"], 4, key(b"")), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("key-too-long", too_long_key, "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("data-length-past-end", frame(OP["PUT"], 2, key(b"k") + struct.pack(">I", 100) + b"abc"), "BAD_PAYLOAD", "BAD_REQUEST", False),
-        ("bad-update-kind", frame(OP["UPDATE"], 0, struct.pack(">Q", 1) + b"\x07" + key(b"k")), "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("bad-update-kind", frame(OP["UPDATE"], 0, struct.pack(">QQ", 1, 0) + b"\x07" + key(b"k")), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),
+        ("snapshot-gap-reversed", frame(OP["SNAPSHOT"], 0, struct.pack(">QBIQQI", 9, 3, 1, 5, 4, 0)), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),
     ]
 
 
@@ -172,6 +227,7 @@ def main():
                  "Limits assumed: payload_bytes_max = 16777216. Generated by generate.py.",
         "valid": [dict(name=n, hex=encode(m).hex(), message=m) for n, m in VALID],
         "malformed": [dict(name=n, hex=b.hex(), error=e, server_reply=r, closes=c) for n, b, e, r, c in malformed()],
+        "handshake": handshake(),
     }
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "frames.json")
     with open(path, "w") as f:

@@ -36,9 +36,40 @@ struct Args {
     /// Limit: most client connections (TOO_MANY_CONNECTIONS beyond).
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
-    /// Limit: reply bytes queued for one client before it is disconnected.
+    /// Limit: reply bytes queued for one client beyond which its requests
+    /// are not read until it takes some (backpressure, not a disconnect).
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     output_bytes_max: usize,
+    /// Limit: all clients' buffered input and output together; beyond it no
+    /// new request is read from any client until replies drain.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024)]
+    buffer_budget_bytes: usize,
+    /// A connection that has not finished HELLO (or the peer handshake)
+    /// within this many ms is closed.
+    #[arg(long, default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    handshake_timeout_ms: u64,
+    /// A client with nothing in flight that sends nothing for this many ms
+    /// is closed.
+    #[arg(long, default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    idle_timeout_ms: u64,
+    /// A client whose queued replies do not move for this many ms is not
+    /// reading and is closed.
+    #[arg(long, default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    send_timeout_ms: u64,
+    /// Chain mode: file holding the cluster secret (16..=4096 bytes,
+    /// surrounding whitespace ignored), shared by every member. Peers prove
+    /// it in their handshake and MAC every frame; ZooKeeper credentials and
+    /// znode signatures derive from it.
+    #[arg(long)]
+    cluster_secret_file: Option<std::path::PathBuf>,
+    /// Chain mode without a secret: anyone who can reach a member's port
+    /// can act as its peer, and ZooKeeper nodes are world-writable. Only on
+    /// a network you trust entirely.
+    #[arg(long, conflicts_with = "cluster_secret_file")]
+    insecure_peers: bool,
     /// Limit: requests in progress per connection before reading pauses.
     #[arg(long, default_value_t = 4096)]
     inflight_max: usize,
@@ -74,6 +105,17 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let secret = match (&args.cluster_secret_file, args.insecure_peers) {
+        (Some(path), _) => match chaintable::auth::Secret::from_file(path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("table-server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, true) => Some(chaintable::auth::Secret::insecure()),
+        (None, false) => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -91,6 +133,11 @@ fn main() -> ExitCode {
         payload_bytes_max: args.frame_bytes_max,
         connections_max: args.max_connections,
         output_bytes_max: args.output_bytes_max,
+        buffer_budget_bytes: args.buffer_budget_bytes,
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        send_timeout: Duration::from_millis(args.send_timeout_ms),
+        secret,
         inflight_max: args.inflight_max.max(1),
         queue_depth_max: args.queue_depth.max(1),
         sent_max: args.sent_max as usize,

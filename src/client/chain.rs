@@ -30,6 +30,7 @@ impl ChainClient {
     /// Connects to ZooKeeper at `zookeeper` and waits for the chain's members.
     pub fn connect(zookeeper: &str, root: &str, opts: Options) -> Result<ChainClient, ClientError> {
         let cfg = CoordConfig {
+            secret: None,
             zookeeper: zookeeper.to_string(),
             root: root.to_string(),
             advertise: None,

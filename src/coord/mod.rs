@@ -4,11 +4,23 @@
 //! child `node<seq>` per server holding its `host:port`. Members are ordered
 //! by sequence number: the smallest is the head, the largest the tail.
 //!
+//! Locked down (see [`zk_auth`]): with a cluster secret, members log in to
+//! ZooKeeper with a digest identity derived from it, the root and member
+//! nodes carry an ACL that lets only that identity write and anyone read,
+//! and each member node's content is signed (root, owning session and
+//! address under a key derived from the secret). Members and clients take as members only
+//! ephemeral children, and members only signed ones.
+//!
 //! The `zookeeper-client` crate runs on smol's small executor inside this
 //! thread; everything it learns leaves as [`CoordEvent`]s over a channel,
 //! followed by a `notify` call that wakes the consumer (the server's poll
 //! loop). No async code runs on the server's hot path.
 
+mod zk_auth;
+
+pub use zk_auth::{sign_member, verify_member, MemberRecord};
+
+use crate::auth::Secret;
 use crate::replica::Member;
 use smol::future::FutureExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +64,17 @@ pub struct CoordConfig {
     /// `Some(host:port)` to register as a member; `None` only to watch.
     pub advertise: Option<String>,
     pub session_timeout: Duration,
+    /// The cluster secret: ZooKeeper login, node ACLs and signatures.
+    /// `None` (or the insecure secret) leaves ZooKeeper open and accepts
+    /// unsigned member nodes.
+    pub secret: Option<Secret>,
+}
+
+impl CoordConfig {
+    /// The secret, unless absent or the insecure (empty) one.
+    fn real_secret(&self) -> Option<&Secret> {
+        self.secret.as_ref().filter(|s| !s.is_insecure())
+    }
 }
 
 /// Handle to the coordination thread.
@@ -185,12 +208,17 @@ async fn connect(
     cfg: &CoordConfig,
     resume: Option<zk::SessionInfo>,
 ) -> Result<zk::Client, zk::Error> {
-    let connector = zk::Client::connector()
+    let mut connector = zk::Client::connector()
         .with_session_timeout(cfg.session_timeout)
         .with_connection_timeout(cfg.session_timeout);
+    if let Some(secret) = cfg.real_secret() {
+        connector = connector.with_auth("digest", &zk_auth::digest_credentials(secret));
+    }
     let Some(info) = resume else {
         let client = connector.connect(&cfg.zookeeper).await?;
-        ensure_root(&client, &cfg.root).await?;
+        if cfg.advertise.is_some() {
+            ensure_root(&client, &cfg.root, cfg.real_secret().is_some()).await?;
+        }
         return Ok(client);
     };
     // The root holds our node, so it exists; and a failed request here
@@ -198,8 +226,13 @@ async fn connect(
     connector.with_session(info).connect(&cfg.zookeeper).await
 }
 
-async fn ensure_root(client: &zk::Client, root: &str) -> Result<(), zk::Error> {
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+/// Creates the root path if needed. Locked down, every node created gets
+/// the members-only ACL, and the root's ACL is (re)set to it, so a root
+/// that an outsider created world-writable before the first member came is
+/// taken back; one whose ACL this member may not change is an error.
+async fn ensure_root(client: &zk::Client, root: &str, locked: bool) -> Result<(), zk::Error> {
+    let acls = zk_auth::node_acls(locked);
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acls));
     let mut path = String::new();
     for part in root.split('/').filter(|p| !p.is_empty()) {
         path.push('/');
@@ -207,6 +240,12 @@ async fn ensure_root(client: &zk::Client, root: &str) -> Result<(), zk::Error> {
         match client.create(&path, b"", &opts).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
+        }
+    }
+    if locked {
+        if let Err(e) = client.set_acl(&path, &acls, None).await {
+            tracing::error!(root = %path, error = %e, "cannot lock down the chain root: its ACL lets someone else decide");
+            return Err(e);
         }
     }
     Ok(())
@@ -221,9 +260,18 @@ async fn register<F: Fn()>(
     out: &Outbox<F>,
 ) -> Result<String, String> {
     let sent = Instant::now();
-    let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let acls = zk_auth::node_acls(cfg.real_secret().is_some());
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&acls));
     let path = format!("{}/node", cfg.root.trim_end_matches('/'));
-    match client.create(&path, addr.as_bytes(), &opts).await {
+    // The signature binds the address to this session, which ZooKeeper
+    // records as the node's ephemeral owner: no one else can make a node
+    // that carries it.
+    let session = client.session_id().0;
+    let record = match cfg.real_secret() {
+        Some(secret) => sign_member(secret, &cfg.root, session, addr),
+        None => addr.as_bytes().to_vec(),
+    };
+    match client.create(&path, &record, &opts).await {
         Ok((_, seq)) => {
             let name = format!("node{seq}");
             tracing::info!(node = %name, "registered in ZooKeeper");
@@ -263,8 +311,17 @@ async fn session<F: Fn()>(
         if stop.load(Ordering::SeqCst) {
             return SessionEnd::Stopped;
         }
-        let watcher = match list_members(client, &cfg.root).await {
+        let watcher = match list_members(client, cfg).await {
             Ok((members, watcher)) => {
+                if let Some(own) = node.as_deref() {
+                    if !members.iter().any(|m| m.name == own) {
+                        // Deleted (or altered) while our session lives: the
+                        // chain no longer counts us; start over as a new
+                        // member rather than stay fenced for good.
+                        let why = format!("own node {own} is gone or no longer valid");
+                        return SessionEnd::Lost(why);
+                    }
+                }
                 out.send(CoordEvent::Members(members));
                 watcher
             }
@@ -377,19 +434,38 @@ async fn wait_usable(
     }
 }
 
-/// Reads the members (children and their addresses) and arms a watch.
+/// Most children of the chain root read per listing: a bound on what a
+/// flood of nodes (were ZooKeeper left open) could make us fetch.
+pub const CHILDREN_MAX: usize = 1024;
+
+/// Reads the members and arms a watch: ephemeral children only (a member
+/// lives as long as its session), and signed ones when there is a secret.
 async fn list_members(
     client: &zk::Client,
-    root: &str,
+    cfg: &CoordConfig,
 ) -> Result<(Vec<Member>, zk::OneshotWatcher), zk::Error> {
-    let (children, watcher) = client.list_and_watch_children(root).await?;
+    let root = &cfg.root;
+    let (mut children, watcher) = client.list_and_watch_children(root).await?;
+    if children.len() > CHILDREN_MAX {
+        tracing::warn!(children = children.len(), max = CHILDREN_MAX, "chain root has too many children; reading the first by name");
+        children.sort();
+        children.truncate(CHILDREN_MAX);
+    }
     let mut raw = Vec::with_capacity(children.len());
     for child in children {
         let path = format!("{}/{}", root.trim_end_matches('/'), child);
-        match client.get_data(&path).await {
-            Ok((data, _)) => raw.push((child, data)),
-            Err(zk::Error::NoNode) => {} // left between list and read
+        let (data, owner) = match client.get_data(&path).await {
+            Ok((data, stat)) if stat.ephemeral_owner != 0 => (data, stat.ephemeral_owner),
+            Ok(_) => {
+                tracing::warn!(node = %child, "ignoring a persistent child of the chain root");
+                continue;
+            }
+            Err(zk::Error::NoNode) => continue, // left between list and read
             Err(e) => return Err(e),
+        };
+        match verify_member(cfg.real_secret(), root, owner, &data) {
+            Ok(addr) => raw.push((child, addr.into_bytes())),
+            Err(why) => tracing::debug!(node = %child, why, "ignoring a member node"),
         }
     }
     Ok((order_members(raw), watcher))

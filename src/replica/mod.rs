@@ -26,14 +26,30 @@ mod sent;
 pub use sent::SentList;
 
 use crate::serialize::Entry;
-use crate::wire::{Body, ErrorCode, NodeRole, OpState, SnapshotChunk, Update, WriteOp};
-use crate::wire::{WriteOk, WriteOutcome};
+use crate::wire::{Body, ErrorCode, NodeRole, OpState, SeqGap, SnapshotChunk, Update, WriteOp};
+use crate::wire::{WriteOk, WriteOutcome, SNAPSHOT_GAPS_MAX};
 use std::collections::VecDeque;
 
 /// A member that becomes head skips this many sequence numbers, so that ids
 /// the failed head handed out (at most `sent_max` of them, which is capped
 /// at this value) are never reused for another write.
 pub const HEAD_TAKEOVER_SEQ_GAP: u64 = 1 << 20;
+
+/// Highest sequence number a head assigns (and a member accepts): far
+/// beyond any real history (2^62 writes), and low enough that `seq +
+/// HEAD_TAKEOVER_SEQ_GAP` can never wrap a `u64`.
+pub const SEQ_MAX: u64 = 1 << 62;
+
+/// Why an update from the predecessor was refused: it does not continue
+/// this member's history. The IO layer closes the link and logs it; the
+/// predecessor reconnects and resends from what this member holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamViolation {
+    #[error("update {seq} follows {prev_seq}, but this member's last update is {last}")]
+    NotNext { seq: u64, prev_seq: u64, last: u64 },
+    #[error("update {seq} after {prev_seq} is not a valid step (at most {HEAD_TAKEOVER_SEQ_GAP} ids skipped, none past {SEQ_MAX})")]
+    BadStep { seq: u64, prev_seq: u64 },
+}
 
 /// Largest SNAPSHOT chunk payload aimed for (a chunk holds at least one
 /// entry, and an entry is at most a key and an 8 MiB value, so every chunk
@@ -173,6 +189,13 @@ pub struct Replica {
     snapshot_chunk_entries: usize,
     /// A snapshot being streamed to a joining successor.
     outgoing: Option<OutgoingSnapshot>,
+    /// Ranges of ids skipped by head takeovers in this member's history,
+    /// oldest first, at most [`SNAPSHOT_GAPS_MAX`]: VERIFY must not call a
+    /// write executed because a later id was.
+    gaps: VecDeque<SeqGap>,
+    /// Ids at or below this are older than the gaps still remembered:
+    /// VERIFY answers unknown for them rather than guess.
+    verify_floor: u64,
 }
 
 /// The rest of a snapshot not yet handed to the IO layer, and the updates
@@ -182,6 +205,8 @@ pub struct Replica {
 #[derive(Debug)]
 struct OutgoingSnapshot {
     seq: u64,
+    /// The history's gaps up to `seq`, sent with the FIRST chunk.
+    gaps: Vec<SeqGap>,
     chunks: VecDeque<Vec<Entry>>,
     first: bool,
     backlog: Vec<Update>,
@@ -223,6 +248,8 @@ impl Replica {
             actions: VecDeque::new(),
             snapshot_chunk_entries: 4096,
             outgoing: None,
+            gaps: VecDeque::new(),
+            verify_floor: 0,
         }
     }
 
@@ -250,7 +277,50 @@ impl Replica {
         self.last_queued = 0;
         self.last_applied = 0;
         self.last_acked = 0;
+        self.seq_floor = 0;
+        self.forget_gaps();
         self.clear_table();
+    }
+
+    fn forget_gaps(&mut self) {
+        self.gaps.clear();
+        self.verify_floor = 0;
+    }
+
+    /// Records ids skipped between `prev` and `seq`, keeping the newest
+    /// [`SNAPSHOT_GAPS_MAX`].
+    fn note_gap(&mut self, prev: u64, seq: u64) {
+        if seq <= prev.saturating_add(1) {
+            return;
+        }
+        if self.gaps.len() == SNAPSHOT_GAPS_MAX {
+            if let Some(old) = self.gaps.pop_front() {
+                self.verify_floor = old.last;
+            }
+        }
+        self.gaps.push_back(SeqGap {
+            first: prev + 1,
+            last: seq - 1,
+        });
+    }
+
+    /// Takes a snapshot's gaps as this member's history, keeping only a
+    /// well-formed increasing list below `snapshot_seq` (a sender's list
+    /// is already bounded by [`SNAPSHOT_GAPS_MAX`] when decoded).
+    fn adopt_gaps(&mut self, gaps: &[SeqGap], snapshot_seq: u64) {
+        self.forget_gaps();
+        let mut after = 0;
+        for g in gaps {
+            if g.first > after && g.first <= g.last && g.last < snapshot_seq {
+                self.gaps.push_back(*g);
+                after = g.last;
+            }
+        }
+    }
+
+    /// The gaps at or below `seq` (what a snapshot taken at `seq` carries).
+    fn gaps_through(&self, seq: u64) -> Vec<SeqGap> {
+        self.gaps.iter().filter(|g| g.last < seq).copied().collect()
     }
 
     /// Empties the table through the worker, in order with other writes.
@@ -259,6 +329,7 @@ impl Replica {
             snapshot_seq: 0,
             first: true,
             last: false,
+            gaps: Vec::new(),
             entries: Vec::new(),
         }));
     }
@@ -373,12 +444,19 @@ impl Replica {
         token: Option<WriteToken>,
     ) -> Result<u64, Refusal> {
         self.check_can_write()?;
-        let seq = self.last_queued.max(self.seq_floor) + 1;
+        let prev_seq = self.last_queued;
+        let seq = prev_seq.max(self.seq_floor) + 1;
+        if seq > SEQ_MAX {
+            return Err(Refusal {
+                code: ErrorCode::Unavailable,
+                redirect: None,
+            });
+        }
         self.last_queued = seq;
         if let Some(token) = token {
             self.waiting.push_back((seq, token, None));
         }
-        self.queue_apply(Update { seq, op });
+        self.queue_apply(Update { seq, prev_seq, op });
         Ok(seq)
     }
 
@@ -423,9 +501,11 @@ impl Replica {
         }
     }
 
-    /// VERIFY: executed here, pending, or never assigned.
+    /// VERIFY: executed here, pending, or not in this member's history
+    /// (never assigned, or lost with a head that failed before passing it
+    /// on: those ids fall in a gap the next head skipped).
     pub fn verify(&self, op_id: u64) -> OpState {
-        if op_id == 0 {
+        if op_id == 0 || op_id <= self.verify_floor || self.in_gap(op_id) {
             OpState::Unknown
         } else if op_id <= self.last_applied {
             OpState::Executed
@@ -436,6 +516,12 @@ impl Replica {
         } else {
             OpState::Unknown
         }
+    }
+
+    fn in_gap(&self, op_id: u64) -> bool {
+        // Gaps are in increasing order: binary search on `last`.
+        let i = self.gaps.partition_point(|g| g.last < op_id);
+        self.gaps.get(i).is_some_and(|g| g.first <= op_id)
     }
 
     // ----- worker reports ---------------------------------------------------
@@ -507,6 +593,7 @@ impl Replica {
         };
         let chunks = split_chunks(entries, self.snapshot_chunk_entries, SNAPSHOT_CHUNK_BYTES);
         self.outgoing = Some(OutgoingSnapshot {
+            gaps: self.gaps_through(seq),
             seq,
             chunks: chunks.into(),
             first: true,
@@ -527,8 +614,13 @@ impl Replica {
         };
         let chunk = out.chunks.pop_front().unwrap_or_default();
         let (seq, first, last) = (out.seq, out.first, out.chunks.is_empty());
+        let gaps = if first {
+            std::mem::take(&mut out.gaps)
+        } else {
+            Vec::new()
+        };
         out.first = false;
-        self.push_chunk(seq, first, last, chunk);
+        self.push_chunk(seq, (first, last), gaps, chunk);
         if last {
             let backlog = self.outgoing.take().map(|o| o.backlog).unwrap_or_default();
             for u in backlog {
@@ -537,11 +629,12 @@ impl Replica {
         }
     }
 
-    fn push_chunk(&mut self, seq: u64, first: bool, last: bool, entries: Vec<Entry>) {
+    fn push_chunk(&mut self, seq: u64, flags: (bool, bool), gaps: Vec<SeqGap>, entries: Vec<Entry>) {
         let chunk = SnapshotChunk {
             snapshot_seq: seq,
-            first,
-            last,
+            first: flags.0,
+            last: flags.1,
+            gaps,
             entries,
         };
         self.actions
@@ -550,24 +643,39 @@ impl Replica {
 
     // ----- peers ------------------------------------------------------------
 
-    /// An UPDATE from the predecessor.
-    pub fn handle_update(&mut self, update: Update) {
+    /// An UPDATE from the predecessor. It must continue this member's
+    /// history exactly (its `prev_seq` is our last one); anything else is a
+    /// broken or hostile stream, refused whole.
+    pub fn handle_update(&mut self, update: Update) -> Result<(), StreamViolation> {
         if self.standing == Standing::Fenced || update.seq <= self.last_queued {
-            return; // a resend of something already queued
+            return Ok(()); // a resend of something already queued
         }
         if let Standing::Joining {
             installed: false, ..
         } = self.standing
         {
             if self.awaiting_install.is_none() {
-                return; // no snapshot to apply it on
+                return Ok(()); // no snapshot to apply it on
             }
         }
-        self.last_queued = update.seq;
+        let (seq, prev_seq) = (update.seq, update.prev_seq);
+        let step_ok = seq > prev_seq
+            && seq <= SEQ_MAX
+            && seq - prev_seq <= HEAD_TAKEOVER_SEQ_GAP + 1;
+        if !step_ok {
+            return Err(StreamViolation::BadStep { seq, prev_seq });
+        }
+        if prev_seq != self.last_queued {
+            let last = self.last_queued;
+            return Err(StreamViolation::NotNext { seq, prev_seq, last });
+        }
+        self.last_queued = seq;
         self.queue_apply(update);
+        Ok(())
     }
 
     fn queue_apply(&mut self, update: Update) {
+        self.note_gap(update.prev_seq, update.seq);
         self.unapplied += 1;
         self.actions.push_back(Action::Apply(update));
     }
@@ -587,6 +695,7 @@ impl Replica {
             };
             self.partial_snapshot = true;
             self.awaiting_install = None;
+            self.adopt_gaps(&chunk.gaps, chunk.snapshot_seq);
         }
         if chunk.last {
             self.awaiting_install = Some(chunk.snapshot_seq);
@@ -612,7 +721,10 @@ impl Replica {
             handoff: None,
         };
         self.partial_snapshot = false;
-        self.last_queued = seq;
+        // Updates after the snapshot may already be queued behind the
+        // install: keep counting from them (found by the simulation once
+        // updates had to continue the history exactly).
+        self.last_queued = self.last_queued.max(seq);
         self.last_applied = seq;
         self.last_acked = seq;
         self.actions.push_back(Action::SendUp(seq));
@@ -805,12 +917,14 @@ impl Replica {
                 self.last_queued = 0;
                 self.last_applied = 0;
                 self.last_acked = 0;
+                self.forget_gaps();
                 self.clear_table();
             }
             self.standing = Standing::Active;
         }
         if !was_head && self.last_queued > 0 {
-            self.seq_floor = self.last_queued + HEAD_TAKEOVER_SEQ_GAP;
+            // last_queued <= SEQ_MAX (checked on receipt), so no overflow.
+            self.seq_floor = self.last_queued.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
         }
     }
 

@@ -17,8 +17,23 @@ pub struct ServerConfig {
     pub payload_bytes_max: usize,
     /// Most open client connections (TOO_MANY_CONNECTIONS beyond).
     pub connections_max: usize,
-    /// Most reply bytes queued for one client (it is disconnected beyond).
+    /// Reply bytes queued for one client beyond which its requests are not
+    /// read until it takes some (backpressure).
     pub output_bytes_max: usize,
+    /// All clients' buffered input and output together, beyond which no new
+    /// request is read from any client until replies drain.
+    pub buffer_budget_bytes: usize,
+    /// A connection that has not completed HELLO (or the peer handshake)
+    /// this long after connecting is closed.
+    pub handshake_timeout: Duration,
+    /// A client with nothing in flight and no request this long is closed.
+    pub idle_timeout: Duration,
+    /// A client whose queued replies do not move this long is not reading:
+    /// it is closed.
+    pub send_timeout: Duration,
+    /// Chain mode: the cluster secret peers prove in the handshake
+    /// (`Secret::insecure()` with `--insecure-peers`). Required in chain mode.
+    pub secret: Option<crate::auth::Secret>,
     /// Most requests in progress on one connection (reading pauses beyond).
     pub inflight_max: usize,
     /// Most writes in the worker's queue (BUSY beyond).
@@ -57,6 +72,11 @@ impl Default for ServerConfig {
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             connections_max: 1024,
             output_bytes_max: 32 * 1024 * 1024,
+            buffer_budget_bytes: 1024 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(30),
+            secret: None,
             inflight_max: 4096,
             queue_depth_max: 65_536,
             sent_max: 65_536,

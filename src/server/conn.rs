@@ -2,26 +2,64 @@
 //! [`FrameDecoder`], replies out through a bounded buffer, and the slots
 //! that keep replies in request order while synchronous writes wait.
 
+use crate::auth::{Initiator, LinkMac, Responder};
 use crate::wire::{Body, ErrorCode, ErrorReply, FrameDecoder, Message};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::Instant;
+
+/// Buffers above this capacity are given back once empty, so a connection
+/// that once carried a large frame does not keep its memory while idle.
+const IDLE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// What the other end is, as learned from its HELLO (or our own dial).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Kind {
     /// Connected, no HELLO yet.
     AwaitHello,
     Client,
-    /// Our predecessor, streaming updates to us.
+    /// Sent PEER_HELLO and got our challenge; its proof decides whether it
+    /// becomes our predecessor. Until then it displaces nothing.
+    PeerHandshake {
+        from: String,
+        responder: Box<Responder>,
+    },
+    /// Our predecessor, authenticated, streaming updates to us.
     Predecessor {
+        #[allow(dead_code)] // shown by Debug in logs
         node: String,
     },
-    /// Our successor, which we dialled; `ready` once it sent HELLO_OK.
-    Successor {
-        node: String,
-        ready: bool,
-    },
+    /// Our successor, which we dialled.
+    Successor { node: String, stage: Stage },
+}
+
+/// How far the handshake with a successor we dialled has got.
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// PEER_HELLO sent; waiting for its PEER_CHALLENGE.
+    Challenged(Box<Initiator>),
+    /// Our proof sent; waiting for its (authenticated) HELLO_OK.
+    Proved,
+    /// HELLO_OK received: the link carries replication traffic.
+    Ready,
+}
+
+impl Kind {
+    pub fn is_ready_successor(&self) -> bool {
+        matches!(
+            self,
+            Kind::Successor {
+                stage: Stage::Ready,
+                ..
+            }
+        )
+    }
+
+    /// Still proving who it is (counts against the handshake timeout).
+    pub fn in_handshake(&self) -> bool {
+        matches!(self, Kind::AwaitHello | Kind::PeerHandshake { .. })
+    }
 }
 
 /// A reply position on a connection. Replies leave in slot order.
@@ -46,10 +84,30 @@ pub struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     pub slots: VecDeque<Slot>,
+    /// Bytes of encoded replies in `slots` (kept, not summed, so checking
+    /// the output budget per request costs nothing).
+    slot_bytes: usize,
+    /// Counted in the server's client total (not a peer, not peer-only).
+    pub counted: bool,
     /// Close once the output is flushed (after a stream error).
     pub closing: bool,
     /// Non-blocking connect still in progress (successor links).
     pub connecting: bool,
+    /// The authenticated peer link's MAC state: every frame in and out
+    /// carries a tag (spec §5.2).
+    pub mac: Option<LinkMac>,
+    /// Accepted into the slots reserved for peers while clients fill the
+    /// connection limit: it may only open a peer link.
+    pub peer_only: bool,
+    pub opened_at: Instant,
+    /// Last complete frame received.
+    pub last_frame_at: Instant,
+    /// Last time output was empty or the socket took some of it: a client
+    /// whose output has not moved for the send timeout is not reading.
+    pub last_drain_at: Instant,
+    /// When `closing` was set: a closing connection gets a grace period to
+    /// receive what it is owed, then is closed regardless.
+    pub closing_since: Option<Instant>,
 }
 
 /// Result of reading from the socket.
@@ -61,12 +119,24 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(id: u64, stream: TcpStream, kind: Kind, payload_bytes_max: usize) -> Conn {
+    pub fn new(
+        id: u64,
+        stream: TcpStream,
+        kind: Kind,
+        payload_bytes_max: usize,
+        now: Instant,
+    ) -> Conn {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
         Conn {
+            mac: None,
+            peer_only: false,
+            opened_at: now,
+            last_frame_at: now,
+            last_drain_at: now,
+            closing_since: None,
             id,
             stream,
             kind,
@@ -75,13 +145,20 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             slots: VecDeque::new(),
+            slot_bytes: 0,
+            counted: false,
             closing: false,
             connecting: false,
         }
     }
 
+    /// A peer link, or a connection on its way to becoming one: not a
+    /// client, and not counted against the client limit.
     pub fn is_peer(&self) -> bool {
-        matches!(self.kind, Kind::Predecessor { .. } | Kind::Successor { .. })
+        matches!(
+            self.kind,
+            Kind::Predecessor { .. } | Kind::Successor { .. } | Kind::PeerHandshake { .. }
+        )
     }
 
     /// Bytes queued for this connection and not yet written.
@@ -89,11 +166,38 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
+    /// Reply bytes owed to this connection: written-out buffer plus encoded
+    /// replies waiting behind a synchronous write.
+    pub fn queued_bytes(&self) -> usize {
+        self.out_len() + self.slot_bytes
+    }
+
+    /// Memory this connection's buffers hold: buffer capacities (not
+    /// lengths) and replies waiting in slots.
+    pub fn memory_bytes(&self) -> usize {
+        self.out.capacity() + self.decoder.capacity() + self.slot_bytes
+    }
+
+    /// Marks the connection for closing once what it is owed is sent.
+    pub fn start_closing(&mut self, now: Instant) {
+        self.closing = true;
+        self.closing_since.get_or_insert(now);
+    }
+
+    /// Gives back large buffers that are empty (see [`IDLE_BUFFER_BYTES`]).
+    pub fn shrink_idle_buffers(&mut self) {
+        if self.out_len() == 0 && self.out.capacity() > IDLE_BUFFER_BYTES {
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+        self.decoder.shrink_if_empty(IDLE_BUFFER_BYTES);
+    }
+
     /// Reads what the socket has, up to what the decoder can hold; returns
     /// the bytes read through `bytes_in`.
     pub fn read_some(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
         loop {
-            let room = self.decoder.bytes_max() - self.decoder.buffered();
+            let room = self.decoder.bytes_max().saturating_sub(self.decoder.buffered());
             if room == 0 {
                 return ReadOutcome::Open;
             }
@@ -116,9 +220,13 @@ impl Conn {
         }
     }
 
-    /// Queues an encoded frame for sending (no ordering: peers, errors).
+    /// Queues an encoded frame for sending (no ordering: peers, errors);
+    /// on an authenticated peer link it carries the link's MAC.
     pub fn send(&mut self, msg: &Message) {
-        msg.encode(&mut self.out);
+        match self.mac.as_mut() {
+            Some(mac) => msg.encode_sealed(&mut self.out, mac),
+            None => msg.encode(&mut self.out),
+        }
     }
 
     /// Queues a reply in request order.
@@ -126,24 +234,36 @@ impl Conn {
         if self.slots.is_empty() {
             self.send(msg);
         } else {
-            self.slots.push_back(Slot::Ready(msg.to_bytes()));
+            let bytes = msg.to_bytes();
+            self.slot_bytes += bytes.len();
+            self.slots.push_back(Slot::Ready(bytes));
         }
     }
 
-    /// Sends an unsolicited error and closes once it is flushed.
-    pub fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+    /// Sends an unsolicited error (request id 0) after every reply already
+    /// owed, and closes once they are all flushed: a stream error never
+    /// overtakes the answers to requests that came before it.
+    pub fn fail(&mut self, code: ErrorCode, message: impl Into<String>, now: Instant) {
         let reply = Message::new(0, Body::Error(ErrorReply::new(code, message)));
-        self.send(&reply);
-        self.closing = true;
+        self.reply(&reply);
+        self.start_closing(now);
     }
 
-    /// Moves ready slots at the front into the output buffer. Deferred reads
-    /// are handed to `eval` when they reach the front.
-    pub fn flush_slots(&mut self, mut eval: impl FnMut(&Message) -> Message) {
+    /// Moves ready slots at the front into the output buffer, until more
+    /// than `out_bytes_max` is queued. Deferred reads are handed to `eval`
+    /// when they reach the front, so a pipeline of large reads is encoded
+    /// only as fast as the client takes it.
+    pub fn flush_slots(&mut self, out_bytes_max: usize, mut eval: impl FnMut(&Message) -> Message) {
         while let Some(slot) = self.slots.front() {
+            if self.out_len() > out_bytes_max {
+                return;
+            }
             match slot {
                 Slot::Write { .. } => return,
-                Slot::Ready(bytes) => self.out.extend_from_slice(bytes),
+                Slot::Ready(bytes) => {
+                    self.slot_bytes -= bytes.len();
+                    self.out.extend_from_slice(bytes)
+                }
                 Slot::Read(msg) => {
                     let reply = eval(msg);
                     reply.encode(&mut self.out);
@@ -163,19 +283,25 @@ impl Conn {
             let Slot::Write { is_put, .. } = *slot else {
                 return;
             };
-            *slot = Slot::Ready(make(is_put).to_bytes());
+            let bytes = make(is_put).to_bytes();
+            self.slot_bytes += bytes.len();
+            *slot = Slot::Ready(bytes);
         }
     }
 
     /// Writes as much output as the socket takes. Err means the connection
     /// is dead.
-    pub fn write_some(&mut self, bytes_out: &mut u64) -> io::Result<()> {
+    pub fn write_some(&mut self, bytes_out: &mut u64, now: Instant) -> io::Result<()> {
+        if self.out_pos == self.out.len() {
+            self.last_drain_at = now;
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out_pos += n;
                     *bytes_out += n as u64;
+                    self.last_drain_at = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

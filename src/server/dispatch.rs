@@ -51,7 +51,7 @@ impl Server {
                     self.touch_peers();
                     let msg = Message::new(0, body);
                     for c in self.conns.values_mut() {
-                        if matches!(c.kind, Kind::Successor { ready: true, .. }) {
+                        if c.kind.is_ready_successor() {
                             c.send(&msg);
                         }
                     }

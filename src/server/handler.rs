@@ -1,17 +1,23 @@
 //! Turning frames into replies: the connection state machine of the spec
-//! (AWAIT_HELLO -> READY or PEER), reads answered here on the network
-//! thread, writes handed to the replica.
+//! (AWAIT_HELLO -> READY, or the peer handshake -> PEER), reads answered
+//! here on the network thread, writes handed to the replica.
+//!
+//! What a frame may do is decided from its opcode and the connection's
+//! state before its payload is decoded: before a handshake only HELLO and
+//! PEER_HELLO are ever decoded (and the frame limit is small), a client
+//! cannot get a peer or reply opcode decoded, and on a peer link nothing is
+//! decoded before its MAC checks out.
 
 use super::conn::{Conn, Kind, Slot};
 use super::Server;
 use crate::replica::{Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::wire::PROTOCOL_VERSION;
-use crate::wire::{op, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
+use crate::wire::{op, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk, OpClass};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
 use std::time::Instant;
 
-fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
+pub(super) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
     Message::new(request_id, Body::Error(ErrorReply::new(code, message)))
 }
 
@@ -19,6 +25,14 @@ fn refusal(request_id: u64, r: Refusal) -> Message {
     let mut e = ErrorReply::new(r.code, r.code.to_string());
     e.redirect = r.redirect.unwrap_or_default();
     Message::new(request_id, Body::Error(e))
+}
+
+/// The error code a payload decoding failure maps to.
+fn decode_error_code(e: &MessageError) -> ErrorCode {
+    match e {
+        MessageError::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
+        MessageError::BadPayload { .. } => ErrorCode::BadRequest,
+    }
 }
 
 impl Server {
@@ -34,7 +48,10 @@ impl Server {
     fn process_frames_untimed(&mut self, conn: &mut Conn) {
         while self.wants_read(conn) {
             match conn.decoder.next_frame() {
-                Ok(Some(frame)) => self.handle_frame(conn, frame),
+                Ok(Some(frame)) => {
+                    conn.last_frame_at = self.now;
+                    self.handle_frame(conn, frame);
+                }
                 Ok(None) => return,
                 Err(e) => {
                     let code = match e {
@@ -44,52 +61,80 @@ impl Server {
                     };
                     tracing::info!(conn = conn.id, peer = %conn.peer, error = %e, "stream error");
                     self.counters.errors_sent += 1;
-                    conn.fail(code, e.to_string());
+                    conn.fail(code, e.to_string(), self.now);
                     return;
                 }
             }
         }
     }
 
-    fn handle_frame(&mut self, conn: &mut Conn, frame: Frame) {
-        let request_id = frame.request_id;
-        let msg = match Message::from_frame(&frame) {
-            Ok(m) => m,
-            Err(e) => {
-                let code = match e {
-                    MessageError::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
-                    MessageError::BadPayload { .. } => ErrorCode::BadRequest,
-                };
-                self.counters.errors_sent += 1;
-                if conn.is_peer() {
-                    tracing::warn!(conn = conn.id, error = %e, "bad peer frame");
-                    conn.fail(code, e.to_string());
-                } else {
-                    conn.reply(&error(request_id, code, e.to_string()));
-                }
+    fn handle_frame(&mut self, conn: &mut Conn, mut frame: Frame) {
+        if let Some(mac) = conn.mac.as_mut() {
+            if let Err(e) = mac.open(&mut frame) {
+                self.counters.peer_auth_failures += 1;
+                tracing::warn!(conn = conn.id, peer = %conn.peer, error = %e, "peer frame refused: closing the link");
+                conn.start_closing(self.now);
                 return;
             }
-        };
-        tracing::debug!(conn = conn.id, request_id, opcode = frame.opcode, "request");
-        match conn.kind.clone() {
-            Kind::AwaitHello => match msg.body {
-                Body::Hello(h) => self.hello(conn, request_id, h),
-                _ => {
-                    self.counters.errors_sent += 1;
-                    conn.reply(&error(
-                        request_id,
-                        ErrorCode::HandshakeRequired,
-                        "send HELLO first",
-                    ));
-                }
-            },
-            Kind::Client => self.client_request(conn, msg),
-            Kind::Predecessor { .. } => self.on_predecessor_message(conn, msg),
-            Kind::Successor { .. } => self.on_successor_message(conn, msg),
+        }
+        tracing::debug!(conn = conn.id, request_id = frame.request_id, opcode = frame.opcode, "frame");
+        match &conn.kind {
+            Kind::AwaitHello => self.await_hello(conn, frame),
+            Kind::Client => self.client_frame(conn, frame),
+            Kind::PeerHandshake { .. } => self.peer_proof(conn, frame),
+            Kind::Predecessor { .. } => self.predecessor_frame(conn, frame),
+            Kind::Successor { .. } => self.successor_frame(conn, frame),
         }
     }
 
-    fn hello_ok(&self, request_id: u64) -> Message {
+    /// Decodes a frame already judged acceptable by opcode; a malformed
+    /// payload is answered BAD_REQUEST (the stream itself is intact).
+    fn decode_or_reply(&mut self, conn: &mut Conn, frame: &Frame) -> Option<Message> {
+        match Message::from_frame(frame) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.counters.errors_sent += 1;
+                conn.reply(&error(frame.request_id, decode_error_code(&e), e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn await_hello(&mut self, conn: &mut Conn, frame: Frame) {
+        let request_id = frame.request_id;
+        match frame.opcode {
+            op::PEER_HELLO => {
+                let Ok(Message {
+                    body: Body::PeerHello(h),
+                    ..
+                }) = Message::from_frame(&frame)
+                else {
+                    return self.refuse_peer(conn, "malformed PEER_HELLO");
+                };
+                self.peer_hello(conn, h);
+            }
+            _ if conn.peer_only => {
+                // Admitted into a slot reserved for peers: nothing else.
+                self.counters.connections_refused += 1;
+                let why = format!("server is at its limit of {} connections", self.cfg.connections_max);
+                conn.fail(ErrorCode::TooManyConnections, why, self.now);
+            }
+            op::HELLO => {
+                if let Some(msg) = self.decode_or_reply(conn, &frame) {
+                    if let Body::Hello(h) = msg.body {
+                        self.hello(conn, request_id, h);
+                    }
+                }
+            }
+            other => {
+                self.counters.errors_sent += 1;
+                let why = format!("send HELLO first (got opcode 0x{other:02x})");
+                conn.reply(&error(request_id, ErrorCode::HandshakeRequired, why));
+            }
+        }
+    }
+
+    pub(super) fn hello_ok(&self, request_id: u64) -> Message {
         Message::new(
             request_id,
             Body::HelloOk(HelloOk {
@@ -107,35 +152,33 @@ impl Server {
         match h.role {
             PeerRole::Client => {
                 conn.kind = Kind::Client;
+                conn.decoder.set_payload_bytes_max(self.cfg.payload_bytes_max);
                 conn.reply(&self.hello_ok(request_id));
-            }
-            PeerRole::Peer if self.coord.is_some() && self.replica.accepts_predecessor(&h.node) => {
-                // One predecessor link at a time: a newer one replaces it.
-                self.drop_links(false);
-                tracing::info!(conn = conn.id, node = %h.node, "predecessor connected");
-                conn.kind = Kind::Predecessor { node: h.node };
-                self.clients_connected -= 1;
-                conn.send(&self.hello_ok(request_id));
             }
             PeerRole::Peer => {
                 self.counters.errors_sent += 1;
-                let why = format!("{} is not this member's predecessor", h.node);
-                tracing::info!(conn = conn.id, node = %h.node, "refused peer");
-                conn.send(&error(request_id, ErrorCode::Unavailable, why));
-                conn.closing = true;
+                let why = "peer links open with PEER_HELLO and the cluster secret (spec 5.1)";
+                conn.reply(&error(request_id, ErrorCode::Unavailable, why));
+                conn.start_closing(self.now);
             }
         }
     }
 
-    fn client_request(&mut self, conn: &mut Conn, msg: Message) {
-        let opcode = msg.body.opcode();
-        if !msg.body.is_client_request() {
+    /// A frame on a ready client connection.
+    fn client_frame(&mut self, conn: &mut Conn, frame: Frame) {
+        if OpClass::of(frame.opcode) != OpClass::ClientRequest {
             self.counters.errors_sent += 1;
-            let why = format!("opcode 0x{opcode:02x} is not a client request");
-            conn.reply(&error(msg.request_id, ErrorCode::UnknownOpcode, why));
+            let why = format!("opcode 0x{:02x} is not a client request", frame.opcode);
+            conn.reply(&error(frame.request_id, ErrorCode::UnknownOpcode, why));
             return;
         }
-        self.counters.count_request(opcode);
+        if let Some(msg) = self.decode_or_reply(conn, &frame) {
+            self.client_request(conn, msg);
+        }
+    }
+
+    fn client_request(&mut self, conn: &mut Conn, msg: Message) {
+        self.counters.count_request(msg.body.opcode());
         match msg.body {
             Body::Hello(_) => conn.reply(&self.hello_ok(msg.request_id)),
             Body::Put { key, value, mode } => {
@@ -263,47 +306,5 @@ impl Server {
             s.count("sent_len", self.replica.sent_len() as u64);
         }
         s
-    }
-
-    fn on_predecessor_message(&mut self, conn: &mut Conn, msg: Message) {
-        match msg.body {
-            Body::Update(u) => self.replica.handle_update(u),
-            Body::Snapshot(chunk) => self.replica.handle_snapshot_chunk(chunk),
-            Body::Handoff { seq } => self.replica.handle_handoff(seq),
-            other => {
-                let why = format!("unexpected opcode 0x{:02x} on a peer link", other.opcode());
-                conn.fail(ErrorCode::UnknownOpcode, why);
-            }
-        }
-    }
-
-    fn on_successor_message(&mut self, conn: &mut Conn, msg: Message) {
-        self.successor_heard_at = std::time::Instant::now();
-        match msg.body {
-            Body::HelloOk(h) => {
-                if let Kind::Successor { node, .. } = &conn.kind {
-                    conn.kind = Kind::Successor {
-                        node: node.clone(),
-                        ready: true,
-                    };
-                }
-                tracing::info!(
-                    conn = conn.id,
-                    role = h.role.name(),
-                    last_seq = h.last_seq,
-                    "successor ready"
-                );
-                self.replica.handle_successor_hello(h.role, h.last_seq);
-            }
-            Body::Ack { seq } => self.replica.handle_ack(seq),
-            Body::Error(e) => {
-                tracing::warn!(conn = conn.id, message = %e.message, "successor refused the link");
-                conn.closing = true;
-            }
-            other => {
-                let why = format!("unexpected opcode 0x{:02x} on a peer link", other.opcode());
-                conn.fail(ErrorCode::UnknownOpcode, why);
-            }
-        }
     }
 }

@@ -7,6 +7,8 @@ pub mod config;
 mod conn;
 mod dispatch;
 mod handler;
+mod limits;
+mod peer;
 mod stats;
 mod worker;
 
@@ -41,6 +43,14 @@ const SNAPSHOT_QUEUE_BYTES: usize = 4 * crate::replica::SNAPSHOT_CHUNK_BYTES;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest frame payload accepted before a handshake: HELLO and PEER_HELLO
+/// are at most three texts and a nonce (~3.1 KB), so nothing larger is
+/// ever buffered or CRC-checked for a stranger.
+pub const HANDSHAKE_PAYLOAD_BYTES_MAX: usize = 4096;
+/// Connections accepted beyond `connections_max` that may only open a
+/// peer link, so a member whose client slots are all taken can still be
+/// reached by its predecessor.
+pub const PEER_SLOTS_RESERVED: usize = 8;
 
 /// Hasher for connection ids: they are our own sequential numbers, not
 /// attacker-chosen, so a multiply is enough (SipHash showed in profiles).
@@ -103,6 +113,18 @@ pub struct Server {
     /// [`Server::watch_successor`].
     successor_heard_at: Instant,
     shutting_down: bool,
+    /// The loop's clock, read once per iteration.
+    now: Instant,
+    /// Reply bytes queued for clients and client buffer memory, summed at
+    /// the start of each iteration (see `limits.rs`).
+    client_buffer_bytes: usize,
+    /// Peer-only connections open (see [`PEER_SLOTS_RESERVED`]).
+    peer_only_open: usize,
+    last_sweep: Instant,
+    /// Accepting is paused until then after EMFILE/ENFILE.
+    accept_paused_until: Option<Instant>,
+    /// Last time an accept error was logged (once per interval).
+    accept_error_logged_at: Option<Instant>,
 }
 
 impl Server {
@@ -133,6 +155,13 @@ impl Server {
             signal_hook::low_level::pipe::register(sig, w)
                 .map_err(|e| ServerError::Setup(e.to_string()))?;
         }
+        if cfg.zookeeper.is_some() && cfg.secret.is_none() {
+            return Err(ServerError::Setup(
+                "a chain member needs the cluster secret (--cluster-secret-file FILE), \
+                 or --insecure-peers to let anyone who can reach it act as a peer"
+                    .into(),
+            ));
+        }
         let table = Arc::new(Table::new(cfg.n_lists));
         let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max));
         let completions = Arc::new(Completions::new(wake.clone()));
@@ -149,6 +178,7 @@ impl Server {
             Some(zk) => {
                 replica = Replica::chain_member(String::new(), cfg.sent_max);
                 let coord_cfg = CoordConfig {
+                    secret: cfg.secret.clone(),
                     zookeeper: zk.clone(),
                     root: cfg.chain_root.clone(),
                     advertise: Some(cfg.advertise.clone()),
@@ -187,6 +217,12 @@ impl Server {
             successor_heard_at: Instant::now(),
             lease: session_timeout,
             shutting_down: false,
+            now: Instant::now(),
+            client_buffer_bytes: 0,
+            peer_only_open: 0,
+            last_sweep: Instant::now(),
+            accept_paused_until: None,
+            accept_error_logged_at: None,
         })
     }
 
@@ -206,12 +242,16 @@ impl Server {
     }
 
     fn poll_once(&mut self, scratch: &mut [u8]) -> io::Result<()> {
+        self.now = Instant::now();
+        self.sweep();
+        self.client_buffer_bytes = self.count_client_buffers();
         let ids: Vec<u64> = self.conns.keys().copied().collect();
+        let accepting = self.listener.is_some() && !self.accept_paused();
         let ready = {
             let mut fds = Vec::with_capacity(ids.len() + 3);
             fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
             fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            if let Some(l) = &self.listener {
+            if let (true, Some(l)) = (accepting, &self.listener) {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
             for id in &ids {
@@ -243,7 +283,8 @@ impl Server {
             tracing::info!("shutdown signal received");
             self.shutting_down = true;
         }
-        let offset = if self.listener.is_some() {
+        self.now = Instant::now();
+        let offset = if accepting {
             if !ready[2].is_empty() {
                 self.accept_all();
             }
@@ -271,7 +312,7 @@ impl Server {
             let queued = self
                 .conns
                 .values()
-                .find(|c| matches!(c.kind, Kind::Successor { ready: true, .. }))
+                .find(|c| c.kind.is_ready_successor())
                 .map(|c| c.out_len());
             match queued {
                 Some(bytes) if bytes < SNAPSHOT_QUEUE_BYTES => {
@@ -295,6 +336,10 @@ impl Server {
         if self.replica.waiting_on_successor() {
             wake_at = wake_at.min(self.successor_heard_at + self.cfg.peer_timeout);
         }
+        if let Some(at) = self.accept_paused_until {
+            wake_at = wake_at.min(at);
+        }
+        wake_at = wake_at.min(self.last_sweep + limits::SWEEP_INTERVAL);
         PollTimeout::from(wake_at.saturating_duration_since(now).as_millis() as u16 + 1)
     }
 
@@ -308,47 +353,11 @@ impl Server {
         if c.closing || c.connecting || c.slots.len() >= self.cfg.inflight_max {
             return false;
         }
-        // Stop taking updates from the predecessor while the worker is full.
-        !matches!(c.kind, Kind::Predecessor { .. }) || self.queue_has_room()
-    }
-
-    fn accept_all(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        loop {
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
-            };
-            let _ = stream.set_nonblocking(true);
-            let _ = stream.set_nodelay(true);
-            let id = self.next_conn_id;
-            self.next_conn_id += 1;
-            let mut conn = Conn::new(id, stream, Kind::AwaitHello, self.cfg.payload_bytes_max);
-            if self.client_count() >= self.cfg.connections_max {
-                self.counters.connections_refused += 1;
-                tracing::info!(peer = %conn.peer, "refused: too many connections");
-                conn.fail(
-                    crate::wire::ErrorCode::TooManyConnections,
-                    format!(
-                        "server is at its limit of {} connections",
-                        self.cfg.connections_max
-                    ),
-                );
-                let _ = conn.write_some(&mut self.counters.bytes_out);
-                continue;
-            }
-            self.counters.connections_accepted += 1;
-            self.clients_connected += 1;
-            tracing::info!(conn = id, peer = %conn.peer, "connection opened");
-            self.conns.insert(id, conn);
+        match c.kind {
+            // Stop taking updates from the predecessor while the worker is full.
+            Kind::Predecessor { .. } => self.queue_has_room(),
+            Kind::Successor { .. } | Kind::PeerHandshake { .. } => true,
+            Kind::AwaitHello | Kind::Client => self.client_may_send(c),
         }
     }
 
@@ -365,6 +374,7 @@ impl Server {
     }
 
     fn on_socket_event(&mut self, id: u64, ev: PollFlags, scratch: &mut [u8]) {
+        let now = self.now;
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
@@ -389,15 +399,15 @@ impl Server {
             }
         }
         if alive && ev.contains(PollFlags::POLLOUT) {
-            if let Err(e) = conn.write_some(&mut self.counters.bytes_out) {
+            if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
                 self.close(conn, &format!("write failed: {e}"));
                 return;
             }
         }
         if !alive {
             // Half-closed with replies pending: try to deliver, then close.
-            let _ = conn.write_some(&mut self.counters.bytes_out);
-            conn.closing = true;
+            let _ = conn.write_some(&mut self.counters.bytes_out, now);
+            conn.start_closing(now);
         }
         self.conns.insert(id, conn);
         self.dirty.push(id);
@@ -477,6 +487,7 @@ impl Server {
     }
 
     fn pump_dirty(&mut self) {
+        let now = self.now;
         let mut ids = std::mem::take(&mut self.dirty);
         ids.sort_unstable();
         ids.dedup();
@@ -487,22 +498,19 @@ impl Server {
             if conn.decoder.buffered() > 0 && self.wants_read(&conn) {
                 self.process_frames(&mut conn);
             }
-            conn.flush_slots(|m| self.eval_read(m));
-            if !conn.is_peer() && conn.out_len() > self.cfg.output_bytes_max {
-                self.counters.disconnected_slow += 1;
-                self.close(conn, "output buffer over its limit (client not reading)");
-                continue;
-            }
+            let budget = self.cfg.output_bytes_max;
+            conn.flush_slots(budget, |m| self.eval_read(m));
             if !conn.connecting {
-                if let Err(e) = conn.write_some(&mut self.counters.bytes_out) {
+                if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
                     self.close(conn, &format!("write failed: {e}"));
                     continue;
                 }
             }
-            if conn.closing && conn.out_len() == 0 {
+            if conn.closing && conn.out_len() == 0 && conn.slots.is_empty() {
                 self.close(conn, "closed after error");
                 continue;
             }
+            conn.shrink_idle_buffers();
             self.conns.insert(id, conn);
         }
         // Processing frames may have produced replica actions, which may
@@ -522,8 +530,11 @@ impl Server {
     /// Drops a connection and tells the replica if it was a peer link.
     fn close(&mut self, conn: Conn, why: &str) {
         tracing::info!(conn = conn.id, peer = %conn.peer, why, "connection closed");
-        if !conn.is_peer() {
+        if conn.counted {
             self.clients_connected -= 1;
+        }
+        if conn.peer_only {
+            self.peer_only_open -= 1;
         }
         match conn.kind {
             Kind::Successor { .. } => {
@@ -570,21 +581,15 @@ impl Server {
             Ok(stream) => {
                 let id = self.next_conn_id;
                 self.next_conn_id += 1;
+                let (stage, hello) = self.open_handshake(&member);
                 let kind = Kind::Successor {
                     node: member.name.clone(),
-                    ready: false,
+                    stage,
                 };
-                let mut conn = Conn::new(id, stream, kind, self.cfg.payload_bytes_max);
+                let mut conn = Conn::new(id, stream, kind, self.cfg.payload_bytes_max, now);
                 conn.peer = member.addr.clone();
                 conn.connecting = true;
-                conn.send(&crate::wire::Message::new(
-                    0,
-                    crate::wire::Body::Hello(crate::wire::Hello {
-                        role: crate::wire::PeerRole::Peer,
-                        features: 0,
-                        node: self.replica.name().to_string(),
-                    }),
-                ));
+                conn.send(&hello);
                 tracing::info!(conn = id, successor = %member.name, addr = %member.addr, "dialling successor");
                 self.successor_heard_at = now;
                 self.conns.insert(id, conn);
@@ -613,13 +618,15 @@ impl Server {
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         for id in &ids {
             if let Some(mut conn) = self.conns.remove(id) {
-                conn.flush_slots(|m| self.eval_read(m));
+                conn.flush_slots(usize::MAX, |m| self.eval_read(m));
                 if !conn.is_peer() {
-                    conn.fail(crate::wire::ErrorCode::ShuttingDown, "server shutting down");
+                    let now = self.now;
+                    conn.fail(crate::wire::ErrorCode::ShuttingDown, "server shutting down", now);
+                    conn.flush_slots(usize::MAX, |m| self.eval_read(m));
                 }
                 let _ = conn.stream.set_nonblocking(false);
                 let _ = conn.stream.set_write_timeout(Some(SHUTDOWN_FLUSH));
-                let _ = conn.write_some(&mut self.counters.bytes_out);
+                let _ = conn.write_some(&mut self.counters.bytes_out, Instant::now());
             }
         }
         if let Some(c) = self.coord.take() {

@@ -14,6 +14,16 @@ pub struct Counters {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub disconnected_slow: u64,
+    /// Handshakes (peer proofs, PEER_HELLOs) refused and peer frames whose
+    /// MAC did not check out.
+    pub peer_auth_failures: u64,
+    /// Updates refused because they did not continue the history.
+    pub peer_stream_violations: u64,
+    pub handshake_timeouts: u64,
+    /// Connections closed to make room before their HELLO.
+    pub handshake_evictions: u64,
+    pub idle_closed: u64,
+    pub accept_errors: u64,
     /// Successor links dropped and redialled for staying silent.
     pub successor_timeouts: u64,
     /// Per request opcode 0x01..=0x09.
@@ -40,6 +50,12 @@ impl Counters {
         s.count("connections_refused", self.connections_refused);
         s.count("disconnected_slow_readers", self.disconnected_slow);
         s.count("successor_timeouts", self.successor_timeouts);
+        s.count("peer_auth_failures", self.peer_auth_failures);
+        s.count("peer_stream_violations", self.peer_stream_violations);
+        s.count("handshake_timeouts", self.handshake_timeouts);
+        s.count("handshake_evictions", self.handshake_evictions);
+        s.count("idle_closed", self.idle_closed);
+        s.count("accept_errors", self.accept_errors);
         let names = [
             (op::HELLO, "ops_hello"),
             (op::PUT, "ops_put"),

@@ -177,6 +177,32 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
+    /// Memory held by the buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Changes the largest payload accepted (a server accepts small frames
+    /// before the handshake and full-size ones after). Bytes already
+    /// buffered beyond the new bound are left to be judged by the header.
+    pub fn set_payload_bytes_max(&mut self, payload_bytes_max: usize) {
+        self.payload_bytes_max = payload_bytes_max;
+    }
+
+    /// Frees a buffer larger than `keep_bytes` when it holds nothing.
+    pub fn shrink_if_empty(&mut self, keep_bytes: usize) {
+        if self.buffered() == 0 && self.buf.capacity() > keep_bytes {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
+    /// The opcode of the frame at the front, once its header is buffered
+    /// (lets a receiver refuse a frame by type before buffering it all).
+    pub fn peek_opcode(&self) -> Option<u8> {
+        (self.buffered() >= HEADER_BYTES).then(|| self.buf[self.start + 3])
+    }
+
     /// Copies in as much of `bytes` as fits and returns how many it took.
     /// Taking fewer than offered is normal: take frames out, then feed the rest.
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
@@ -184,7 +210,7 @@ impl FrameDecoder {
             self.buf.clear();
             self.start = 0;
         }
-        let room = self.bytes_max() - self.buffered();
+        let room = self.bytes_max().saturating_sub(self.buffered());
         let n = room.min(bytes.len());
         if self.start > 0 && self.buf.len() + n > self.bytes_max() {
             self.buf.drain(..self.start);

@@ -27,6 +27,9 @@ pub mod op {
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
     pub const HANDOFF: u8 = 0x43;
+    pub const PEER_HELLO: u8 = 0x44;
+    pub const PEER_CHALLENGE: u8 = 0x45;
+    pub const PEER_PROOF: u8 = 0x46;
     pub const REPLY: u8 = 0x80;
     pub const ERROR: u8 = 0xFF;
 }
@@ -147,7 +150,70 @@ pub enum OpState {
 #[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
 pub struct Update {
     pub seq: u64,
+    /// The sequence number of the update before it in the sender's history.
+    /// A receiver applies an update only if this is its own last one, so a
+    /// gap, a jump or a fork in a stream is caught instead of applied; a
+    /// difference above 1 is a range of ids that were never in the history
+    /// (a new head skipping ids its failed predecessor may have handed out).
+    pub prev_seq: u64,
     pub op: WriteOp,
+}
+
+/// Sequence numbers `first..=last` that are not in a member's history: a
+/// new head skipped them (see `HEAD_TAKEOVER_SEQ_GAP`). VERIFY answers
+/// unknown for them, whatever the head that failed had promised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub struct SeqGap {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl SeqGap {
+    pub const ENCODED_LEN: usize = 16;
+}
+
+impl Codec for SeqGap {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.first);
+        put_u64(out, self.last);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let first = r.u64("gap first")?;
+        let last = r.u64("gap last")?;
+        if last < first {
+            return Err(DecodeError::Invalid {
+                what: "gap (last before first)",
+                value: last,
+            });
+        }
+        Ok(SeqGap { first, last })
+    }
+}
+
+/// Most gaps a snapshot carries (one per head takeover that the history
+/// has seen; older ones are forgotten, see `Replica`).
+pub const SNAPSHOT_GAPS_MAX: usize = 4096;
+
+/// PEER_HELLO: a predecessor opens a link (spec §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct PeerHello {
+    /// The sender's member name.
+    #[arbitrary(with = arbitrary_text)]
+    pub from: String,
+    /// The member it believes it is talking to.
+    #[arbitrary(with = arbitrary_text)]
+    pub to: String,
+    /// The chain's ZooKeeper root, so a link cannot cross chains.
+    #[arbitrary(with = arbitrary_text)]
+    pub root: String,
+    pub nonce: [u8; 32],
+}
+
+/// PEER_CHALLENGE: the successor's nonce and its proof of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub struct PeerChallenge {
+    pub nonce: [u8; 32],
+    pub proof: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
@@ -165,6 +231,9 @@ pub struct SnapshotChunk {
     pub first: bool,
     /// Set on the final chunk; UPDATEs after `snapshot_seq` follow.
     pub last: bool,
+    /// The gaps in the history up to `snapshot_seq` (FIRST chunk only;
+    /// empty in the others).
+    pub gaps: Vec<SeqGap>,
     pub entries: Vec<Entry>,
 }
 
@@ -226,6 +295,11 @@ pub enum Body {
     Handoff {
         seq: u64,
     },
+    PeerHello(PeerHello),
+    PeerChallenge(PeerChallenge),
+    PeerProof {
+        proof: [u8; 32],
+    },
     HelloOk(HelloOk),
     PutOk(WriteOk),
     Value(Option<Versioned>),
@@ -275,6 +349,9 @@ impl Body {
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
             Handoff { .. } => op::HANDOFF,
+            PeerHello(_) => op::PEER_HELLO,
+            PeerChallenge(_) => op::PEER_CHALLENGE,
+            PeerProof { .. } => op::PEER_PROOF,
             HelloOk(_) => op::REPLY | op::HELLO,
             PutOk(_) => op::REPLY | op::PUT,
             Value(_) => op::REPLY | op::GET,
@@ -292,7 +369,38 @@ impl Body {
     pub fn is_client_request(&self) -> bool {
         self.opcode() < op::UPDATE
     }
+}
 
+/// What an opcode is, decided from the header alone: a receiver picks
+/// what to do with a frame from this and its connection's state before it
+/// decodes (or even CRC-checks) a payload it would refuse anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpClass {
+    /// 0x01..=0x3F, assigned.
+    ClientRequest,
+    /// 0x40..=0x7F, assigned.
+    Peer,
+    /// A reply opcode (0x80 | request) or ERROR.
+    Reply,
+    /// Not assigned.
+    Unknown,
+}
+
+impl OpClass {
+    pub fn of(opcode: u8) -> OpClass {
+        match opcode {
+            op::HELLO..=op::VERIFY => OpClass::ClientRequest,
+            op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
+            op::ERROR => OpClass::Reply,
+            o if o & op::REPLY != 0 && (op::HELLO..=op::VERIFY).contains(&(o & !op::REPLY)) => {
+                OpClass::Reply
+            }
+            _ => OpClass::Unknown,
+        }
+    }
+}
+
+impl Body {
     fn flags(&self) -> u16 {
         match self {
             Body::Put {
@@ -337,6 +445,18 @@ impl Message {
         let mut out = Vec::new();
         self.encode(&mut out);
         out
+    }
+
+    /// As [`Message::encode`], with the authenticated peer link's MAC tag
+    /// after the body (spec §5.2).
+    pub fn encode_sealed(&self, out: &mut Vec<u8>, mac: &mut crate::auth::LinkMac) {
+        let (opcode, flags) = (self.body.opcode(), self.body.flags());
+        encode_frame(out, opcode, flags, self.request_id, |o| {
+            let start = o.len();
+            encode_body(&self.body, o);
+            let tag = mac.seal(opcode, flags, self.request_id, &o[start..]);
+            o.extend_from_slice(&tag);
+        });
     }
 
     /// Interprets a frame's payload. Flags other than ASYNC on PUT/DEL are
@@ -385,6 +505,7 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
         Verify { op_id } => put_u64(out, *op_id),
         Update(u) => {
             put_u64(out, u.seq);
+            put_u64(out, u.prev_seq);
             match &u.op {
                 WriteOp::Put { key, value } => {
                     put_u8(out, op::PUT);
@@ -401,8 +522,20 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
         Snapshot(s) => {
             put_u64(out, s.snapshot_seq);
             put_u8(out, (s.first as u8) | ((s.last as u8) << 1));
+            encode_list(out, &s.gaps);
             encode_list(out, &s.entries);
         }
+        PeerHello(h) => {
+            encode_text(out, &h.from);
+            encode_text(out, &h.to);
+            encode_text(out, &h.root);
+            out.extend_from_slice(&h.nonce);
+        }
+        PeerChallenge(c) => {
+            out.extend_from_slice(&c.nonce);
+            out.extend_from_slice(&c.proof);
+        }
+        PeerProof { proof } => out.extend_from_slice(proof),
         HelloOk(h) => {
             put_u8(out, h.version);
             let _ = out.write_u32::<BigEndian>(h.features);
@@ -445,7 +578,7 @@ fn decode_body(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, 
         | op::GETTABLE
         | op::STATS
         | op::VERIFY => decode_request(opcode, mode, r).map_err(bad),
-        op::UPDATE | op::ACK | op::SNAPSHOT | op::HANDOFF => decode_peer(opcode, r).map_err(bad),
+        op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
             Some(result) => result.map_err(bad),
@@ -490,6 +623,7 @@ fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
     Ok(match opcode {
         op::UPDATE => {
             let seq = r.u64("seq")?;
+            let prev_seq = r.u64("prev seq")?;
             let op = match r.u8("update kind")? {
                 op::PUT => WriteOp::Put {
                     key: Key::decode(r)?,
@@ -505,10 +639,23 @@ fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
                     })
                 }
             };
-            Body::Update(Update { seq, op })
+            Body::Update(Update { seq, prev_seq, op })
         }
         op::ACK => Body::Ack { seq: r.u64("seq")? },
         op::HANDOFF => Body::Handoff { seq: r.u64("seq")? },
+        op::PEER_HELLO => Body::PeerHello(PeerHello {
+            from: decode_text(r, "from node")?,
+            to: decode_text(r, "to node")?,
+            root: decode_text(r, "chain root")?,
+            nonce: bytes32(r, "nonce")?,
+        }),
+        op::PEER_CHALLENGE => Body::PeerChallenge(PeerChallenge {
+            nonce: bytes32(r, "nonce")?,
+            proof: bytes32(r, "proof")?,
+        }),
+        op::PEER_PROOF => Body::PeerProof {
+            proof: bytes32(r, "proof")?,
+        },
         _ => {
             let snapshot_seq = r.u64("snapshot seq")?;
             // Bits other than FIRST (0) and LAST (1) are reserved: ignored.
@@ -517,10 +664,29 @@ fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
                 snapshot_seq,
                 first: flags & 1 != 0,
                 last: flags & 2 != 0,
+                gaps: decode_gaps(r)?,
                 entries: decode_list(r, "entries", Entry::MIN_ENCODED_LEN)?,
             })
         }
     })
+}
+
+fn bytes32(r: &mut Reader<'_>, what: &'static str) -> Result<[u8; 32], DecodeError> {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(r.take(32, what)?);
+    Ok(out)
+}
+
+fn decode_gaps(r: &mut Reader<'_>) -> Result<Vec<SeqGap>, DecodeError> {
+    let gaps: Vec<SeqGap> = decode_list(r, "gaps", SeqGap::ENCODED_LEN)?;
+    if gaps.len() > SNAPSHOT_GAPS_MAX {
+        return Err(DecodeError::TooLong {
+            what: "gaps",
+            len: gaps.len(),
+            max: SNAPSHOT_GAPS_MAX,
+        });
+    }
+    Ok(gaps)
 }
 
 /// Reply bodies by their request opcode; `None` for an unassigned one.

@@ -74,7 +74,14 @@ impl Chain {
 
     pub fn add_member(&mut self) -> usize {
         let zk = self.zk.addr();
-        let mut args: Vec<&str> = vec![&zk, "--session-timeout-ms", "1000"];
+        let secret = super::cluster_secret_file();
+        let mut args: Vec<&str> = vec![
+            &zk,
+            "--session-timeout-ms",
+            "1000",
+            "--cluster-secret-file",
+            &secret,
+        ];
         if self.inspect {
             args.push("--unsafe-reads-anywhere");
         }

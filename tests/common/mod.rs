@@ -63,6 +63,22 @@ fn ephemeral_range_start() -> Option<u16> {
     range.split_whitespace().next()?.parse().ok()
 }
 
+/// The cluster secret every test chain shares (what an operator would
+/// generate with `head -c 32 /dev/urandom | base64`).
+pub const TEST_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// A file holding [`TEST_SECRET`], written once per test binary.
+pub fn cluster_secret_file() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join(format!("cluster-secret-{}", std::process::id()));
+        std::fs::write(&path, format!("{TEST_SECRET}\n")).expect("write the test secret");
+        path.display().to_string()
+    })
+    .clone()
+}
+
 /// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

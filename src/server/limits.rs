@@ -1,0 +1,202 @@
+//! What a connection may cost, and what happens at each limit (spec §7).
+//!
+//! - **Connections.** At most `connections_max` clients (connections past
+//!   their handshake or still in it). When full, a newcomer evicts the
+//!   oldest connection that has not sent HELLO yet, so idle sockets cannot
+//!   lock clients out; with none to evict it gets one of
+//!   [`PEER_SLOTS_RESERVED`] slots in which only a peer handshake is
+//!   accepted, so a flooded member's predecessor still gets through; past
+//!   those it is refused with TOO_MANY_CONNECTIONS.
+//! - **Time.** A connection must finish its handshake within
+//!   `handshake_timeout`; a client with nothing in flight is closed after
+//!   `idle_timeout`; a client whose replies do not move for `send_timeout`
+//!   is not reading and is closed. A closing connection gets
+//!   [`CLOSING_GRACE`] to take what it is owed.
+//! - **Memory.** A client's requests are not read while more than
+//!   `output_bytes_max` of replies are queued for it (backpressure: an
+//!   honest pipelining reader slows down, it is not cut off), nor while all
+//!   clients' buffers together exceed `buffer_budget_bytes` (then only a
+//!   connection already in the middle of a frame may finish it). So the
+//!   server's buffers stay under the budget plus, per connection, one
+//!   frame being received and one reply being sent.
+//! - **File descriptors.** EMFILE/ENFILE on accept pause accepting for
+//!   [`ACCEPT_BACKOFF`] (the listener is left out of `poll`, so the loop
+//!   does not spin) and are logged once per [`ACCEPT_LOG_INTERVAL`].
+
+use super::conn::{Conn, Kind};
+use super::{Server, HANDSHAKE_PAYLOAD_BYTES_MAX, PEER_SLOTS_RESERVED};
+use crate::wire::ErrorCode;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// How often timeouts are checked.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a closing connection may wait for replies it is owed.
+pub const CLOSING_GRACE: Duration = Duration::from_secs(5);
+/// Pause in accepting after the process or system ran out of descriptors.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this interval about failing accepts.
+pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Server {
+    /// Whether a client (or a connection before HELLO) may have another
+    /// request read: its own queued replies and the server's buffers are
+    /// within budget.
+    pub(super) fn client_may_send(&self, c: &Conn) -> bool {
+        if c.queued_bytes() > self.cfg.output_bytes_max {
+            return false;
+        }
+        // Over the server-wide budget only a frame already begun may be
+        // completed (it was admitted before; refusing it would deadlock).
+        self.client_buffer_bytes <= self.cfg.buffer_budget_bytes || c.decoder.buffered() > 0
+    }
+
+    /// Reply bytes queued plus buffer memory of every client connection.
+    pub(super) fn count_client_buffers(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| !c.is_peer())
+            .map(Conn::memory_bytes)
+            .sum()
+    }
+
+    pub(super) fn accept_paused(&mut self) -> bool {
+        match self.accept_paused_until {
+            Some(at) if self.now < at => true,
+            Some(_) => {
+                self.accept_paused_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.accept_failed(e),
+            };
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.set_nodelay(true);
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            let limit = HANDSHAKE_PAYLOAD_BYTES_MAX;
+            let conn = Conn::new(id, stream, Kind::AwaitHello, limit, self.now);
+            self.admit(conn);
+        }
+    }
+
+    /// Gives a new connection a client slot, a peer-only slot, or a refusal.
+    fn admit(&mut self, mut conn: Conn) {
+        if self.clients_connected >= self.cfg.connections_max {
+            self.evict_oldest_stranger();
+        }
+        if self.clients_connected < self.cfg.connections_max {
+            conn.counted = true;
+            self.clients_connected += 1;
+        } else if self.coord.is_some() && self.peer_only_open < PEER_SLOTS_RESERVED {
+            conn.peer_only = true;
+            self.peer_only_open += 1;
+        } else {
+            self.counters.connections_refused += 1;
+            tracing::info!(peer = %conn.peer, "refused: too many connections");
+            let why = format!("server is at its limit of {} connections", self.cfg.connections_max);
+            conn.fail(ErrorCode::TooManyConnections, why, self.now);
+            let _ = conn.write_some(&mut self.counters.bytes_out, self.now);
+            return;
+        }
+        self.counters.connections_accepted += 1;
+        tracing::debug!(conn = conn.id, peer = %conn.peer, peer_only = conn.peer_only, "connection opened");
+        let id = conn.id;
+        self.conns.insert(id, conn);
+        self.dirty.push(id);
+    }
+
+    /// Closes the oldest client connection that has not sent HELLO, to
+    /// make room for a newcomer.
+    fn evict_oldest_stranger(&mut self) {
+        let oldest = self
+            .conns
+            .values()
+            .filter(|c| c.counted && matches!(c.kind, Kind::AwaitHello))
+            .min_by_key(|c| c.opened_at)
+            .map(|c| c.id);
+        if let Some(conn) = oldest.and_then(|id| self.conns.remove(&id)) {
+            self.counters.handshake_evictions += 1;
+            self.close(conn, "evicted: connection limit reached before its HELLO");
+        }
+    }
+
+    fn accept_failed(&mut self, e: io::Error) {
+        self.counters.accept_errors += 1;
+        let out_of_fds = matches!(
+            e.raw_os_error(),
+            Some(nix::libc::EMFILE) | Some(nix::libc::ENFILE) | Some(nix::libc::ENOMEM)
+                | Some(nix::libc::ENOBUFS)
+        );
+        // Keep serving the connections we have; stop polling the listener
+        // for a moment, or it stays readable and the loop spins.
+        if out_of_fds {
+            self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+        }
+        let log_due = self
+            .accept_error_logged_at
+            .is_none_or(|at| self.now >= at + ACCEPT_LOG_INTERVAL);
+        if log_due {
+            self.accept_error_logged_at = Some(self.now);
+            tracing::warn!(error = %e, total = self.counters.accept_errors, "accept failed; backing off (logged once per 10 s)");
+        }
+    }
+
+    /// Closes connections past a time limit (see the module docs).
+    pub(super) fn sweep(&mut self) {
+        if self.now < self.last_sweep + SWEEP_INTERVAL {
+            return;
+        }
+        self.last_sweep = self.now;
+        let now = self.now;
+        let expired: Vec<(u64, &'static str)> = self
+            .conns
+            .values()
+            .filter_map(|c| self.expiry(c, now).map(|why| (c.id, why)))
+            .collect();
+        for (id, why) in expired {
+            if let Some(conn) = self.conns.remove(&id) {
+                match why {
+                    "handshake timeout" => self.counters.handshake_timeouts += 1,
+                    "idle timeout" => self.counters.idle_closed += 1,
+                    "not reading its replies" => self.counters.disconnected_slow += 1,
+                    _ => {}
+                }
+                self.close(conn, why);
+            }
+        }
+    }
+
+    fn expiry(&self, c: &Conn, now: Instant) -> Option<&'static str> {
+        let since = |t: Instant| now.saturating_duration_since(t);
+        if c.closing_since.is_some_and(|t| since(t) > CLOSING_GRACE) {
+            return Some("closing grace over");
+        }
+        if c.kind.in_handshake() && since(c.opened_at) > self.cfg.handshake_timeout {
+            return Some("handshake timeout");
+        }
+        if c.is_peer() {
+            return None; // peer links have their own timeout (peer_timeout)
+        }
+        if c.out_len() > 0 && since(c.last_drain_at) > self.cfg.send_timeout {
+            return Some("not reading its replies");
+        }
+        let idle = c.slots.is_empty() && c.out_len() == 0 && c.decoder.buffered() == 0;
+        if idle && since(c.last_frame_at) > self.cfg.idle_timeout {
+            return Some("idle timeout");
+        }
+        None
+    }
+}

@@ -348,7 +348,13 @@ fn the_lease_is_cut_to_a_session_timeout_zookeeper_clamped_lower() {
     let secret = common::cluster_secret_file();
     let member = common::ServerProc::start(
         4,
-        &[&zk, "--session-timeout-ms", "30000", "--cluster-secret-file", &secret],
+        &[
+            &zk,
+            "--session-timeout-ms",
+            "30000",
+            "--cluster-secret-file",
+            &secret,
+        ],
     );
     let mut last = None;
     let clamped = common::wait_for(Duration::from_secs(10), || {

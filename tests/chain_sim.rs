@@ -136,7 +136,12 @@ impl Sim {
             f(&mut n.replica);
             let after = n.replica.role();
             if before != after && std::env::var("SIM_DEBUG").is_ok() {
-                eprintln!("{name}: {} -> {} (applied {})", before.name(), after.name(), n.replica.last_applied());
+                eprintln!(
+                    "{name}: {} -> {} (applied {})",
+                    before.name(),
+                    after.name(),
+                    n.replica.last_applied()
+                );
             }
             self.run_actions(name.to_string());
         }
@@ -340,7 +345,10 @@ impl Sim {
                 if std::env::var("SIM_DEBUG").is_ok() {
                     let what = match &body {
                         Body::Update(u) => format!("update {} prev {}", u.seq, u.prev_seq),
-                        Body::Snapshot(c) => format!("snapshot {} first {} last {}", c.snapshot_seq, c.first, c.last),
+                        Body::Snapshot(c) => format!(
+                            "snapshot {} first {} last {}",
+                            c.snapshot_seq, c.first, c.last
+                        ),
                         other => format!("{other:?}"),
                     };
                     eprintln!("{from} -> {to}: {what}");
@@ -358,7 +366,9 @@ impl Sim {
                     let state = |n: &str| self.nodes.get(n).map(|n| format!("{:?}", n.replica));
                     panic!(
                         "stream violation {from} -> {to}: {v}; trace {:?}\nFROM {:?}\nTO {:?}",
-                        self.trace, state(&from), state(&to)
+                        self.trace,
+                        state(&from),
+                        state(&to)
                     );
                 }
             }

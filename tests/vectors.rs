@@ -349,7 +349,9 @@ fn the_peer_handshake_vector_matches_the_implementation() {
         .collect();
     let decode = |name: &str| {
         let bytes = unhex(s(frames[name], "hex"));
-        let (frame, used) = decode_frame(&bytes, PAYLOAD_BYTES_MAX_DEFAULT).unwrap().unwrap();
+        let (frame, used) = decode_frame(&bytes, PAYLOAD_BYTES_MAX_DEFAULT)
+            .unwrap()
+            .unwrap();
         assert_eq!(used, bytes.len(), "{name}");
         frame
     };
@@ -365,8 +367,12 @@ fn the_peer_handshake_vector_matches_the_implementation() {
     let (resp, challenge) = Responder::new(secret, &peer_hello(&hello), bytes32(s(h, "nonce_s")));
     assert_eq!(hex(&challenge.proof), s(h, "proof_successor"));
     let challenge = Message::new(0, Body::PeerChallenge(challenge));
-    assert_eq!(hex(&challenge.to_bytes()), s(frames["peer-challenge"], "hex"));
-    let Body::PeerChallenge(c) = Message::from_frame(&decode("peer-challenge")).unwrap().body else {
+    assert_eq!(
+        hex(&challenge.to_bytes()),
+        s(frames["peer-challenge"], "hex")
+    );
+    let Body::PeerChallenge(c) = Message::from_frame(&decode("peer-challenge")).unwrap().body
+    else {
         panic!("peer-challenge decodes to PEER_CHALLENGE");
     };
     let (proof, mut down) = init.on_challenge(&c).expect("the vector's proof verifies");
@@ -388,8 +394,14 @@ fn the_peer_handshake_vector_matches_the_implementation() {
         expected.encode_sealed(&mut out, sender);
         assert_eq!(hex(&out), s(frames[name], "hex"), "{name}: sealed encoding");
         let mut frame = decode(name);
-        receiver.open(&mut frame).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(Message::from_frame(&frame).unwrap(), expected, "{name}: opened");
+        receiver
+            .open(&mut frame)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            Message::from_frame(&frame).unwrap(),
+            expected,
+            "{name}: opened"
+        );
     }
 }
 

@@ -74,7 +74,13 @@ impl Initiator {
             root: root.to_string(),
             nonce,
         };
-        (Initiator { secret, hello: hello.clone() }, hello)
+        (
+            Initiator {
+                secret,
+                hello: hello.clone(),
+            },
+            hello,
+        )
     }
 
     /// Checks the successor's proof; on success returns our proof (for
@@ -149,10 +155,20 @@ mod tests {
         let (proof, mut down) = init.on_challenge(&challenge).unwrap();
         let mut up = resp.on_proof(&proof).unwrap();
         let tag = down.seal(0x40, 0, 0, b"x");
-        let mut f = Frame { opcode: 0x40, flags: 0, request_id: 0, payload: [&b"x"[..], &tag].concat() };
+        let mut f = Frame {
+            opcode: 0x40,
+            flags: 0,
+            request_id: 0,
+            payload: [&b"x"[..], &tag].concat(),
+        };
         up.open(&mut f).unwrap();
         let tag = up.seal(0x41, 0, 0, b"y");
-        let mut f = Frame { opcode: 0x41, flags: 0, request_id: 0, payload: [&b"y"[..], &tag].concat() };
+        let mut f = Frame {
+            opcode: 0x41,
+            flags: 0,
+            request_id: 0,
+            payload: [&b"y"[..], &tag].concat(),
+        };
         down.open(&mut f).unwrap();
     }
 
@@ -160,7 +176,10 @@ mod tests {
     fn a_fake_successor_is_caught_before_the_predecessor_proves_anything() {
         let (init, hello) = Initiator::new(secret("the real secret!!"), "n1", "n2", "/c", [1; 32]);
         let (_, challenge) = Responder::new(secret("a guessed secret!"), &hello, [2; 32]);
-        assert_eq!(init.on_challenge(&challenge).unwrap_err(), AuthError::BadSuccessorProof);
+        assert_eq!(
+            init.on_challenge(&challenge).unwrap_err(),
+            AuthError::BadSuccessorProof
+        );
     }
 
     #[test]
@@ -168,7 +187,10 @@ mod tests {
         let real = secret("the real secret!!");
         let (_, hello) = Initiator::new(real.clone(), "n1", "n2", "/c", [1; 32]);
         let (resp, _) = Responder::new(real.clone(), &hello, [2; 32]);
-        assert_eq!(resp.on_proof(&[0; 32]).unwrap_err(), AuthError::BadPredecessorProof);
+        assert_eq!(
+            resp.on_proof(&[0; 32]).unwrap_err(),
+            AuthError::BadPredecessorProof
+        );
         // A proof recorded from an earlier handshake (other nonce_s) fails.
         let (init, hello) = Initiator::new(real.clone(), "n1", "n2", "/c", [1; 32]);
         let (_, old_challenge) = Responder::new(real.clone(), &hello, [3; 32]);

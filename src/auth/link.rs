@@ -49,8 +49,21 @@ impl LinkMac {
     }
 
     /// The tag for the next frame sent; advances the send counter.
-    pub fn seal(&mut self, opcode: u8, flags: u16, request_id: u64, body: &[u8]) -> [u8; TAG_BYTES] {
-        let full = digest(self.send.clone(), self.sent, opcode, flags, request_id, body);
+    pub fn seal(
+        &mut self,
+        opcode: u8,
+        flags: u16,
+        request_id: u64,
+        body: &[u8],
+    ) -> [u8; TAG_BYTES] {
+        let full = digest(
+            self.send.clone(),
+            self.sent,
+            opcode,
+            flags,
+            request_id,
+            body,
+        );
         self.sent += 1;
         let mut tag = [0u8; TAG_BYTES];
         tag.copy_from_slice(&full[..TAG_BYTES]);
@@ -65,7 +78,14 @@ impl LinkMac {
             return Err(MacError::Short { len });
         };
         let mut m = self.recv.clone();
-        feed(&mut m, self.received, frame.opcode, frame.flags, frame.request_id, &frame.payload[..body_len]);
+        feed(
+            &mut m,
+            self.received,
+            frame.opcode,
+            frame.flags,
+            frame.request_id,
+            &frame.payload[..body_len],
+        );
         if m.verify_truncated_left(&frame.payload[body_len..]).is_err() {
             return Err(MacError::Mismatch {
                 counter: self.received,
@@ -85,7 +105,14 @@ fn feed(m: &mut HmacSha256, counter: u64, opcode: u8, flags: u16, request_id: u6
     m.update(body);
 }
 
-fn digest(mut m: HmacSha256, counter: u64, opcode: u8, flags: u16, request_id: u64, body: &[u8]) -> [u8; 32] {
+fn digest(
+    mut m: HmacSha256,
+    counter: u64,
+    opcode: u8,
+    flags: u16,
+    request_id: u64,
+    body: &[u8],
+) -> [u8; 32] {
     feed(&mut m, counter, opcode, flags, request_id, body);
     m.finalize().into_bytes().into()
 }
@@ -102,7 +129,12 @@ mod tests {
     fn sealed(m: &mut LinkMac, body: &[u8]) -> Frame {
         let mut payload = body.to_vec();
         payload.extend_from_slice(&m.seal(0x40, 0, 0, body));
-        Frame { opcode: 0x40, flags: 0, request_id: 0, payload }
+        Frame {
+            opcode: 0x40,
+            flags: 0,
+            request_id: 0,
+            payload,
+        }
     }
 
     #[test]
@@ -141,7 +173,12 @@ mod tests {
         // A failed check does not advance the counter.
         up.open(&mut second.clone()).unwrap();
         // Too short to hold a tag.
-        let mut f = Frame { opcode: 0x41, flags: 0, request_id: 0, payload: vec![0; 3] };
+        let mut f = Frame {
+            opcode: 0x41,
+            flags: 0,
+            request_id: 0,
+            payload: vec![0; 3],
+        };
         assert_eq!(up.open(&mut f), Err(MacError::Short { len: 3 }));
     }
 }

@@ -173,7 +173,10 @@ mod tests {
         let good = dir.join("good");
         std::fs::write(&good, b"0123456789abcdef0123\n").unwrap();
         let s = Secret::from_file(&good).unwrap();
-        assert_eq!(s.mac(&[b"x"]), Secret::new(b"0123456789abcdef0123".to_vec()).mac(&[b"x"]));
+        assert_eq!(
+            s.mac(&[b"x"]),
+            Secret::new(b"0123456789abcdef0123".to_vec()).mac(&[b"x"])
+        );
         let short = dir.join("short");
         std::fs::write(&short, b"tooshort\n").unwrap();
         let err = Secret::from_file(&short).unwrap_err().to_string();
@@ -184,7 +187,10 @@ mod tests {
 
     #[test]
     fn hex_round_trips_and_rejects_junk() {
-        assert_eq!(unhex(&hex(&[0, 1, 0xab, 0xff])), Some(vec![0, 1, 0xab, 0xff]));
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("é1"), None);

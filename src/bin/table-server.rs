@@ -81,6 +81,14 @@ struct Args {
     #[arg(long, default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     sent_max: u32,
+    /// Limit: key and value bytes of writes not yet acknowledged by the tail
+    /// (BUSY at the head beyond).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    sent_bytes_max: usize,
+    /// Limit: key and value bytes of writes waiting for the worker (BUSY
+    /// beyond).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    queue_bytes_max: usize,
     /// ZooKeeper session timeout in ms: a member that cannot confirm its
     /// session for this long stops serving (fencing).
     #[arg(long, default_value_t = 1000)]
@@ -141,6 +149,8 @@ fn main() -> ExitCode {
         inflight_max: args.inflight_max.max(1),
         queue_depth_max: args.queue_depth.max(1),
         sent_max: args.sent_max as usize,
+        sent_bytes_max: args.sent_bytes_max.max(1),
+        queue_bytes_max: args.queue_bytes_max.max(1),
         zookeeper: args.zookeeper,
         chain_root: args.chain_root,
         session_timeout: Duration::from_millis(args.session_timeout_ms),

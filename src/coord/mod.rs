@@ -447,7 +447,11 @@ async fn list_members(
     let root = &cfg.root;
     let (mut children, watcher) = client.list_and_watch_children(root).await?;
     if children.len() > CHILDREN_MAX {
-        tracing::warn!(children = children.len(), max = CHILDREN_MAX, "chain root has too many children; reading the first by name");
+        tracing::warn!(
+            children = children.len(),
+            max = CHILDREN_MAX,
+            "chain root has too many children; reading the first by name"
+        );
         children.sort();
         children.truncate(CHILDREN_MAX);
     }

@@ -48,7 +48,13 @@ fn signature(secret: &Secret, root: &str, session: i64, addr: &str) -> [u8; 32] 
     let key = secret.derive("member record");
     crate::auth::hmac_parts(
         &key,
-        &[root.as_bytes(), b"\0", &session.to_be_bytes(), b"\0", addr.as_bytes()],
+        &[
+            root.as_bytes(),
+            b"\0",
+            &session.to_be_bytes(),
+            b"\0",
+            addr.as_bytes(),
+        ],
     )
 }
 
@@ -64,7 +70,10 @@ pub fn parse_member(data: &[u8]) -> Option<MemberRecord> {
     let text = std::str::from_utf8(data).ok()?;
     let text = text.trim_end_matches(['\0', ' ', '\n', '\r']);
     let (addr, signature) = match text.split_once('\n') {
-        Some((addr, sig)) => (addr, Some(unhex(sig.trim().strip_prefix(SIGNATURE_PREFIX)?)?)),
+        Some((addr, sig)) => (
+            addr,
+            Some(unhex(sig.trim().strip_prefix(SIGNATURE_PREFIX)?)?),
+        ),
         None => (text, None),
     };
     let addr = addr.trim_end_matches('\r');
@@ -114,23 +123,47 @@ mod tests {
     fn signed_records_verify_only_for_their_root_session_and_address() {
         let s = Secret::new(b"sixteen+ byte secret".to_vec());
         let rec = sign_member(&s, "/chain", 0x1234, "10.0.0.1:9000");
-        assert_eq!(verify_member(Some(&s), "/chain", 0x1234, &rec).as_deref(), Ok("10.0.0.1:9000"));
-        assert!(verify_member(Some(&s), "/other", 0x1234, &rec).is_err(), "root");
-        assert!(verify_member(Some(&s), "/chain", 0x1235, &rec).is_err(), "session");
+        assert_eq!(
+            verify_member(Some(&s), "/chain", 0x1234, &rec).as_deref(),
+            Ok("10.0.0.1:9000")
+        );
+        assert!(
+            verify_member(Some(&s), "/other", 0x1234, &rec).is_err(),
+            "root"
+        );
+        assert!(
+            verify_member(Some(&s), "/chain", 0x1235, &rec).is_err(),
+            "session"
+        );
         let other = Secret::new(b"another secret!!!".to_vec());
-        assert!(verify_member(Some(&other), "/chain", 0x1234, &rec).is_err(), "secret");
+        assert!(
+            verify_member(Some(&other), "/chain", 0x1234, &rec).is_err(),
+            "secret"
+        );
         let mut forged = String::from_utf8(rec.clone()).unwrap();
         forged = forged.replace("10.0.0.1", "10.6.6.6");
-        assert!(verify_member(Some(&s), "/chain", 0x1234, forged.as_bytes()).is_err(), "address");
-        assert_eq!(verify_member(Some(&s), "/chain", 0x1234, b"10.0.0.1:9000"), Err("unsigned record"));
+        assert!(
+            verify_member(Some(&s), "/chain", 0x1234, forged.as_bytes()).is_err(),
+            "address"
+        );
+        assert_eq!(
+            verify_member(Some(&s), "/chain", 0x1234, b"10.0.0.1:9000"),
+            Err("unsigned record")
+        );
     }
 
     #[test]
     fn without_a_secret_any_well_formed_record_is_taken() {
-        assert_eq!(verify_member(None, "/c", 1, b"127.0.0.1:9001\0\0").as_deref(), Ok("127.0.0.1:9001"));
+        assert_eq!(
+            verify_member(None, "/c", 1, b"127.0.0.1:9001\0\0").as_deref(),
+            Ok("127.0.0.1:9001")
+        );
         let s = Secret::new(b"sixteen+ byte secret".to_vec());
         let rec = sign_member(&s, "/c", 1, "127.0.0.1:9001");
-        assert_eq!(verify_member(None, "/c", 1, &rec).as_deref(), Ok("127.0.0.1:9001"));
+        assert_eq!(
+            verify_member(None, "/c", 1, &rec).as_deref(),
+            Ok("127.0.0.1:9001")
+        );
         assert!(verify_member(None, "/c", 1, b"").is_err());
         assert!(verify_member(None, "/c", 1, &[0xff, 0xfe]).is_err());
     }

@@ -35,6 +35,9 @@ use std::collections::VecDeque;
 /// at this value) are never reused for another write.
 pub const HEAD_TAKEOVER_SEQ_GAP: u64 = 1 << 20;
 
+/// Default bound on the key and value bytes in Sent (unacknowledged writes).
+pub const SENT_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+
 /// Highest sequence number a head assigns (and a member accepts): far
 /// beyond any real history (2^62 writes), and low enough that `seq +
 /// HEAD_TAKEOVER_SEQ_GAP` can never wrap a `u64`.
@@ -189,6 +192,8 @@ pub struct Replica {
     snapshot_chunk_entries: usize,
     /// A snapshot being streamed to a joining successor.
     outgoing: Option<OutgoingSnapshot>,
+    /// Key and value bytes Sent may hold before the head answers BUSY.
+    sent_bytes_max: usize,
     /// Ranges of ids skipped by head takeovers in this member's history,
     /// oldest first, at most [`SNAPSHOT_GAPS_MAX`]: VERIFY must not call a
     /// write executed because a later id was.
@@ -248,6 +253,7 @@ impl Replica {
             actions: VecDeque::new(),
             snapshot_chunk_entries: 4096,
             outgoing: None,
+            sent_bytes_max: SENT_BYTES_MAX_DEFAULT,
             gaps: VecDeque::new(),
             verify_floor: 0,
         }
@@ -332,6 +338,11 @@ impl Replica {
             gaps: Vec::new(),
             entries: Vec::new(),
         }));
+    }
+
+    /// Key and value bytes Sent may hold before the head answers BUSY.
+    pub fn set_sent_bytes_max(&mut self, bytes: usize) {
+        self.sent_bytes_max = bytes.max(1);
     }
 
     /// How many entries go in one SNAPSHOT chunk.
@@ -478,7 +489,9 @@ impl Replica {
         }
         // Sent holds applied-but-unacknowledged writes; queued ones will
         // join it. Bounding both bounds the head's memory.
-        if self.sent.len() + self.unapplied >= self.sent.capacity() {
+        if self.sent.len() + self.unapplied >= self.sent.capacity()
+            || self.sent.bytes() >= self.sent_bytes_max
+        {
             return refuse(ErrorCode::Busy, None);
         }
         Ok(())
@@ -629,7 +642,13 @@ impl Replica {
         }
     }
 
-    fn push_chunk(&mut self, seq: u64, flags: (bool, bool), gaps: Vec<SeqGap>, entries: Vec<Entry>) {
+    fn push_chunk(
+        &mut self,
+        seq: u64,
+        flags: (bool, bool),
+        gaps: Vec<SeqGap>,
+        entries: Vec<Entry>,
+    ) {
         let chunk = SnapshotChunk {
             snapshot_seq: seq,
             first: flags.0,
@@ -659,15 +678,18 @@ impl Replica {
             }
         }
         let (seq, prev_seq) = (update.seq, update.prev_seq);
-        let step_ok = seq > prev_seq
-            && seq <= SEQ_MAX
-            && seq - prev_seq <= HEAD_TAKEOVER_SEQ_GAP + 1;
+        let step_ok =
+            seq > prev_seq && seq <= SEQ_MAX && seq - prev_seq <= HEAD_TAKEOVER_SEQ_GAP + 1;
         if !step_ok {
             return Err(StreamViolation::BadStep { seq, prev_seq });
         }
         if prev_seq != self.last_queued {
             let last = self.last_queued;
-            return Err(StreamViolation::NotNext { seq, prev_seq, last });
+            return Err(StreamViolation::NotNext {
+                seq,
+                prev_seq,
+                last,
+            });
         }
         self.last_queued = seq;
         self.queue_apply(update);

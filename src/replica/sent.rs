@@ -3,6 +3,8 @@
 //! a member resends when its successor changes.
 
 use crate::wire::Update;
+#[cfg(doc)]
+use crate::wire::WriteOp;
 use std::collections::VecDeque;
 
 /// Sent updates in sequence order, bounded by `capacity`. The head refuses
@@ -12,6 +14,8 @@ use std::collections::VecDeque;
 pub struct SentList {
     updates: VecDeque<Update>,
     capacity: usize,
+    /// Key and value bytes held (see [`WriteOp::held_bytes`]).
+    bytes: usize,
 }
 
 impl SentList {
@@ -19,6 +23,7 @@ impl SentList {
         SentList {
             updates: VecDeque::new(),
             capacity: capacity.max(1),
+            bytes: 0,
         }
     }
 
@@ -34,16 +39,24 @@ impl SentList {
         self.updates.is_empty()
     }
 
+    /// Key and value bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Appends an update; sequence numbers must increase.
     pub fn push(&mut self, update: Update) {
         debug_assert!(self.updates.back().is_none_or(|u| u.seq < update.seq));
+        self.bytes += update.op.held_bytes();
         self.updates.push_back(update);
     }
 
     /// Drops every update with `seq <= through` (acknowledged by the tail).
     pub fn trim_through(&mut self, through: u64) {
         while self.updates.front().is_some_and(|u| u.seq <= through) {
-            self.updates.pop_front();
+            if let Some(u) = self.updates.pop_front() {
+                self.bytes -= u.op.held_bytes();
+            }
         }
     }
 

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     pub queue_depth_max: usize,
     /// Most unacknowledged writes in the chain (BUSY at the head beyond).
     pub sent_max: usize,
+    /// Key and value bytes of unacknowledged writes (BUSY at the head beyond).
+    pub sent_bytes_max: usize,
+    /// Key and value bytes of writes waiting for the worker (BUSY beyond).
+    pub queue_bytes_max: usize,
     /// Listen backlog.
     pub backlog: i32,
     /// Chain mode: ZooKeeper `host:port` and the chain's root path.
@@ -80,6 +84,8 @@ impl Default for ServerConfig {
             inflight_max: 4096,
             queue_depth_max: 65_536,
             sent_max: 65_536,
+            sent_bytes_max: crate::replica::SENT_BYTES_MAX_DEFAULT,
+            queue_bytes_max: 32 * 1024 * 1024,
             backlog: 1024,
             zookeeper: None,
             chain_root: "/chain".into(),

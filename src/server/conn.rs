@@ -31,7 +31,10 @@ pub enum Kind {
         node: String,
     },
     /// Our successor, which we dialled.
-    Successor { node: String, stage: Stage },
+    Successor {
+        node: String,
+        stage: Stage,
+    },
 }
 
 /// How far the handshake with a successor we dialled has got.
@@ -197,7 +200,10 @@ impl Conn {
     /// the bytes read through `bytes_in`.
     pub fn read_some(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
         loop {
-            let room = self.decoder.bytes_max().saturating_sub(self.decoder.buffered());
+            let room = self
+                .decoder
+                .bytes_max()
+                .saturating_sub(self.decoder.buffered());
             if room == 0 {
                 return ReadOutcome::Open;
             }
@@ -271,6 +277,15 @@ impl Conn {
             }
             self.slots.pop_front();
         }
+    }
+
+    /// Whether [`Conn::flush_slots`] would move something now.
+    pub fn slots_flushable(&self, out_bytes_max: usize) -> bool {
+        self.out_len() <= out_bytes_max
+            && self
+                .slots
+                .front()
+                .is_some_and(|s| !matches!(s, Slot::Write { .. }))
     }
 
     /// Fills the first waiting write slot with `request_id`.

@@ -91,6 +91,7 @@ impl Server {
                 if self.replica.name().is_empty() {
                     let mut r = Replica::chain_member(name, self.cfg.sent_max);
                     r.set_snapshot_chunk_entries(self.cfg.snapshot_chunk_entries);
+                    r.set_sent_bytes_max(self.cfg.sent_bytes_max);
                     self.replica = r;
                 } else {
                     self.replica.rejoin(name);

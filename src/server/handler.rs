@@ -46,6 +46,17 @@ impl Server {
     }
 
     fn process_frames_untimed(&mut self, conn: &mut Conn) {
+        // Replies queued here count against the server-wide budget at once,
+        // so the connections served later in this iteration see them.
+        let queued_before = conn.queued_bytes();
+        self.process_frames_counted(conn);
+        let grown = conn.queued_bytes().saturating_sub(queued_before);
+        if !conn.is_peer() {
+            self.client_buffer_bytes += grown;
+        }
+    }
+
+    fn process_frames_counted(&mut self, conn: &mut Conn) {
         while self.wants_read(conn) {
             match conn.decoder.next_frame() {
                 Ok(Some(frame)) => {
@@ -77,7 +88,12 @@ impl Server {
                 return;
             }
         }
-        tracing::debug!(conn = conn.id, request_id = frame.request_id, opcode = frame.opcode, "frame");
+        tracing::debug!(
+            conn = conn.id,
+            request_id = frame.request_id,
+            opcode = frame.opcode,
+            "frame"
+        );
         match &conn.kind {
             Kind::AwaitHello => self.await_hello(conn, frame),
             Kind::Client => self.client_frame(conn, frame),
@@ -94,7 +110,11 @@ impl Server {
             Ok(m) => Some(m),
             Err(e) => {
                 self.counters.errors_sent += 1;
-                conn.reply(&error(frame.request_id, decode_error_code(&e), e.to_string()));
+                conn.reply(&error(
+                    frame.request_id,
+                    decode_error_code(&e),
+                    e.to_string(),
+                ));
                 None
             }
         }
@@ -116,7 +136,10 @@ impl Server {
             _ if conn.peer_only => {
                 // Admitted into a slot reserved for peers: nothing else.
                 self.counters.connections_refused += 1;
-                let why = format!("server is at its limit of {} connections", self.cfg.connections_max);
+                let why = format!(
+                    "server is at its limit of {} connections",
+                    self.cfg.connections_max
+                );
                 conn.fail(ErrorCode::TooManyConnections, why, self.now);
             }
             op::HELLO => {
@@ -152,7 +175,8 @@ impl Server {
         match h.role {
             PeerRole::Client => {
                 conn.kind = Kind::Client;
-                conn.decoder.set_payload_bytes_max(self.cfg.payload_bytes_max);
+                conn.decoder
+                    .set_payload_bytes_max(self.cfg.payload_bytes_max);
                 conn.reply(&self.hello_ok(request_id));
             }
             PeerRole::Peer => {

@@ -14,11 +14,13 @@
 //!   [`CLOSING_GRACE`] to take what it is owed.
 //! - **Memory.** A client's requests are not read while more than
 //!   `output_bytes_max` of replies are queued for it (backpressure: an
-//!   honest pipelining reader slows down, it is not cut off), nor while all
-//!   clients' buffers together exceed `buffer_budget_bytes` (then only a
-//!   connection already in the middle of a frame may finish it). So the
-//!   server's buffers stay under the budget plus, per connection, one
-//!   frame being received and one reply being sent.
+//!   honest pipelining reader slows down, it is not cut off). While all
+//!   clients' buffers together exceed `buffer_budget_bytes`, a connection
+//!   with replies still queued gets nothing more read (one with none may
+//!   still send a request, and a frame already begun may be finished). So
+//!   the server's buffers stay under the budget plus one client's
+//!   `output_bytes_max` plus, per connection actually reading its
+//!   replies, one frame in and one reply out.
 //! - **File descriptors.** EMFILE/ENFILE on accept pause accepting for
 //!   [`ACCEPT_BACKOFF`] (the listener is left out of `poll`, so the loop
 //!   does not spin) and are logged once per [`ACCEPT_LOG_INTERVAL`].
@@ -46,9 +48,13 @@ impl Server {
         if c.queued_bytes() > self.cfg.output_bytes_max {
             return false;
         }
-        // Over the server-wide budget only a frame already begun may be
-        // completed (it was admitted before; refusing it would deadlock).
-        self.client_buffer_bytes <= self.cfg.buffer_budget_bytes || c.decoder.buffered() > 0
+        // Over the server-wide budget, the connections holding replies wait
+        // for them to drain; one with nothing queued may still be served
+        // (so light clients are not starved by heavy ones), and a frame
+        // already begun may be completed (refusing it could deadlock).
+        self.client_buffer_bytes <= self.cfg.buffer_budget_bytes
+            || c.queued_bytes() == 0
+            || c.decoder.buffered() > 0 && !c.decoder.frame_ready()
     }
 
     /// Reply bytes queued plus buffer memory of every client connection.
@@ -106,7 +112,10 @@ impl Server {
         } else {
             self.counters.connections_refused += 1;
             tracing::info!(peer = %conn.peer, "refused: too many connections");
-            let why = format!("server is at its limit of {} connections", self.cfg.connections_max);
+            let why = format!(
+                "server is at its limit of {} connections",
+                self.cfg.connections_max
+            );
             conn.fail(ErrorCode::TooManyConnections, why, self.now);
             let _ = conn.write_some(&mut self.counters.bytes_out, self.now);
             return;
@@ -137,7 +146,9 @@ impl Server {
         self.counters.accept_errors += 1;
         let out_of_fds = matches!(
             e.raw_os_error(),
-            Some(nix::libc::EMFILE) | Some(nix::libc::ENFILE) | Some(nix::libc::ENOMEM)
+            Some(nix::libc::EMFILE)
+                | Some(nix::libc::ENFILE)
+                | Some(nix::libc::ENOMEM)
                 | Some(nix::libc::ENOBUFS)
         );
         // Keep serving the connections we have; stop polling the listener
@@ -190,6 +201,12 @@ impl Server {
         if c.is_peer() {
             return None; // peer links have their own timeout (peer_timeout)
         }
+        tracing::trace!(
+            conn = c.id,
+            out = c.out_len(),
+            drained_ms = since(c.last_drain_at).as_millis() as u64,
+            "sweep"
+        );
         if c.out_len() > 0 && since(c.last_drain_at) > self.cfg.send_timeout {
             return Some("not reading its replies");
         }

@@ -163,7 +163,7 @@ impl Server {
             ));
         }
         let table = Arc::new(Table::new(cfg.n_lists));
-        let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max));
+        let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max, cfg.queue_bytes_max));
         let completions = Arc::new(Completions::new(wake.clone()));
         let worker = worker::spawn(
             table.clone(),
@@ -193,6 +193,7 @@ impl Server {
             }
         };
         replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
+        replica.set_sent_bytes_max(cfg.sent_bytes_max);
         let session_timeout = cfg.session_timeout;
         Ok(Server {
             cfg,
@@ -510,6 +511,13 @@ impl Server {
                 self.close(conn, "closed after error");
                 continue;
             }
+            // Requests already buffered that were held back (output over
+            // budget, inflight limit) and may go now: no socket event will
+            // come for them, so come back next round.
+            let held_frames = conn.decoder.frame_ready() && self.wants_read(&conn);
+            if held_frames || conn.slots_flushable(budget) {
+                self.dirty.push(id);
+            }
             conn.shrink_idle_buffers();
             self.conns.insert(id, conn);
         }
@@ -621,7 +629,11 @@ impl Server {
                 conn.flush_slots(usize::MAX, |m| self.eval_read(m));
                 if !conn.is_peer() {
                     let now = self.now;
-                    conn.fail(crate::wire::ErrorCode::ShuttingDown, "server shutting down", now);
+                    conn.fail(
+                        crate::wire::ErrorCode::ShuttingDown,
+                        "server shutting down",
+                        now,
+                    );
                     conn.flush_slots(usize::MAX, |m| self.eval_read(m));
                 }
                 let _ = conn.stream.set_nonblocking(false);

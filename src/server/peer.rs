@@ -55,7 +55,13 @@ impl Server {
             return;
         };
         let proof = match (frame.opcode, Message::from_frame(&frame)) {
-            (op::PEER_PROOF, Ok(Message { body: Body::PeerProof { proof }, .. })) => proof,
+            (
+                op::PEER_PROOF,
+                Ok(Message {
+                    body: Body::PeerProof { proof },
+                    ..
+                }),
+            ) => proof,
             _ => return self.refuse_peer(conn, "expected PEER_PROOF"),
         };
         let from = from.clone();
@@ -71,7 +77,8 @@ impl Server {
         tracing::info!(conn = conn.id, node = %from, "predecessor authenticated");
         conn.mac = Some(mac);
         conn.kind = Kind::Predecessor { node: from };
-        conn.decoder.set_payload_bytes_max(self.cfg.payload_bytes_max);
+        conn.decoder
+            .set_payload_bytes_max(self.cfg.payload_bytes_max);
         conn.send(&self.hello_ok(0));
     }
 
@@ -91,7 +98,10 @@ impl Server {
             Body::Snapshot(chunk) => self.replica.handle_snapshot_chunk(chunk),
             Body::Handoff { seq } => self.replica.handle_handoff(seq),
             other => {
-                let why = format!("unexpected opcode 0x{:02x} from the predecessor", other.opcode());
+                let why = format!(
+                    "unexpected opcode 0x{:02x} from the predecessor",
+                    other.opcode()
+                );
                 self.drop_peer(conn, &why);
             }
         }
@@ -130,7 +140,12 @@ impl Server {
                 }
             }
             (Stage::Proved, Body::HelloOk(h)) => {
-                tracing::info!(conn = conn.id, role = h.role.name(), last_seq = h.last_seq, "successor ready");
+                tracing::info!(
+                    conn = conn.id,
+                    role = h.role.name(),
+                    last_seq = h.last_seq,
+                    "successor ready"
+                );
                 if let Kind::Successor { stage, .. } = &mut conn.kind {
                     *stage = Stage::Ready;
                 }
@@ -138,7 +153,10 @@ impl Server {
             }
             (Stage::Ready, Body::Ack { seq }) => self.replica.handle_ack(seq),
             (_, other) => {
-                let why = format!("unexpected opcode 0x{:02x} from the successor", other.opcode());
+                let why = format!(
+                    "unexpected opcode 0x{:02x} from the successor",
+                    other.opcode()
+                );
                 self.drop_peer(conn, &why);
             }
         }
@@ -154,7 +172,11 @@ impl Server {
     /// The first frame on a link we dial: PEER_HELLO, and the handshake
     /// state that checks the answer.
     pub(super) fn open_handshake(&self, member: &Member) -> (Stage, Message) {
-        let secret = self.cfg.secret.clone().unwrap_or_else(crate::auth::Secret::insecure);
+        let secret = self
+            .cfg
+            .secret
+            .clone()
+            .unwrap_or_else(crate::auth::Secret::insecure);
         let (init, hello) = Initiator::new(
             secret,
             self.replica.name(),

@@ -20,6 +20,15 @@ pub enum Task {
     Install(SnapshotChunk),
 }
 
+impl Task {
+    fn held_bytes(&self) -> usize {
+        match self {
+            Task::Apply(u) => u.op.held_bytes(),
+            _ => 0,
+        }
+    }
+}
+
 /// What the worker reports back, in task order.
 #[derive(Debug)]
 pub enum Completion {
@@ -31,6 +40,8 @@ pub enum Completion {
 #[derive(Debug)]
 struct Queue<T> {
     items: VecDeque<T>,
+    /// Key and value bytes of the writes queued.
+    bytes: usize,
     closed: bool,
 }
 
@@ -45,17 +56,20 @@ pub struct TaskQueue {
     inner: Mutex<Queue<Task>>,
     cond: Condvar,
     depth_max: usize,
+    bytes_max: usize,
 }
 
 impl TaskQueue {
-    pub fn new(depth_max: usize) -> Self {
+    pub fn new(depth_max: usize, bytes_max: usize) -> Self {
         TaskQueue {
             inner: Mutex::new(Queue {
                 items: VecDeque::new(),
+                bytes: 0,
                 closed: false,
             }),
             cond: Condvar::new(),
             depth_max: depth_max.max(1),
+            bytes_max: bytes_max.max(1),
         }
     }
 
@@ -66,7 +80,8 @@ impl TaskQueue {
     /// Whether `pending` more writes may be queued now (backpressure, not
     /// growth).
     pub fn has_room(&self, pending: usize) -> bool {
-        self.depth() + pending < self.depth_max
+        let q = lock(&self.inner);
+        q.items.len() + pending < self.depth_max && q.bytes < self.bytes_max
     }
 
     /// Queues several tasks under one lock and one wake-up. Client writes
@@ -77,7 +92,11 @@ impl TaskQueue {
         if tasks.is_empty() {
             return;
         }
-        lock(&self.inner).items.extend(tasks);
+        let bytes: usize = tasks.iter().map(Task::held_bytes).sum();
+        let mut q = lock(&self.inner);
+        q.bytes += bytes;
+        q.items.extend(tasks);
+        drop(q);
         self.cond.notify_one();
     }
 
@@ -91,6 +110,7 @@ impl TaskQueue {
         let mut q = lock(&self.inner);
         loop {
             if let Some(task) = q.items.pop_front() {
+                q.bytes -= task.held_bytes();
                 return Some(task);
             }
             if q.closed {

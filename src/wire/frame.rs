@@ -197,6 +197,20 @@ impl FrameDecoder {
         }
     }
 
+    /// Whether a whole frame (or a stream error) is buffered: taking it out
+    /// needs no more bytes from the socket.
+    pub fn frame_ready(&self) -> bool {
+        let buf = &self.buf[self.start..];
+        if self.failed.is_some() || buf.len() >= 2 && buf[..2] != MAGIC.to_be_bytes() {
+            return true;
+        }
+        if buf.len() < HEADER_BYTES {
+            return buf.len() >= 3 && buf[2] != PROTOCOL_VERSION;
+        }
+        let len = BigEndian::read_u32(&buf[16..20]) as usize;
+        len > self.payload_bytes_max || buf.len() >= HEADER_BYTES + len
+    }
+
     /// The opcode of the frame at the front, once its header is buffered
     /// (lets a receiver refuse a frame by type before buffering it all).
     pub fn peek_opcode(&self) -> Option<u8> {

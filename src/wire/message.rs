@@ -162,10 +162,27 @@ pub struct Update {
 /// Sequence numbers `first..=last` that are not in a member's history: a
 /// new head skipped them (see `HEAD_TAKEOVER_SEQ_GAP`). VERIFY answers
 /// unknown for them, whatever the head that failed had promised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqGap {
     pub first: u64,
     pub last: u64,
+}
+
+impl<'a> Arbitrary<'a> for SeqGap {
+    /// Only well-formed gaps (`first <= last`), as a receiver accepts.
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let first = u64::arbitrary(u)?;
+        let len = u64::arbitrary(u)?;
+        Ok(SeqGap {
+            first,
+            last: first.saturating_add(len),
+        })
+    }
+}
+
+fn arbitrary_gaps(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<SeqGap>> {
+    let n = u.int_in_range(0..=8)?;
+    (0..n).map(|_| SeqGap::arbitrary(u)).collect()
 }
 
 impl SeqGap {
@@ -222,6 +239,17 @@ pub enum WriteOp {
     Del { key: Key },
 }
 
+impl WriteOp {
+    /// Bytes of key and value this write holds in memory while queued
+    /// (what byte bounds on queues count).
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            WriteOp::Put { key, value } => key.as_bytes().len() + value.len(),
+            WriteOp::Del { key } => key.as_bytes().len(),
+        }
+    }
+}
+
 /// One piece of a state transfer to a joining member.
 #[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
 pub struct SnapshotChunk {
@@ -233,6 +261,7 @@ pub struct SnapshotChunk {
     pub last: bool,
     /// The gaps in the history up to `snapshot_seq` (FIRST chunk only;
     /// empty in the others).
+    #[arbitrary(with = arbitrary_gaps)]
     pub gaps: Vec<SeqGap>,
     pub entries: Vec<Entry>,
 }

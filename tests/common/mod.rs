@@ -63,6 +63,18 @@ fn ephemeral_range_start() -> Option<u16> {
     range.split_whitespace().next()?.parse().ok()
 }
 
+/// A client's HELLO (request id 1).
+pub fn client_hello() -> Message {
+    Message::new(
+        1,
+        Body::Hello(Hello {
+            role: PeerRole::Client,
+            features: 0,
+            node: String::new(),
+        }),
+    )
+}
+
 /// The cluster secret every test chain shares (what an operator would
 /// generate with `head -c 32 /dev/urandom | base64`).
 pub const TEST_SECRET: &str = "test-cluster-secret-0123456789abcdef";
@@ -257,14 +269,7 @@ impl Raw {
     /// Connects and completes the handshake.
     pub fn hello(addr: &str) -> Raw {
         let mut r = Raw::connect(addr);
-        r.send(&Message::new(
-            1,
-            Body::Hello(Hello {
-                role: PeerRole::Client,
-                features: 0,
-                node: String::new(),
-            }),
-        ));
+        r.send(&client_hello());
         let reply = r.recv().expect("HELLO_OK");
         assert!(matches!(reply.body, Body::HelloOk(_)), "{reply:?}");
         r

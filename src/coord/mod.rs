@@ -18,7 +18,7 @@
 
 mod zk_auth;
 
-pub use zk_auth::{sign_member, verify_member, MemberRecord};
+pub use zk_auth::{digest_credentials, sign_member, verify_member, MemberRecord, DIGEST_USER};
 
 use crate::auth::Secret;
 use crate::replica::Member;
@@ -465,6 +465,12 @@ async fn list_members(
                 continue;
             }
             Err(zk::Error::NoNode) => continue, // left between list and read
+            Err(zk::Error::NoAuth) => {
+                // A node we may not read is not a member (members make
+                // theirs world-readable); it must not hide the others.
+                tracing::warn!(node = %child, "ignoring an unreadable child of the chain root");
+                continue;
+            }
             Err(e) => return Err(e),
         };
         match verify_member(cfg.real_secret(), root, owner, &data) {

@@ -1,0 +1,424 @@
+//! Scenario: an outsider attacks a 3-member chain started as the README
+//! says (with a cluster secret): it forges peer handshakes and replication
+//! frames, and tries to rewrite the chain's ZooKeeper nodes. Every attack
+//! must fail without costing the chain its writes, its order or its
+//! speed. Also: a member whose node is deleted comes back, and VERIFY
+//! never calls a write executed that the surviving history lacks.
+
+mod common;
+
+use chaintable::auth::random_nonce;
+use chaintable::serialize::Key;
+use chaintable::wire::{Body, ErrorCode, Hello, Message, OpState, PeerHello, PeerRole};
+use chaintable::wire::{Update, WriteMode, WriteOp};
+use common::chain::{stat_text, Chain};
+use common::Raw;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+fn error_code(m: &Message) -> Option<ErrorCode> {
+    match &m.body {
+        Body::Error(e) => e.error_code(),
+        _ => None,
+    }
+}
+
+fn key(s: &str) -> Key {
+    Key::new(s.as_bytes()).unwrap()
+}
+
+/// Name of the member listed as `field` ("predecessor"/"successor") by `addr`.
+fn neighbour_name(addr: &str, field: &str) -> String {
+    let text = stat_text(addr, field).expect("STATS answers");
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Sync writes per second through the chain over `secs`.
+fn write_rate(chain: &Chain, prefix: &str, secs: u64) -> f64 {
+    let mut c = chain.client();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let k = format!("{prefix}-{}", n % 50);
+        c.call(Body::Put {
+            key: key(&k),
+            value: n.to_be_bytes().to_vec(),
+            mode: WriteMode::Sync,
+        })
+        .expect("write during the attack");
+        n += 1;
+    }
+    c.close();
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One forged attempt at becoming `target`'s predecessor `pred`: the old
+/// HELLO(peer), then PEER_HELLO with a made-up proof, then an UPDATE as if
+/// the handshake had worked. Returns what the target answered.
+fn forge_predecessor(
+    target: &str,
+    target_name: &str,
+    pred: &str,
+) -> (Option<ErrorCode>, bool, bool) {
+    let mut r = Raw::connect(target);
+    r.send(&Message::new(
+        1,
+        Body::Hello(Hello {
+            role: PeerRole::Peer,
+            features: 0,
+            node: pred.to_string(),
+        }),
+    ));
+    let old_hello = r.recv().as_ref().and_then(error_code);
+    let mut r = Raw::connect(target);
+    r.send(&Message::new(
+        0,
+        Body::PeerHello(PeerHello {
+            from: pred.to_string(),
+            to: target_name.to_string(),
+            root: "/chain".into(),
+            nonce: random_nonce(),
+        }),
+    ));
+    let challenged = matches!(r.recv().map(|m| m.body), Some(Body::PeerChallenge(_)));
+    r.send(&Message::new(0, Body::PeerProof { proof: [0x5a; 32] }));
+    r.send(&Message::new(
+        0,
+        Body::Update(Update {
+            seq: 1 << 40,
+            prev_seq: 0,
+            op: WriteOp::Put {
+                key: key("injected"),
+                value: b"evil".to_vec(),
+            },
+        }),
+    ));
+    let closed = r.closed_within(Duration::from_secs(3));
+    (old_hello, challenged, closed)
+}
+
+#[test]
+fn forged_peer_handshakes_neither_replace_a_link_nor_inject_nor_slow_the_chain() {
+    let chain = Chain::start(3, &[]);
+    let tail = chain.member(2).addr();
+    let tail_name = stat_text(&tail, "node").unwrap();
+    let pred = neighbour_name(&tail, "predecessor");
+    let baseline = write_rate(&chain, "base", 2);
+    // Attack the tail in a loop while writes go on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let attacker = {
+        let (stop, attempts) = (stop.clone(), attempts.clone());
+        let (tail, tail_name, pred) = (tail.clone(), tail_name.clone(), pred.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let (old, challenged, closed) = forge_predecessor(&tail, &tail_name, &pred);
+                assert_eq!(old, Some(ErrorCode::Unavailable), "HELLO(peer) is refused");
+                assert!(challenged, "a plausible PEER_HELLO gets a challenge");
+                assert!(closed, "a wrong proof closes the connection");
+                attempts.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let during = write_rate(&chain, "attack", 3);
+    stop.store(true, Ordering::SeqCst);
+    attacker.join().expect("attacker thread");
+    let n = attempts.load(Ordering::SeqCst);
+    eprintln!("sync writes/s: {baseline:.0} before, {during:.0} during {n} forged handshakes");
+    assert!(n >= 10, "the attack barely ran");
+    assert!(
+        during >= baseline * 0.5,
+        "{during:.0} writes/s vs {baseline:.0}"
+    );
+    // The real link was never replaced, and nothing was injected.
+    assert_eq!(neighbour_name(&tail, "predecessor"), pred);
+    let failures: u64 = stat_text(&tail, "peer_auth_failures")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        failures >= n,
+        "{failures} failures counted for {n} attempts"
+    );
+    chain.converged_digest().expect("members agree");
+    for addr in chain.addrs() {
+        let t = common::chain::table_of(&addr).expect("table");
+        assert!(
+            !t.contains_key(&b"injected"[..]),
+            "{addr} holds the injected key"
+        );
+    }
+}
+
+#[test]
+fn replication_frames_from_a_client_connection_are_refused_by_opcode() {
+    let chain = Chain::start(3, &[]);
+    let mut c = chain.client();
+    c.call(Body::Put {
+        key: key("a"),
+        value: b"1".to_vec(),
+        mode: WriteMode::Sync,
+    })
+    .unwrap();
+    let tail = chain.member(2).addr();
+    let last: u64 = stat_text(&tail, "last_applied").unwrap().parse().unwrap();
+    for addr in chain.addrs() {
+        let mut r = Raw::hello(&addr);
+        let forged = Update {
+            seq: last + 1,
+            prev_seq: last,
+            op: WriteOp::Put {
+                key: key("injected"),
+                value: b"evil".to_vec(),
+            },
+        };
+        r.send(&Message::new(9, Body::Update(forged)));
+        r.send(&Message::new(10, Body::Ack { seq: u64::MAX }));
+        assert_eq!(
+            r.recv().as_ref().and_then(error_code),
+            Some(ErrorCode::UnknownOpcode)
+        );
+        assert_eq!(
+            r.recv().as_ref().and_then(error_code),
+            Some(ErrorCode::UnknownOpcode)
+        );
+    }
+    // The next real write gets the next id and is at the tail.
+    let (reply, _) = c
+        .call(Body::Put {
+            key: key("b"),
+            value: b"2".to_vec(),
+            mode: WriteMode::Sync,
+        })
+        .unwrap();
+    let Body::PutOk(w) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(w.op_id, last + 1);
+    chain.converged_digest().expect("members agree");
+    let t = common::chain::table_of(&tail).unwrap();
+    assert!(!t.contains_key(&b"injected"[..]));
+    assert_eq!(t.get(&b"b"[..]).map(|(v, _)| *v), Some(last + 1));
+    c.close();
+}
+
+async fn zk_client(addr: &str, login: Option<&[u8]>) -> zk::Client {
+    let mut c = zk::Client::connector().with_session_timeout(Duration::from_secs(5));
+    if let Some(auth) = login {
+        c = c.with_auth("digest", auth);
+    }
+    c.connect(addr).await.expect("ZooKeeper connects")
+}
+
+fn members_in_zk(zk_addr: &str) -> Vec<String> {
+    smol::block_on(async {
+        let c = zk_client(zk_addr, None).await;
+        let (mut children, _) = c.get_children("/chain").await.expect("anyone may read");
+        children.sort();
+        children
+    })
+}
+
+#[test]
+fn an_outsider_can_read_but_not_write_the_chain_in_zookeeper() {
+    let chain = Chain::start(3, &[]);
+    let zk_addr = chain.zk.addr();
+    let before = members_in_zk(&zk_addr);
+    assert_eq!(before.len(), 3);
+    let tail_node = format!("/chain/{}", before[2]);
+    smol::block_on(async {
+        let c = zk_client(&zk_addr, None).await;
+        let open = zk::Acls::anyone_all();
+        let persistent = zk::CreateMode::Persistent.with_acls(open);
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(open);
+        let fake = b"127.0.0.1:1".as_slice();
+        let denied = |r: Result<(), zk::Error>, what: &str| {
+            assert!(matches!(r, Err(zk::Error::NoAuth)), "{what}: {r:?}");
+        };
+        denied(
+            c.create("/chain/node9999999999", fake, &persistent)
+                .await
+                .map(|_| ()),
+            "create persistent",
+        );
+        denied(
+            c.create("/chain/node0000000000", fake, &ephemeral)
+                .await
+                .map(|_| ()),
+            "create ephemeral",
+        );
+        denied(c.delete(&tail_node, None).await, "delete a member");
+        denied(
+            c.set_data(&tail_node, fake, None).await.map(|_| ()),
+            "setData on a member",
+        );
+        denied(
+            c.set_acl("/chain", &open, None).await.map(|_| ()),
+            "setACL on the root",
+        );
+        // Reading is allowed: clients need nothing to find the chain.
+        let (data, stat) = c.get_data(&tail_node).await.expect("read a member");
+        assert!(stat.ephemeral_owner != 0);
+        assert!(
+            String::from_utf8_lossy(&data).contains("hmac-sha256:"),
+            "member records are signed"
+        );
+    });
+    assert_eq!(members_in_zk(&zk_addr), before);
+    assert_eq!(chain.roles(), ["head", "middle", "tail"]);
+}
+
+/// Someone holding the cluster's ZooKeeper login (or a ZooKeeper whose
+/// ACLs were loosened by hand) adds world-readable nodes: members ignore
+/// persistent and unsigned children, clients ignore persistent ones.
+/// (Clients cannot check signatures without the secret: against forged
+/// ephemeral nodes they rely on the ACL, see spec §10.)
+#[test]
+fn members_ignore_persistent_and_unsigned_member_nodes() {
+    let chain = Chain::start(3, &[]);
+    let zk_addr = chain.zk.addr();
+    let secret = chaintable::auth::Secret::new(common::TEST_SECRET.as_bytes().to_vec());
+    let login = chaintable::coord::digest_credentials(&secret);
+    let fake_tail = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake_tail.local_addr().unwrap().to_string();
+    let (insider, ephemeral_path) = smol::block_on(async {
+        let c = zk_client(&zk_addr, Some(&login)).await;
+        let acls = [
+            zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("auth", "")),
+            zk::Acl::new(zk::Permission::READ, zk::AuthId::new("world", "anyone")),
+        ];
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acls));
+        let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&acls));
+        c.create("/chain/node9999999998", fake_addr.as_bytes(), &persistent)
+            .await
+            .expect("the insider may create");
+        let (_, seq) = c
+            .create("/chain/node", fake_addr.as_bytes(), &ephemeral)
+            .await
+            .expect("the insider may create");
+        (c, format!("/chain/node{seq}"))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // The real tail is still the tail, its predecessor still the middle.
+    assert_eq!(chain.roles(), ["head", "middle", "tail"]);
+    let mid = chain.member(1).addr();
+    assert!(stat_text(&mid, "successor")
+        .unwrap()
+        .ends_with(&chain.member(2).addr()));
+    smol::block_on(async {
+        insider
+            .delete(&ephemeral_path, None)
+            .await
+            .expect("remove the ephemeral fake");
+    });
+    // A client reads at the real tail, never the fake persistent one.
+    let mut c = chain.client();
+    c.call(Body::Put {
+        key: key("k"),
+        value: b"v".to_vec(),
+        mode: WriteMode::Sync,
+    })
+    .unwrap();
+    let (_, served_by) = c.call(Body::Get { key: key("k") }).unwrap();
+    assert_eq!(served_by, chain.member(2).addr());
+    c.close();
+    smol::block_on(async {
+        let _ = insider.delete("/chain/node9999999998", None).await;
+    });
+    drop(insider);
+}
+
+/// A member's node deleted while its session lives (by someone with the
+/// cluster's ZooKeeper login): the member registers again and rejoins,
+/// instead of staying fenced for good.
+#[test]
+fn a_member_whose_node_is_deleted_registers_again() {
+    let chain = Chain::start(3, &[]);
+    let zk_addr = chain.zk.addr();
+    let tail = chain.member(2).addr();
+    let old_name = stat_text(&tail, "node").unwrap();
+    let secret = chaintable::auth::Secret::new(common::TEST_SECRET.as_bytes().to_vec());
+    let login = chaintable::coord::digest_credentials(&secret);
+    smol::block_on(async {
+        let c = zk_client(&zk_addr, Some(&login)).await;
+        c.delete(&format!("/chain/{old_name}"), None)
+            .await
+            .expect("delete the tail's node");
+    });
+    let renamed = common::wait_for(Duration::from_secs(15), || {
+        stat_text(&tail, "node").filter(|n| !n.is_empty() && *n != old_name)
+    });
+    assert!(renamed.is_some(), "the member did not register again");
+    chain.wait_chain_len(3);
+    let mut c = chain.client();
+    c.call(Body::Put {
+        key: key("after"),
+        value: b"v".to_vec(),
+        mode: WriteMode::Sync,
+    })
+    .unwrap();
+    chain
+        .converged_digest()
+        .expect("members agree after the rejoin");
+    c.close();
+}
+
+/// Head and middle die while the tail is paused, taking async writes with
+/// them. The tail (now alone) must never say VERIFY executed for a write
+/// it does not hold, nor for an id the new head skipped.
+#[test]
+fn verify_never_calls_a_lost_or_skipped_write_executed() {
+    let mut chain = Chain::start(3, &[]);
+    let mut c = chain.client();
+    c.call(Body::Put {
+        key: key("base"),
+        value: b"0".to_vec(),
+        mode: WriteMode::Sync,
+    })
+    .unwrap();
+    let head = chain.member(0).addr();
+    let tail = chain.member(2).addr();
+    chain.member(2).signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut h = chaintable::client::Client::connect(&head).unwrap();
+    let ids: Vec<(String, u64)> = (0..20)
+        .map(|i| {
+            let k = format!("lost-{i}");
+            let w = h
+                .put_async(k.as_bytes(), b"v")
+                .expect("async write admitted");
+            (k, w.op_id)
+        })
+        .collect();
+    chain.kill9(0);
+    chain.kill9(1);
+    chain.member(2).signal(nix::sys::signal::Signal::SIGCONT);
+    let solo = common::wait_for(Duration::from_secs(20), || {
+        (stat_text(&tail, "role").as_deref() == Some("solo")).then_some(())
+    });
+    assert!(solo.is_some(), "the tail did not take over");
+    let mut t = chaintable::client::Client::connect(&tail).unwrap();
+    let new = t.put(b"after", b"v").expect("write at the new head").op_id;
+    let last_lost = ids.iter().map(|(_, id)| *id).max().unwrap();
+    assert!(new > last_lost, "ids continue above the lost ones");
+    for (k, id) in &ids {
+        let state = t.verify(*id).unwrap();
+        let held = t.get(k.as_bytes()).unwrap();
+        match state {
+            OpState::Executed => assert_eq!(held.map(|v| v.version), Some(*id), "{k}"),
+            OpState::Unknown => assert!(held.is_none(), "{k} held but VERIFY says unknown"),
+            OpState::Pending => panic!("{k}: pending at a solo member"),
+        }
+    }
+    // Ids between the lost ones and the new head's first were never
+    // assigned in the surviving history.
+    for skipped in [last_lost + 1, (last_lost + new) / 2, new - 1] {
+        assert_eq!(t.verify(skipped).unwrap(), OpState::Unknown, "id {skipped}");
+    }
+    assert_eq!(t.verify(new).unwrap(), OpState::Executed);
+    c.close();
+}

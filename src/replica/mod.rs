@@ -1083,6 +1083,86 @@ mod tests {
         );
     }
 
+    fn member(n: &str) -> Member {
+        Member {
+            name: n.into(),
+            addr: format!("{n}:1"),
+        }
+    }
+
+    fn del(seq: u64, prev_seq: u64) -> Update {
+        Update {
+            seq,
+            prev_seq,
+            op: WriteOp::Del {
+                key: Key::new("k").unwrap(),
+            },
+        }
+    }
+
+    /// A middle member of an established chain that has applied up to 5.
+    fn middle_at_5() -> Replica {
+        let mut r = Replica::chain_member("n2", 16);
+        r.handle_membership(vec![member("n1"), member("n2")]);
+        r.standing = Standing::Active;
+        r.last_queued = 5;
+        r.last_applied = 5;
+        r
+    }
+
+    #[test]
+    fn an_update_must_continue_the_history_exactly() {
+        let mut r = middle_at_5();
+        // A resend of something held is ignored, whatever it claims.
+        assert_eq!(r.handle_update(del(5, 99)), Ok(()));
+        assert_eq!(r.last_queued(), 5);
+        // A gap: update 7 after 6, which this member never got.
+        assert_eq!(
+            r.handle_update(del(7, 6)),
+            Err(StreamViolation::NotNext { seq: 7, prev_seq: 6, last: 5 })
+        );
+        // Jumps too far, backwards steps, and seqs near the top of u64.
+        let far = 5 + HEAD_TAKEOVER_SEQ_GAP + 2;
+        assert!(matches!(r.handle_update(del(far, 5)), Err(StreamViolation::BadStep { .. })));
+        assert!(matches!(r.handle_update(del(1 << 62 | 1, 5)), Err(StreamViolation::BadStep { .. })));
+        assert!(matches!(r.handle_update(del(u64::MAX, 5)), Err(StreamViolation::BadStep { .. })));
+        assert_eq!(r.last_queued(), 5, "nothing refused was queued");
+        // The next one, and a head takeover's largest legal jump, are taken.
+        assert_eq!(r.handle_update(del(6, 5)), Ok(()));
+        let jump = 6 + HEAD_TAKEOVER_SEQ_GAP + 1;
+        assert_eq!(r.handle_update(del(jump, 6)), Ok(()));
+        assert_eq!(r.last_queued(), jump);
+    }
+
+    #[test]
+    fn verify_answers_unknown_for_ids_a_takeover_skipped() {
+        let mut r = middle_at_5();
+        let jump = 5 + HEAD_TAKEOVER_SEQ_GAP + 1;
+        r.handle_update(del(jump, 5)).unwrap();
+        while let Some(a) = r.poll_action() {
+            if let Action::Apply(u) = a {
+                r.handle_applied(u, WriteOutcome::Absent);
+            }
+        }
+        assert_eq!(r.verify(5), OpState::Executed);
+        assert_eq!(r.verify(6), OpState::Unknown, "lost with the old head");
+        assert_eq!(r.verify(jump - 1), OpState::Unknown);
+        assert_eq!(r.verify(jump), OpState::Executed);
+        // A snapshot taken now carries the gap to a joiner.
+        assert_eq!(r.gaps_through(jump), vec![SeqGap { first: 6, last: jump - 1 }]);
+    }
+
+    #[test]
+    fn a_new_head_never_wraps_its_sequence_numbers() {
+        let mut r = middle_at_5();
+        r.last_queued = SEQ_MAX;
+        r.last_applied = SEQ_MAX;
+        r.handle_membership(vec![member("n2")]); // the head died
+        let key = Key::new("k").unwrap();
+        let refused = r.handle_client_write(WriteOp::Del { key }, None);
+        assert_eq!(refused.map_err(|e| e.code), Err(ErrorCode::Unavailable));
+    }
+
     #[test]
     fn a_member_that_lost_its_session_never_founds_a_chain_from_its_old_table() {
         let m = |n: &str| Member {

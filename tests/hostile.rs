@@ -388,3 +388,140 @@ fn verify_never_calls_an_unassigned_id_executed() {
         chaintable::wire::OpState::Unknown
     );
 }
+
+/// A users file with a read-write and a read-only user.
+fn users_file() -> String {
+    use chaintable::auth::password_hash;
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("users-{}", std::process::id()));
+    let text = format!(
+        "# test users\nalice readwrite {}\nbob readonly {}\n",
+        password_hash("wonderland"),
+        password_hash("builder")
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn auth(id: u64, user: &str, password: &str) -> Message {
+    Message::new(
+        id,
+        Body::Auth {
+            user: user.into(),
+            password: password.into(),
+        },
+    )
+}
+
+fn login(addr: &str, user: &str, password: &str) -> chaintable::client::Client {
+    let opts = chaintable::client::Options {
+        credentials: Some(chaintable::client::Credentials {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..Default::default()
+    };
+    chaintable::client::Client::connect_with(addr, opts).expect("login")
+}
+
+#[test]
+fn with_a_users_file_only_authenticated_clients_are_served() {
+    let users = users_file();
+    let s = ServerProc::start(4, &["--users-file", &users]);
+    let addr = s.addr();
+    // HELLO says AUTH is required; nothing else is served before it, and
+    // the frame limit stays the handshake's (4 KiB).
+    let mut r = Raw::connect(&addr);
+    r.send(&common::client_hello());
+    match r.recv().map(|m| m.body) {
+        Some(Body::HelloOk(h)) => {
+            assert_eq!(h.features & chaintable::wire::FEATURE_AUTH_REQUIRED, 1)
+        }
+        other => panic!("{other:?}"),
+    }
+    r.send(&get(2, "k"));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::AuthRequired)
+    );
+    r.send(&Message::new(3, Body::Stats));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::AuthRequired)
+    );
+    let big = Message::new(
+        4,
+        Body::Put {
+            key: Key::new("k").unwrap(),
+            value: vec![0; 64 * 1024],
+            mode: WriteMode::Sync,
+        },
+    );
+    r.send(&big);
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::FrameTooLarge)
+    );
+    assert!(r.closed_within(Duration::from_secs(2)));
+    // A wrong password closes the connection (each guess costs one).
+    let mut r = Raw::connect(&addr);
+    r.send(&common::client_hello());
+    r.recv().expect("HELLO_OK");
+    r.send(&auth(2, "alice", "guess"));
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::AuthFailed)
+    );
+    assert!(r.closed_within(Duration::from_secs(2)));
+    // alice reads and writes; bob only reads.
+    let mut alice = login(&addr, "alice", "wonderland");
+    assert_eq!(alice.access(), Some(chaintable::wire::Access::ReadWrite));
+    alice.put(b"k", b"v").unwrap();
+    let mut bob = login(&addr, "bob", "builder");
+    assert_eq!(bob.get(b"k").unwrap().map(|v| v.value), Some(b"v".to_vec()));
+    let err = bob.put(b"k", b"w").unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotPermitted));
+    assert_eq!(
+        alice.get(b"k").unwrap().map(|v| v.value),
+        Some(b"v".to_vec())
+    );
+    let st = alice.stats().unwrap();
+    assert!(st.get_count("auth_failures").unwrap() >= 1);
+    // table-client logs in with --user and the password from the
+    // environment; without them its request is refused.
+    let out = std::process::Command::new(common::client_bin())
+        .args(["--user", "alice", &addr, "get", "k"])
+        .env("CHAINTABLE_PASSWORD", "wonderland")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains('v'));
+    let out = std::process::Command::new(common::client_bin())
+        .args([&addr, "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no credentials: the operation fails"
+    );
+}
+
+#[test]
+fn auth_on_a_server_without_users_is_a_clear_error() {
+    let s = ServerProc::start(4, &[]);
+    let mut r = Raw::hello(&s.addr());
+    r.send(&auth(2, "alice", "wonderland"));
+    let reply = r.recv();
+    assert_eq!(
+        reply.as_ref().and_then(error_code),
+        Some(ErrorCode::BadRequest),
+        "{reply:?}"
+    );
+    r.send(&get(3, "k"));
+    assert!(matches!(r.recv().map(|m| m.body), Some(Body::Value(None))));
+}

@@ -181,6 +181,14 @@ fn message(m: &Value) -> Message {
             },
         }),
         "ACK" => Body::Ack { seq: n(m, "seq") },
+        "AUTH" => Body::Auth {
+            user: s(m, "user").to_string(),
+            password: s(m, "password").to_string(),
+        },
+        "AUTH_OK" => Body::AuthOk(match s(m, "access") {
+            "readonly" => Access::ReadOnly,
+            _ => Access::ReadWrite,
+        }),
         "HANDOFF" => Body::Handoff { seq: n(m, "seq") },
         "SNAPSHOT" => Body::Snapshot(SnapshotChunk {
             snapshot_seq: n(m, "snapshot_seq"),

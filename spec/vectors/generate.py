@@ -17,7 +17,7 @@ import zlib
 
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
-          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, UPDATE=0x40, ACK=0x41,
+          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, UPDATE=0x40, ACK=0x41,
           SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
           PEER_PROOF=0x46, ERROR=0xFF)
 REPLY = 0x80
@@ -28,7 +28,9 @@ OP_STATES = dict(unknown=0, pending=1, executed=2)
 ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPCODE=4,
               BAD_REQUEST=5, HANDSHAKE_REQUIRED=6, TOO_MANY_CONNECTIONS=7, BUSY=8,
               NOT_HEAD=9, NOT_TAIL=10, UNAVAILABLE=11, SHUTTING_DOWN=12,
-              RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15)
+              RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15, AUTH_REQUIRED=16,
+              AUTH_FAILED=17, NOT_PERMITTED=18)
+ACCESS = dict(readonly=1, readwrite=2)
 
 
 def frame(opcode, request_id, payload, flags=0, version=VERSION, magic=MAGIC, crc=None):
@@ -78,6 +80,10 @@ def encode(m):
         p = b""
     elif t == "VERIFY":
         p = struct.pack(">Q", m["op_id"])
+    elif t == "AUTH":
+        p = text(m["user"]) + text(m["password"])
+    elif t == "AUTH_OK":
+        p = bytes([ACCESS[m["access"]]])
     elif t == "UPDATE":
         body = bytes([OP["PUT"]]) + key(k) + data(m["value"].encode()) if m["op"] == "put" else bytes([OP["DEL"]]) + key(k)
         p = struct.pack(">QQ", m["seq"], m["prev_seq"]) + body
@@ -112,7 +118,7 @@ def encode(m):
         p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
     else:
         raise ValueError(t)
-    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY"}[t]] | REPLY
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH"}[t]] | REPLY
     return frame(opcode, rid, p, flags)
 
 
@@ -139,6 +145,10 @@ VALID = [
     ("stats-ok", dict(type="STATS_OK", request_id=9, fields=[dict(name="ops", value=7), dict(name="role", value="head")])),
     ("verify", dict(type="VERIFY", request_id=10, op_id=43)),
     ("verify-ok", dict(type="VERIFY_OK", request_id=10, state="executed")),
+    ("hello-ok-auth-required", dict(type="HELLO_OK", request_id=1, version=1, features=1, payload_bytes_max=16777216, role="standalone", last_seq=0)),
+    ("auth", dict(type="AUTH", request_id=2, user="alice", password="wonderland")),
+    ("auth-ok", dict(type="AUTH_OK", request_id=2, access="readwrite")),
+    ("error-auth-required", dict(type="ERROR", request_id=3, code="AUTH_REQUIRED", message="send AUTH first", redirect="")),
     ("error-not-tail", dict(type="ERROR", request_id=4, code="NOT_TAIL", message="not the tail", redirect="127.0.0.1:9002")),
     ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
     ("update-put", dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")),

@@ -23,9 +23,11 @@
 
 pub mod handshake;
 mod link;
+pub mod users;
 
 pub use handshake::{Initiator, PeerChallenge, PeerHello, Responder};
 pub use link::{LinkMac, MacError, TAG_BYTES};
+pub use users::{password_hash, Users};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -108,6 +108,7 @@ fn connect(target: &Target) -> Result<Conn, String> {
     let opts = Options {
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(30),
+        ..Options::default()
     };
     match target {
         Target::Table { write, read } => {

@@ -3,7 +3,7 @@
 
 use chaintable::client::chain::ChainClient;
 use chaintable::client::cli::{self, Command};
-use chaintable::client::{Client, ClientError, Options};
+use chaintable::client::{Client, ClientError, Credentials, Options};
 use chaintable::wire::Body;
 use clap::Parser;
 use std::io::{BufRead, IsTerminal};
@@ -35,6 +35,32 @@ struct Args {
     /// Reply timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Log in as this user (servers started with --users-file); the
+    /// password is read from --password-file, else from the environment
+    /// variable CHAINTABLE_PASSWORD.
+    #[arg(long)]
+    user: Option<String>,
+    /// File whose first line is the password for --user.
+    #[arg(long, requires = "user")]
+    password_file: Option<std::path::PathBuf>,
+}
+
+/// The credentials for --user, or why they cannot be had.
+fn credentials(args: &Args) -> Result<Option<Credentials>, String> {
+    let Some(user) = args.user.clone() else {
+        return Ok(None);
+    };
+    let password = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => std::env::var("CHAINTABLE_PASSWORD")
+            .map_err(|_| "--user needs --password-file or CHAINTABLE_PASSWORD".to_string())?,
+    };
+    Ok(Some(Credentials { user, password }))
 }
 
 enum Backend {
@@ -114,8 +140,16 @@ fn advice(e: &ClientError) -> &'static str {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let credentials = match credentials(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("table-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
         read_timeout: Duration::from_millis(args.timeout_ms),
+        credentials,
         ..Options::default()
     };
     let backend = if args.zookeeper {

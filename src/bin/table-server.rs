@@ -70,6 +70,11 @@ struct Args {
     /// a network you trust entirely.
     #[arg(long, conflicts_with = "cluster_secret_file")]
     insecure_peers: bool,
+    /// Client users: one per line, `<name> <readonly|readwrite>
+    /// sha256:<hex of SHA-256 of the password>`. With it, clients must
+    /// AUTH after HELLO; without it, any client may read and write.
+    #[arg(long)]
+    users_file: Option<std::path::PathBuf>,
     /// Limit: requests in progress per connection before reading pauses.
     #[arg(long, default_value_t = 4096)]
     inflight_max: usize,
@@ -124,6 +129,16 @@ fn main() -> ExitCode {
         (None, true) => Some(chaintable::auth::Secret::insecure()),
         (None, false) => None,
     };
+    let users = match &args.users_file {
+        Some(path) => match chaintable::auth::Users::from_file(path) {
+            Ok(u) => Some(std::sync::Arc::new(u)),
+            Err(e) => {
+                eprintln!("table-server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -146,6 +161,7 @@ fn main() -> ExitCode {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         send_timeout: Duration::from_millis(args.send_timeout_ms),
         secret,
+        users,
         inflight_max: args.inflight_max.max(1),
         queue_depth_max: args.queue_depth.max(1),
         sent_max: args.sent_max as usize,

@@ -21,6 +21,21 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// How long to wait for each reply.
     pub read_timeout: Duration,
+    /// Logged in with AUTH right after HELLO, when set.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user of the server's users file and its password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, password hidden)", self.user)
+    }
 }
 
 impl Default for Options {
@@ -28,6 +43,7 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(10),
+            credentials: None,
         }
     }
 }
@@ -42,6 +58,8 @@ pub struct Client {
     next_request_id: u64,
     opts: Options,
     hello: HelloOk,
+    /// What the server granted after AUTH (`None`: no AUTH sent).
+    access: Option<crate::wire::Access>,
 }
 
 impl Client {
@@ -59,6 +77,7 @@ impl Client {
             decoder: FrameDecoder::new(PAYLOAD_BYTES_MAX_DEFAULT),
             unfed: Vec::new(),
             next_request_id: 1,
+            access: None,
             opts,
             hello: HelloOk {
                 version: 0,
@@ -77,6 +96,16 @@ impl Client {
             Body::HelloOk(h) => client.hello = h,
             other => return Err(unexpected(&other)),
         }
+        if let Some(c) = client.opts.credentials.clone() {
+            let auth = Body::Auth {
+                user: c.user,
+                password: c.password,
+            };
+            match client.call(auth)? {
+                Body::AuthOk(access) => client.access = Some(access),
+                other => return Err(unexpected(&other)),
+            }
+        }
         Ok(client)
     }
 
@@ -87,6 +116,11 @@ impl Client {
     /// What the server said in its HELLO_OK.
     pub fn server_hello(&self) -> &HelloOk {
         &self.hello
+    }
+
+    /// What AUTH granted, if credentials were given.
+    pub fn access(&self) -> Option<crate::wire::Access> {
+        self.access
     }
 
     /// Sends one request and waits for its reply. ERROR replies become

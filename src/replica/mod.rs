@@ -1119,13 +1119,26 @@ mod tests {
         // A gap: update 7 after 6, which this member never got.
         assert_eq!(
             r.handle_update(del(7, 6)),
-            Err(StreamViolation::NotNext { seq: 7, prev_seq: 6, last: 5 })
+            Err(StreamViolation::NotNext {
+                seq: 7,
+                prev_seq: 6,
+                last: 5
+            })
         );
         // Jumps too far, backwards steps, and seqs near the top of u64.
         let far = 5 + HEAD_TAKEOVER_SEQ_GAP + 2;
-        assert!(matches!(r.handle_update(del(far, 5)), Err(StreamViolation::BadStep { .. })));
-        assert!(matches!(r.handle_update(del(1 << 62 | 1, 5)), Err(StreamViolation::BadStep { .. })));
-        assert!(matches!(r.handle_update(del(u64::MAX, 5)), Err(StreamViolation::BadStep { .. })));
+        assert!(matches!(
+            r.handle_update(del(far, 5)),
+            Err(StreamViolation::BadStep { .. })
+        ));
+        assert!(matches!(
+            r.handle_update(del(1 << 62 | 1, 5)),
+            Err(StreamViolation::BadStep { .. })
+        ));
+        assert!(matches!(
+            r.handle_update(del(u64::MAX, 5)),
+            Err(StreamViolation::BadStep { .. })
+        ));
         assert_eq!(r.last_queued(), 5, "nothing refused was queued");
         // The next one, and a head takeover's largest legal jump, are taken.
         assert_eq!(r.handle_update(del(6, 5)), Ok(()));
@@ -1149,7 +1162,13 @@ mod tests {
         assert_eq!(r.verify(jump - 1), OpState::Unknown);
         assert_eq!(r.verify(jump), OpState::Executed);
         // A snapshot taken now carries the gap to a joiner.
-        assert_eq!(r.gaps_through(jump), vec![SeqGap { first: 6, last: jump - 1 }]);
+        assert_eq!(
+            r.gaps_through(jump),
+            vec![SeqGap {
+                first: 6,
+                last: jump - 1
+            }]
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// Chain mode: the cluster secret peers prove in the handshake
     /// (`Secret::insecure()` with `--insecure-peers`). Required in chain mode.
     pub secret: Option<crate::auth::Secret>,
+    /// Client users (`--users-file`): when set, clients must AUTH first.
+    pub users: Option<std::sync::Arc<crate::auth::Users>>,
     /// Most requests in progress on one connection (reading pauses beyond).
     pub inflight_max: usize,
     /// Most writes in the worker's queue (BUSY beyond).
@@ -81,6 +83,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             send_timeout: Duration::from_secs(30),
             secret: None,
+            users: None,
             inflight_max: 4096,
             queue_depth_max: 65_536,
             sent_max: 65_536,

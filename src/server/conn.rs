@@ -3,7 +3,7 @@
 //! that keep replies in request order while synchronous writes wait.
 
 use crate::auth::{Initiator, LinkMac, Responder};
-use crate::wire::{Body, ErrorCode, ErrorReply, FrameDecoder, Message};
+use crate::wire::{Access, Body, ErrorCode, ErrorReply, FrameDecoder, Message};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -18,7 +18,11 @@ const IDLE_BUFFER_BYTES: usize = 64 * 1024;
 pub enum Kind {
     /// Connected, no HELLO yet.
     AwaitHello,
-    Client,
+    /// A client past HELLO on a server with users: only AUTH (or HELLO)
+    /// until it has logged in.
+    AwaitAuth,
+    /// A client that may send requests, with what it may do.
+    Client(Access),
     /// Sent PEER_HELLO and got our challenge; its proof decides whether it
     /// becomes our predecessor. Until then it displaces nothing.
     PeerHandshake {
@@ -31,10 +35,7 @@ pub enum Kind {
         node: String,
     },
     /// Our successor, which we dialled.
-    Successor {
-        node: String,
-        stage: Stage,
-    },
+    Successor { node: String, stage: Stage },
 }
 
 /// How far the handshake with a successor we dialled has got.
@@ -61,7 +62,10 @@ impl Kind {
 
     /// Still proving who it is (counts against the handshake timeout).
     pub fn in_handshake(&self) -> bool {
-        matches!(self, Kind::AwaitHello | Kind::PeerHandshake { .. })
+        matches!(
+            self,
+            Kind::AwaitHello | Kind::AwaitAuth | Kind::PeerHandshake { .. }
+        )
     }
 }
 

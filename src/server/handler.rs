@@ -13,8 +13,9 @@ use super::Server;
 use crate::replica::{Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::wire::PROTOCOL_VERSION;
-use crate::wire::{op, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk, OpClass};
+use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
+use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED};
 use std::time::Instant;
 
 pub(super) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
@@ -96,7 +97,8 @@ impl Server {
         );
         match &conn.kind {
             Kind::AwaitHello => self.await_hello(conn, frame),
-            Kind::Client => self.client_frame(conn, frame),
+            Kind::AwaitAuth => self.await_auth(conn, frame),
+            Kind::Client(access) => self.client_frame(conn, frame, *access),
             Kind::PeerHandshake { .. } => self.peer_proof(conn, frame),
             Kind::Predecessor { .. } => self.predecessor_frame(conn, frame),
             Kind::Successor { .. } => self.successor_frame(conn, frame),
@@ -162,7 +164,11 @@ impl Server {
             request_id,
             Body::HelloOk(HelloOk {
                 version: PROTOCOL_VERSION,
-                features: 0,
+                features: if self.cfg.users.is_some() {
+                    FEATURE_AUTH_REQUIRED
+                } else {
+                    0
+                },
                 payload_bytes_max: self.cfg.payload_bytes_max as u32,
                 role: self.replica.role(),
                 last_seq: self.replica.hello_last_seq(),
@@ -173,8 +179,14 @@ impl Server {
     fn hello(&mut self, conn: &mut Conn, request_id: u64, h: Hello) {
         self.counters.count_request(op::HELLO);
         match h.role {
+            PeerRole::Client if self.cfg.users.is_some() => {
+                // Still a stranger: small frames and the handshake timeout
+                // until AUTH succeeds.
+                conn.kind = Kind::AwaitAuth;
+                conn.reply(&self.hello_ok(request_id));
+            }
             PeerRole::Client => {
-                conn.kind = Kind::Client;
+                conn.kind = Kind::Client(Access::ReadWrite);
                 conn.decoder
                     .set_payload_bytes_max(self.cfg.payload_bytes_max);
                 conn.reply(&self.hello_ok(request_id));
@@ -188,8 +200,22 @@ impl Server {
         }
     }
 
+    /// A frame from a client that has not logged in yet: HELLO and AUTH
+    /// are decoded, anything else is refused by its opcode.
+    fn await_auth(&mut self, conn: &mut Conn, frame: Frame) {
+        if !matches!(frame.opcode, op::HELLO | op::AUTH) {
+            self.counters.errors_sent += 1;
+            let why = format!("send AUTH first (got opcode 0x{:02x})", frame.opcode);
+            conn.reply(&error(frame.request_id, ErrorCode::AuthRequired, why));
+            return;
+        }
+        if let Some(msg) = self.decode_or_reply(conn, &frame) {
+            self.client_request(conn, msg, Access::ReadOnly);
+        }
+    }
+
     /// A frame on a ready client connection.
-    fn client_frame(&mut self, conn: &mut Conn, frame: Frame) {
+    fn client_frame(&mut self, conn: &mut Conn, frame: Frame, access: Access) {
         if OpClass::of(frame.opcode) != OpClass::ClientRequest {
             self.counters.errors_sent += 1;
             let why = format!("opcode 0x{:02x} is not a client request", frame.opcode);
@@ -197,14 +223,51 @@ impl Server {
             return;
         }
         if let Some(msg) = self.decode_or_reply(conn, &frame) {
-            self.client_request(conn, msg);
+            self.client_request(conn, msg, access);
         }
     }
 
-    fn client_request(&mut self, conn: &mut Conn, msg: Message) {
+    /// AUTH: log in as a user of the users file. A wrong user or password
+    /// closes the connection, so each guess costs a connection.
+    fn auth(&mut self, conn: &mut Conn, request_id: u64, user: &str, password: &str) {
+        let Some(users) = self.cfg.users.clone() else {
+            self.counters.errors_sent += 1;
+            let why = "this server has no users (started without --users-file)";
+            conn.reply(&error(request_id, ErrorCode::BadRequest, why));
+            return;
+        };
+        match users.check(user, password) {
+            Some(access) => {
+                tracing::info!(conn = conn.id, user, ?access, "authenticated");
+                conn.kind = Kind::Client(access);
+                conn.decoder
+                    .set_payload_bytes_max(self.cfg.payload_bytes_max);
+                conn.reply(&Message::new(request_id, Body::AuthOk(access)));
+            }
+            None => {
+                self.counters.auth_failures += 1;
+                self.counters.errors_sent += 1;
+                tracing::warn!(conn = conn.id, peer = %conn.peer, user, "authentication failed");
+                conn.reply(&error(
+                    request_id,
+                    ErrorCode::AuthFailed,
+                    "wrong user or password",
+                ));
+                conn.start_closing(self.now);
+            }
+        }
+    }
+
+    fn client_request(&mut self, conn: &mut Conn, msg: Message, access: Access) {
         self.counters.count_request(msg.body.opcode());
         match msg.body {
             Body::Hello(_) => conn.reply(&self.hello_ok(msg.request_id)),
+            Body::Auth { user, password } => self.auth(conn, msg.request_id, &user, &password),
+            Body::Put { .. } | Body::Del { .. } if access == Access::ReadOnly => {
+                self.counters.errors_sent += 1;
+                let why = "this user may only read";
+                conn.reply(&error(msg.request_id, ErrorCode::NotPermitted, why));
+            }
             Body::Put { key, value, mode } => {
                 self.write(conn, msg.request_id, WriteOp::Put { key, value }, mode)
             }

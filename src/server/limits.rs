@@ -133,7 +133,7 @@ impl Server {
         let oldest = self
             .conns
             .values()
-            .filter(|c| c.counted && matches!(c.kind, Kind::AwaitHello))
+            .filter(|c| c.counted && c.kind.in_handshake())
             .min_by_key(|c| c.opened_at)
             .map(|c| c.id);
         if let Some(conn) = oldest.and_then(|id| self.conns.remove(&id)) {

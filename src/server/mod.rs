@@ -358,7 +358,7 @@ impl Server {
             // Stop taking updates from the predecessor while the worker is full.
             Kind::Predecessor { .. } => self.queue_has_room(),
             Kind::Successor { .. } | Kind::PeerHandshake { .. } => true,
-            Kind::AwaitHello | Kind::Client => self.client_may_send(c),
+            Kind::AwaitHello | Kind::AwaitAuth | Kind::Client(_) => self.client_may_send(c),
         }
     }
 

@@ -24,10 +24,12 @@ pub struct Counters {
     pub handshake_evictions: u64,
     pub idle_closed: u64,
     pub accept_errors: u64,
+    /// AUTH attempts with a wrong user or password.
+    pub auth_failures: u64,
     /// Successor links dropped and redialled for staying silent.
     pub successor_timeouts: u64,
-    /// Per request opcode 0x01..=0x09.
-    pub per_op: [u64; 10],
+    /// Per request opcode 0x01..=0x0A.
+    pub per_op: [u64; 11],
 }
 
 impl Counters {
@@ -56,6 +58,7 @@ impl Counters {
         s.count("handshake_evictions", self.handshake_evictions);
         s.count("idle_closed", self.idle_closed);
         s.count("accept_errors", self.accept_errors);
+        s.count("auth_failures", self.auth_failures);
         let names = [
             (op::HELLO, "ops_hello"),
             (op::PUT, "ops_put"),
@@ -66,6 +69,7 @@ impl Counters {
             (op::GETTABLE, "ops_gettable"),
             (op::STATS, "ops_stats"),
             (op::VERIFY, "ops_verify"),
+            (op::AUTH, "ops_auth"),
         ];
         for (code, name) in names {
             s.count(name, self.per_op[code as usize]);

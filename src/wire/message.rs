@@ -23,6 +23,7 @@ pub mod op {
     pub const GETTABLE: u8 = 0x07;
     pub const STATS: u8 = 0x08;
     pub const VERIFY: u8 = 0x09;
+    pub const AUTH: u8 = 0x0A;
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
@@ -79,6 +80,17 @@ impl NodeRole {
             NodeRole::Fenced => "fenced",
         }
     }
+}
+
+/// HELLO_OK feature bit: the server requires AUTH before other requests.
+pub const FEATURE_AUTH_REQUIRED: u32 = 1;
+
+/// What an authenticated user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum Access {
+    /// Reads, STATS and VERIFY; writes answer NOT_PERMITTED.
+    ReadOnly = 1,
+    ReadWrite = 2,
 }
 
 /// Whether a write is answered when queued (async) or when executed (sync).
@@ -314,6 +326,13 @@ pub enum Body {
     Verify {
         op_id: u64,
     },
+    /// Log in as a user of the server's users file.
+    Auth {
+        #[arbitrary(with = arbitrary_text)]
+        user: String,
+        #[arbitrary(with = arbitrary_text)]
+        password: String,
+    },
     Update(Update),
     Ack {
         seq: u64,
@@ -340,6 +359,7 @@ pub enum Body {
     Entries(Vec<Entry>),
     StatsOk(Stats),
     VerifyOk(OpState),
+    AuthOk(Access),
     Error(ErrorReply),
 }
 
@@ -374,6 +394,7 @@ impl Body {
             GetTable => op::GETTABLE,
             Stats => op::STATS,
             Verify { .. } => op::VERIFY,
+            Auth { .. } => op::AUTH,
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
@@ -390,6 +411,7 @@ impl Body {
             Entries(_) => op::REPLY | op::GETTABLE,
             StatsOk(_) => op::REPLY | op::STATS,
             VerifyOk(_) => op::REPLY | op::VERIFY,
+            AuthOk(_) => op::REPLY | op::AUTH,
             Error(_) => op::ERROR,
         }
     }
@@ -418,10 +440,10 @@ pub enum OpClass {
 impl OpClass {
     pub fn of(opcode: u8) -> OpClass {
         match opcode {
-            op::HELLO..=op::VERIFY => OpClass::ClientRequest,
+            op::HELLO..=op::AUTH => OpClass::ClientRequest,
             op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
             op::ERROR => OpClass::Reply,
-            o if o & op::REPLY != 0 && (op::HELLO..=op::VERIFY).contains(&(o & !op::REPLY)) => {
+            o if o & op::REPLY != 0 && (op::HELLO..=op::AUTH).contains(&(o & !op::REPLY)) => {
                 OpClass::Reply
             }
             _ => OpClass::Unknown,
@@ -532,6 +554,11 @@ fn encode_body(body: &Body, out: &mut Vec<u8>) {
         Get { key } | Del { key, .. } => key.encode(out),
         Size | GetKeys | GetTable | Stats => {}
         Verify { op_id } => put_u64(out, *op_id),
+        Auth { user, password } => {
+            encode_text(out, user);
+            encode_text(out, password);
+        }
+        AuthOk(access) => put_u8(out, *access as u8),
         Update(u) => {
             put_u64(out, u.seq);
             put_u64(out, u.prev_seq);
@@ -606,7 +633,8 @@ fn decode_body(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, 
         | op::GETKEYS
         | op::GETTABLE
         | op::STATS
-        | op::VERIFY => decode_request(opcode, mode, r).map_err(bad),
+        | op::VERIFY
+        | op::AUTH => decode_request(opcode, mode, r).map_err(bad),
         op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
@@ -642,6 +670,10 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         op::GETKEYS => Body::GetKeys,
         op::GETTABLE => Body::GetTable,
         op::STATS => Body::Stats,
+        op::AUTH => Body::Auth {
+            user: decode_text(r, "user")?,
+            password: decode_text(r, "password")?,
+        },
         _ => Body::Verify {
             op_id: r.u64("op id")?,
         },
@@ -736,6 +768,10 @@ fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeEr
             |v| *v as u8,
         )
         .map(Body::VerifyOk),
+        op::AUTH => decode_enum(r, "access", &[Access::ReadOnly, Access::ReadWrite], |v| {
+            *v as u8
+        })
+        .map(Body::AuthOk),
         _ => return None,
     };
     Some(body)

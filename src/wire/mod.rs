@@ -9,8 +9,8 @@ pub mod status;
 pub use frame::{decode_frame, Frame, FrameDecoder, FrameError};
 pub use frame::{HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
 pub use message::{
-    op, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass, OpState,
-    PeerChallenge, PeerHello, PeerRole, SeqGap, SnapshotChunk, Update, Versioned, WriteMode,
-    WriteOk, WriteOp, WriteOutcome, SNAPSHOT_GAPS_MAX,
+    op, Access, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass,
+    OpState, PeerChallenge, PeerHello, PeerRole, SeqGap, SnapshotChunk, Update, Versioned,
+    WriteMode, WriteOk, WriteOp, WriteOutcome, FEATURE_AUTH_REQUIRED, SNAPSHOT_GAPS_MAX,
 };
 pub use status::{AfterError, ErrorCode, Retry};

@@ -58,10 +58,16 @@ pub enum ErrorCode {
     OutcomeUnknown = 14,
     #[error("internal server error")]
     Internal = 15,
+    #[error("authentication required: send AUTH")]
+    AuthRequired = 16,
+    #[error("authentication failed")]
+    AuthFailed = 17,
+    #[error("not permitted for this user")]
+    NotPermitted = 18,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
@@ -77,6 +83,9 @@ impl ErrorCode {
         ErrorCode::ResultTooLarge,
         ErrorCode::OutcomeUnknown,
         ErrorCode::Internal,
+        ErrorCode::AuthRequired,
+        ErrorCode::AuthFailed,
+        ErrorCode::NotPermitted,
     ];
 
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
@@ -92,7 +101,9 @@ impl ErrorCode {
             }
             OutcomeUnknown | Internal => Retry::OutcomeUnknown,
             BadFrame | UnsupportedVersion | FrameTooLarge | UnknownOpcode | BadRequest
-            | HandshakeRequired | ResultTooLarge => Retry::NotRetriable,
+            | HandshakeRequired | ResultTooLarge | AuthRequired | AuthFailed | NotPermitted => {
+                Retry::NotRetriable
+            }
         }
     }
 
@@ -100,9 +111,8 @@ impl ErrorCode {
     pub fn after(self) -> AfterError {
         use ErrorCode::*;
         match self {
-            BadFrame | UnsupportedVersion | FrameTooLarge | TooManyConnections | ShuttingDown => {
-                AfterError::Close
-            }
+            BadFrame | UnsupportedVersion | FrameTooLarge | TooManyConnections | ShuttingDown
+            | AuthFailed => AfterError::Close,
             _ => AfterError::KeepOpen,
         }
     }
@@ -126,6 +136,9 @@ impl ErrorCode {
             ResultTooLarge => "RESULT_TOO_LARGE",
             OutcomeUnknown => "OUTCOME_UNKNOWN",
             Internal => "INTERNAL",
+            AuthRequired => "AUTH_REQUIRED",
+            AuthFailed => "AUTH_FAILED",
+            NotPermitted => "NOT_PERMITTED",
         }
     }
 }

@@ -126,6 +126,7 @@ impl Chain {
         let opts = Options {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
+            ..Options::default()
         };
         let mut c = ChainClient::connect(&self.zk.addr(), "/chain", opts).expect("chain client");
         c.retry_for = Duration::from_secs(15);

@@ -245,6 +245,7 @@ pub fn quick_opts() -> Options {
     Options {
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(5),
+        ..Options::default()
     }
 }
 

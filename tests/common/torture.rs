@@ -167,6 +167,7 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
     let opts = Options {
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
+        ..Options::default()
     };
     let Ok(mut chain) = ChainClient::connect(zk, "/chain", opts.clone()) else {
         return;
@@ -492,6 +493,7 @@ fn final_reads(cfg: &Config, chain: &Chain, shared: &Shared) {
     let opts = Options {
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(5),
+        ..Options::default()
     };
     let mut c = ChainClient::connect(&chain.zk.addr(), "/chain", opts).expect("final client");
     c.retry_for = Duration::from_secs(20);

@@ -64,7 +64,7 @@ fn credentials(args: &Args) -> Result<Option<Credentials>, String> {
 }
 
 enum Backend {
-    Single(Client),
+    Single(Box<Client>),
     Chain(Box<ChainClient>),
 }
 
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
         ChainClient::connect(&args.addr, &args.chain_root, opts)
             .map(|c| Backend::Chain(Box::new(c)))
     } else {
-        Client::connect_with(&args.addr, opts).map(Backend::Single)
+        Client::connect_with(&args.addr, opts).map(|c| Backend::Single(Box::new(c)))
     };
     let backend = match backend {
         Ok(b) => b,

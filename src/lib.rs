@@ -7,6 +7,7 @@
 //! | [`table`]     | the partitioned, versioned key-value table           |
 //! | [`auth`]      | peer handshake and per-frame MACs (cluster secret)   |
 //! | [`replica`]   | the sans-IO chain-replication state machine          |
+//! | [`tls`]       | TLS configuration for client connections (rustls)    |
 
 #![forbid(unsafe_code)]
 
@@ -18,4 +19,5 @@ pub mod replica;
 pub mod serialize;
 pub mod server;
 pub mod table;
+pub mod tls;
 pub mod wire;

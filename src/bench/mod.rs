@@ -23,6 +23,8 @@ pub enum Target {
     Table {
         write: String,
         read: String,
+        /// Speak TLS with this configuration (`--tls --ca`).
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     },
     Redis(String),
     /// etcd v3 through its JSON gateway (one request per round trip).
@@ -111,7 +113,11 @@ fn connect(target: &Target) -> Result<Conn, String> {
         ..Options::default()
     };
     match target {
-        Target::Table { write, read } => {
+        Target::Table { write, read, tls } => {
+            let opts = Options {
+                tls: tls.clone(),
+                ..opts
+            };
             let w = Box::new(Client::connect_with(write, opts.clone()).map_err(|e| e.to_string())?);
             let r = if read != write {
                 Some(Box::new(

@@ -64,12 +64,21 @@ struct Args {
     /// Print one JSON object per test instead of a table row.
     #[arg(long)]
     json: bool,
+    /// chaintable over TLS, trusting the CA certificates in --ca (PEM).
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
     /// No per-second progress on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
 }
 
 fn target(args: &Args) -> Result<Target, String> {
+    let tls = match (&args.ca, args.tls) {
+        (Some(ca), true) => Some(chaintable::tls::client_config(ca).map_err(|e| e.to_string())?),
+        _ => None,
+    };
     if let Some(e) = &args.etcd {
         return Ok(Target::Etcd(e.clone()));
     }
@@ -80,11 +89,15 @@ fn target(args: &Args) -> Result<Target, String> {
         return Ok(Target::Table {
             write: a.clone(),
             read: a.clone(),
+            tls,
         });
     }
     if let Some(zk) = &args.zookeeper {
-        let mut c = ChainClient::connect(zk, &args.chain_root, Options::default())
-            .map_err(|e| e.to_string())?;
+        let opts = Options {
+            tls: tls.clone(),
+            ..Options::default()
+        };
+        let mut c = ChainClient::connect(zk, &args.chain_root, opts).map_err(|e| e.to_string())?;
         let members = c.members().to_vec();
         c.close();
         let (head, tail) = match (members.first(), members.last()) {
@@ -94,6 +107,7 @@ fn target(args: &Args) -> Result<Target, String> {
         return Ok(Target::Table {
             write: head,
             read: tail,
+            tls,
         });
     }
     Err("give --addr, --zookeeper or --redis".into())

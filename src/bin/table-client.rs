@@ -40,6 +40,12 @@ struct Args {
     /// variable CHAINTABLE_PASSWORD.
     #[arg(long)]
     user: Option<String>,
+    /// Speak TLS to the server(s), trusting the CA certificates in --ca.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// PEM file of the CA certificates that sign the servers' certificates.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
     /// File whose first line is the password for --user.
     #[arg(long, requires = "user")]
     password_file: Option<std::path::PathBuf>,
@@ -147,9 +153,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match (&args.ca, args.tls) {
+        (Some(ca), true) => match chaintable::tls::client_config(ca) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("table-client: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let opts = Options {
         read_timeout: Duration::from_millis(args.timeout_ms),
         credentials,
+        tls,
         ..Options::default()
     };
     let backend = if args.zookeeper {

@@ -70,6 +70,14 @@ struct Args {
     /// a network you trust entirely.
     #[arg(long, conflicts_with = "cluster_secret_file")]
     insecure_peers: bool,
+    /// Client TLS: PEM certificate chain. With --tls-key, clients must use
+    /// TLS (`table-client --tls --ca FILE`); peers keep their own
+    /// authentication on the same port.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Client TLS: PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Client users: one per line, `<name> <readonly|readwrite>
     /// sha256:<hex of SHA-256 of the password>`. With it, clients must
     /// AUTH after HELLO; without it, any client may read and write.
@@ -129,6 +137,16 @@ fn main() -> ExitCode {
         (None, true) => Some(chaintable::auth::Secret::insecure()),
         (None, false) => None,
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match chaintable::tls::server_config(cert, key) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("table-server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let users = match &args.users_file {
         Some(path) => match chaintable::auth::Users::from_file(path) {
             Ok(u) => Some(std::sync::Arc::new(u)),
@@ -162,6 +180,7 @@ fn main() -> ExitCode {
         send_timeout: Duration::from_millis(args.send_timeout_ms),
         secret,
         users,
+        tls,
         inflight_max: args.inflight_max.max(1),
         queue_depth_max: args.queue_depth.max(1),
         sent_max: args.sent_max as usize,

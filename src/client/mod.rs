@@ -23,6 +23,49 @@ pub struct Options {
     pub read_timeout: Duration,
     /// Logged in with AUTH right after HELLO, when set.
     pub credentials: Option<Credentials>,
+    /// Speak TLS, trusting this configuration's CAs (see
+    /// [`crate::tls::client_config`]); the server's certificate must name
+    /// the host of the address dialled.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// The byte stream under a client: plain TCP or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(t) => t.flush(),
+        }
+    }
 }
 
 /// A user of the server's users file and its password.
@@ -44,6 +87,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(10),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -51,7 +95,7 @@ impl Default for Options {
 /// A connection to one table-server.
 pub struct Client {
     addr: String,
-    stream: TcpStream,
+    stream: Transport,
     decoder: FrameDecoder,
     /// Bytes read from the socket that the decoder had no room for yet.
     unfed: Vec<u8>,
@@ -69,8 +113,21 @@ impl Client {
     }
 
     pub fn connect_with(addr: &str, opts: Options) -> Result<Client, ClientError> {
-        let stream = open(addr, opts.connect_timeout)?;
-        let _ = stream.set_nodelay(true);
+        let tcp = open(addr, opts.connect_timeout)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match &opts.tls {
+            None => Transport::Plain(tcp),
+            Some(cfg) => {
+                let tls_error = |e: String| ClientError::Connect {
+                    addr: addr.to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                };
+                let name = crate::tls::server_name(addr).map_err(|e| tls_error(e.to_string()))?;
+                let conn = rustls::ClientConnection::new(cfg.clone(), name)
+                    .map_err(|e| tls_error(e.to_string()))?;
+                Transport::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        };
         let mut client = Client {
             addr: addr.to_string(),
             stream,
@@ -176,7 +233,10 @@ impl Client {
 
     fn read_message(&mut self, write: bool) -> Result<Message, ClientError> {
         let timeout_ms = self.opts.read_timeout.as_millis() as u64;
-        let _ = self.stream.set_read_timeout(Some(self.opts.read_timeout));
+        let _ = self
+            .stream
+            .tcp()
+            .set_read_timeout(Some(self.opts.read_timeout));
         let mut buf = [0u8; 64 * 1024];
         loop {
             if !self.unfed.is_empty() {

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Chain mode: the cluster secret peers prove in the handshake
     /// (`Secret::insecure()` with `--insecure-peers`). Required in chain mode.
     pub secret: Option<crate::auth::Secret>,
+    /// Client TLS (`--tls-cert`/`--tls-key`): when set, clients must use
+    /// TLS; plaintext is accepted only for the peer handshake.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Client users (`--users-file`): when set, clients must AUTH first.
     pub users: Option<std::sync::Arc<crate::auth::Users>>,
     /// Most requests in progress on one connection (reading pauses beyond).
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(30),
             secret: None,
             users: None,
+            tls: None,
             inflight_max: 4096,
             queue_depth_max: 65_536,
             sent_max: 65_536,

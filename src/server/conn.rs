@@ -38,6 +38,26 @@ pub enum Kind {
     Successor { node: String, stage: Stage },
 }
 
+/// What carries the frames of a connection.
+pub enum Wire {
+    /// Frames straight on TCP.
+    Plain,
+    /// A server with client TLS: the first byte will tell a TLS ClientHello
+    /// from a plaintext frame (which may then only open a peer link).
+    Sniffing(std::sync::Arc<rustls::ServerConfig>),
+    Tls(Box<rustls::ServerConnection>),
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wire::Plain => "Plain",
+            Wire::Sniffing(_) => "Sniffing",
+            Wire::Tls(_) => "Tls",
+        })
+    }
+}
+
 /// How far the handshake with a successor we dialled has got.
 #[derive(Debug, Clone)]
 pub enum Stage {
@@ -103,6 +123,10 @@ pub struct Conn {
     /// The authenticated peer link's MAC state: every frame in and out
     /// carries a tag (spec §5.2).
     pub mac: Option<LinkMac>,
+    pub wire: Wire,
+    /// A plaintext connection on a server that requires TLS for clients:
+    /// only a peer handshake is accepted on it.
+    pub plaintext_on_tls_port: bool,
     /// Accepted into the slots reserved for peers while clients fill the
     /// connection limit: it may only open a peer link.
     pub peer_only: bool,
@@ -139,6 +163,8 @@ impl Conn {
             .unwrap_or_else(|_| "?".into());
         Conn {
             mac: None,
+            wire: Wire::Plain,
+            plaintext_on_tls_port: false,
             peer_only: false,
             opened_at: now,
             last_frame_at: now,
@@ -200,9 +226,24 @@ impl Conn {
         self.decoder.shrink_if_empty(IDLE_BUFFER_BYTES);
     }
 
+    /// Whether output is waiting for the socket (ours, or TLS records).
+    pub fn wants_write(&self) -> bool {
+        self.out_len() > 0 || matches!(&self.wire, Wire::Tls(t) if t.wants_write())
+    }
+
     /// Reads what the socket has, up to what the decoder can hold; returns
     /// the bytes read through `bytes_in`.
     pub fn read_some(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
+        if let Wire::Sniffing(cfg) = &self.wire {
+            let cfg = cfg.clone();
+            match self.sniff(cfg, scratch, bytes_in) {
+                Some(outcome) => return outcome,
+                None => {} // decided; read on below
+            }
+        }
+        if matches!(self.wire, Wire::Tls(_)) {
+            return self.read_tls(scratch, bytes_in);
+        }
         loop {
             let room = self
                 .decoder
@@ -226,6 +267,84 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Reads the first bytes and decides between TLS and plaintext.
+    /// `Some` when there is nothing more to do now.
+    fn sniff(
+        &mut self,
+        cfg: std::sync::Arc<rustls::ServerConfig>,
+        scratch: &mut [u8],
+        bytes_in: &mut u64,
+    ) -> Option<ReadOutcome> {
+        let room = self
+            .decoder
+            .bytes_max()
+            .saturating_sub(self.decoder.buffered());
+        let want = room.min(scratch.len()).max(1);
+        let n = match self.stream.read(&mut scratch[..want]) {
+            Ok(0) => return Some(ReadOutcome::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(ReadOutcome::Open),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some(ReadOutcome::Open),
+            Err(_) => return Some(ReadOutcome::Closed),
+        };
+        *bytes_in += n as u64;
+        if scratch[0] != crate::tls::TLS_HANDSHAKE_RECORD {
+            self.wire = Wire::Plain;
+            self.plaintext_on_tls_port = true;
+            self.decoder.feed(&scratch[..n]);
+            return Some(ReadOutcome::Open);
+        }
+        let Ok(mut tls) = rustls::ServerConnection::new(cfg) else {
+            return Some(ReadOutcome::Closed);
+        };
+        if tls.read_tls(&mut &scratch[..n]).is_err() || tls.process_new_packets().is_err() {
+            return Some(ReadOutcome::Closed);
+        }
+        self.wire = Wire::Tls(Box::new(tls));
+        None
+    }
+
+    /// TLS: moves decrypted bytes into the decoder while it has room, and
+    /// reads more records only once rustls holds no plaintext (so its
+    /// buffer never grows past one read's worth).
+    fn read_tls(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
+        let Wire::Tls(tls) = &mut self.wire else {
+            return ReadOutcome::Closed;
+        };
+        loop {
+            loop {
+                let room = self
+                    .decoder
+                    .bytes_max()
+                    .saturating_sub(self.decoder.buffered());
+                if room == 0 {
+                    return ReadOutcome::Open;
+                }
+                let want = room.min(scratch.len());
+                match tls.reader().read(&mut scratch[..want]) {
+                    Ok(0) => return ReadOutcome::Closed, // close_notify
+                    Ok(n) => {
+                        self.decoder.feed(&scratch[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return ReadOutcome::Closed,
+                }
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => *bytes_in += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Closed,
+            }
+            if let Err(e) = tls.process_new_packets() {
+                tracing::info!(conn = self.id, peer = %self.peer, error = %e, "TLS error");
+                let _ = tls.write_tls(&mut self.stream); // the alert, if it fits
+                return ReadOutcome::Closed;
             }
         }
     }
@@ -311,10 +430,22 @@ impl Conn {
     /// Writes as much output as the socket takes. Err means the connection
     /// is dead.
     pub fn write_some(&mut self, bytes_out: &mut u64, now: Instant) -> io::Result<()> {
-        if self.out_pos == self.out.len() {
+        if !self.wants_write() {
             self.last_drain_at = now;
         }
-        while self.out_pos < self.out.len() {
+        if let Wire::Tls(tls) = &mut self.wire {
+            write_tls(
+                tls,
+                &self.out,
+                &mut self.out_pos,
+                &mut self.stream,
+                bytes_out,
+                &mut self.last_drain_at,
+                now,
+            )?;
+        }
+        while self.out_pos < self.out.len() && matches!(self.wire, Wire::Plain | Wire::Sniffing(_))
+        {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -335,5 +466,42 @@ impl Conn {
             self.out_pos = 0;
         }
         Ok(())
+    }
+}
+
+/// Hands queued output to rustls (as much as its buffer takes) and writes
+/// its records to the socket, until the socket is full or all is sent.
+fn write_tls(
+    tls: &mut rustls::ServerConnection,
+    out: &[u8],
+    out_pos: &mut usize,
+    stream: &mut TcpStream,
+    bytes_out: &mut u64,
+    last_drain_at: &mut Instant,
+    now: Instant,
+) -> io::Result<()> {
+    loop {
+        let mut progressed = false;
+        if *out_pos < out.len() {
+            let n = tls.writer().write(&out[*out_pos..])?;
+            *out_pos += n;
+            progressed |= n > 0;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    *bytes_out += n as u64;
+                    *last_drain_at = now;
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if !progressed || *out_pos == out.len() {
+            return Ok(());
+        }
     }
 }

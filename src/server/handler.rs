@@ -144,6 +144,11 @@ impl Server {
                 );
                 conn.fail(ErrorCode::TooManyConnections, why, self.now);
             }
+            op::HELLO if conn.plaintext_on_tls_port => {
+                self.counters.errors_sent += 1;
+                let why = "this server serves clients over TLS only";
+                conn.reply(&error(request_id, ErrorCode::BadRequest, why));
+            }
             op::HELLO => {
                 if let Some(msg) = self.decode_or_reply(conn, &frame) {
                     if let Body::Hello(h) = msg.body {

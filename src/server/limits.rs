@@ -25,7 +25,7 @@
 //!   [`ACCEPT_BACKOFF`] (the listener is left out of `poll`, so the loop
 //!   does not spin) and are logged once per [`ACCEPT_LOG_INTERVAL`].
 
-use super::conn::{Conn, Kind};
+use super::conn::{Conn, Kind, Wire};
 use super::{Server, HANDSHAKE_PAYLOAD_BYTES_MAX, PEER_SLOTS_RESERVED};
 use crate::wire::ErrorCode;
 use std::io;
@@ -93,7 +93,10 @@ impl Server {
             let id = self.next_conn_id;
             self.next_conn_id += 1;
             let limit = HANDSHAKE_PAYLOAD_BYTES_MAX;
-            let conn = Conn::new(id, stream, Kind::AwaitHello, limit, self.now);
+            let mut conn = Conn::new(id, stream, Kind::AwaitHello, limit, self.now);
+            if let Some(cfg) = &self.cfg.tls {
+                conn.wire = Wire::Sniffing(cfg.clone());
+            }
             self.admit(conn);
         }
     }

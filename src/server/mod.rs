@@ -261,7 +261,7 @@ impl Server {
                 if self.wants_read(c) {
                     flags |= PollFlags::POLLIN;
                 }
-                if c.out_len() > 0 || c.connecting {
+                if c.wants_write() || c.connecting {
                     flags |= PollFlags::POLLOUT;
                 }
                 fds.push(PollFd::new(c.stream.as_fd(), flags));

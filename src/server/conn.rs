@@ -236,9 +236,9 @@ impl Conn {
     pub fn read_some(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
         if let Wire::Sniffing(cfg) = &self.wire {
             let cfg = cfg.clone();
-            match self.sniff(cfg, scratch, bytes_in) {
-                Some(outcome) => return outcome,
-                None => {} // decided; read on below
+            // `None`: decided (TLS or plaintext); read on below.
+            if let Some(outcome) = self.sniff(cfg, scratch, bytes_in) {
+                return outcome;
             }
         }
         if matches!(self.wire, Wire::Tls(_)) {

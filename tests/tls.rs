@@ -52,7 +52,7 @@ fn pki() -> Pki {
     pki
 }
 
-fn tls_opts(ca: &PathBuf) -> Options {
+fn tls_opts(ca: &std::path::Path) -> Options {
     Options {
         tls: Some(chaintable::tls::client_config(ca).expect("CA loads")),
         ..Options::default()

@@ -7,12 +7,12 @@ cd "$(dirname "$0")"
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(decode_bytes message_roundtrip chunked_decoder)
+[ ${#targets[@]} -gt 0 ] || targets=(decode_bytes message_roundtrip chunked_decoder server_conn)
 
 python3 - <<'PY'
 import json, os
 v = json.load(open("../spec/vectors/frames.json"))
-for target in ("decode_bytes", "message_roundtrip", "chunked_decoder"):
+for target in ("decode_bytes", "message_roundtrip", "chunked_decoder", "server_conn"):
     os.makedirs(f"corpus/{target}", exist_ok=True)
     for group in ("valid", "malformed"):
         for x in v[group]:

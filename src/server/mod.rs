@@ -7,6 +7,8 @@ pub mod config;
 mod conn;
 mod dispatch;
 mod handler;
+#[doc(hidden)]
+pub mod harness;
 mod limits;
 mod peer;
 mod stats;

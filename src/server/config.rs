@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// Client TLS (`--tls-cert`/`--tls-key`): when set, clients must use
     /// TLS; plaintext is accepted only for the peer handshake.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Stop on SIGINT/SIGTERM. Off for servers embedded in another
+    /// program (the fuzz harness), where the process owns its signals:
+    /// handlers, once registered, stay for the life of the process.
+    pub handle_signals: bool,
     /// Client users (`--users-file`): when set, clients must AUTH first.
     pub users: Option<std::sync::Arc<crate::auth::Users>>,
     /// Most requests in progress on one connection (reading pauses beyond).
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(30),
             secret: None,
             users: None,
+            handle_signals: true,
             tls: None,
             inflight_max: 4096,
             queue_depth_max: 65_536,

@@ -28,6 +28,7 @@ impl ConnHarness {
     /// one fresh connection to it, before HELLO.
     pub fn new(mut cfg: ServerConfig) -> io::Result<ConnHarness> {
         cfg.listen = "127.0.0.1:0".into();
+        cfg.handle_signals = false;
         let server = Server::bind(cfg).map_err(|e| io::Error::other(e.to_string()))?;
         let pair = TcpListener::bind("127.0.0.1:0")?;
         let client = TcpStream::connect(pair.local_addr()?)?;

@@ -150,7 +150,12 @@ impl Server {
         signals
             .set_nonblocking(true)
             .map_err(|e| ServerError::Setup(e.to_string()))?;
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let signals_wanted = if cfg.handle_signals {
+            vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+        } else {
+            Vec::new()
+        };
+        for sig in signals_wanted {
             let w = signal_writer
                 .try_clone()
                 .map_err(|e| ServerError::Setup(e.to_string()))?;

@@ -306,6 +306,9 @@ fn every_hex_dump_in_the_spec_is_a_checked_vector() {
             by_name.insert(s(vector, "name").to_string(), s(vector, "hex").to_string());
         }
     }
+    for vector in v["handshake"]["frames"].as_array().unwrap() {
+        by_name.insert(s(vector, "name").to_string(), s(vector, "hex").to_string());
+    }
     let mut checked = 0;
     let mut lines = spec.lines();
     while let Some(line) = lines.next() {

@@ -40,13 +40,31 @@ for P in 1 16; do
 done
 kill -9 $ct_pid $rd_pid
 
+echo "== standalone with client TLS (a throwaway CA and a certificate for 127.0.0.1)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/ca.key" -out "$tmp/ca.pem" \
+  -subj /CN=chaintable-bench-ca -days 2 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/server.key" -out "$tmp/server.csr" \
+  -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$tmp/ext"
+openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
+  -out "$tmp/server.pem" -days 2 -extfile "$tmp/ext" 2>/dev/null
+ct=$(free_port); "$bin/table-server" "$ct" 64 --bind 127.0.0.1 --tls-cert "$tmp/server.pem" --tls-key "$tmp/server.key" \
+  2>"$tmp/ct-tls.log" & ct_pid=$!; pids+=($ct_pid)
+wait_port "$ct"
+for P in 1 16; do
+  bench --addr 127.0.0.1:$ct --tls --ca "$tmp/ca.pem" --label chaintable-tls -c 50 -d 100 -r 100000 -P $P -t put,get --server-pid $ct_pid
+done
+kill -9 $ct_pid
+
 echo "== replication: 3-member chain vs 3-member etcd (both in memory: chaintable has no disk; etcd's data dir is on tmpfs)"
 zk=$(free_port)
 scripts/zookeeper.sh "$zk" >"$tmp/zk.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$zk && echo srvr >&3 && timeout 1 cat <&3 | grep -q Mode) 2>/dev/null && break; sleep 0.2; done
 chain_pids=()
+head -c 32 /dev/urandom | base64 > "$tmp/cluster.secret"
 for i in 1 2 3; do
-  p=$(free_port); "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 2>"$tmp/m$i.log" & chain_pids+=($!); pids+=($!)
+  p=$(free_port); "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" \
+    2>"$tmp/m$i.log" & chain_pids+=($!); pids+=($!)
   wait_port "$p"; sleep 0.5
 done
 sleep 1
@@ -78,13 +96,13 @@ echo "{\"target\":\"chain\",\"test\":\"failover\",\"ms\":$(( (end-start)/1000000
 for p in "${chain_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 
 echo "== state transfer: about 1 GB to a joining member"
-p1=$(free_port); "$bin/table-server" "$p1" 64 127.0.0.1:$zk --bind 127.0.0.1 --chain-root /transfer 2>"$tmp/t1.log" & t1=$!; pids+=($t1)
+p1=$(free_port); "$bin/table-server" "$p1" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" --chain-root /transfer 2>"$tmp/t1.log" & t1=$!; pids+=($t1)
 wait_port "$p1"; sleep 1
 "$bin/table-bench" -q --addr 127.0.0.1:$p1 -c 8 -d 102400 -r 10240 -n 30000 -P 4 -t put >/dev/null
 bytes=$(( $("$bin/table-client" 127.0.0.1:$p1 size) * 102400 ))
 p2=$(free_port)
 start=$(date +%s%N)
-"$bin/table-server" "$p2" 64 127.0.0.1:$zk --bind 127.0.0.1 --chain-root /transfer 2>"$tmp/t2.log" & pids+=($!)
+"$bin/table-server" "$p2" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" --chain-root /transfer 2>"$tmp/t2.log" & pids+=($!)
 until "$bin/table-client" 127.0.0.1:$p2 stats 2>/dev/null | grep -q "^role: tail"; do sleep 0.05; done
 end=$(date +%s%N)
 ms=$(( (end-start)/1000000 ))

@@ -31,6 +31,14 @@ for P in (1, 16):
         print(f"| {w} | ops/s | {o['ops_per_sec']:,.0f} | {r['ops_per_sec']:,.0f} | {ratio(o['ops_per_sec'], r['ops_per_sec'])} |")
         print(f"| {w} | p99 µs | {o['p99_us']} | {r['p99_us']} | {ratio(o['p99_us'], r['p99_us'], False)} |")
         print(f"| {w} | server CPU µs/op | {o['cpu_us_per_op']} | {r['cpu_us_per_op']} | {ratio(o['cpu_us_per_op'], r['cpu_us_per_op'], False)} |")
+for P in (1, 16):
+    for test, name in (("put", "SET"), ("get", "GET")):
+        t, o = find("chaintable-tls", test, pipeline=P), find("chaintable", test, pipeline=P)
+        if not t or not o:
+            continue
+        w = f"standalone {name} P={P}, 50 clients, client TLS (vs plaintext)"
+        print(f"| {w} | ops/s | {t['ops_per_sec']:,.0f} | {o['ops_per_sec']:,.0f} | {ratio(t['ops_per_sec'], o['ops_per_sec'])} |")
+        print(f"| {w} | server CPU µs/op | {t['cpu_us_per_op']} | {o['cpu_us_per_op']} | {ratio(t['cpu_us_per_op'], o['cpu_us_per_op'], False)} |")
 for c in (1, 100):
     for test in ("put", "get"):
         o, e = find("chain", test, clients=c), find("etcd", test, clients=c)

@@ -525,3 +525,27 @@ fn auth_on_a_server_without_users_is_a_clear_error() {
     r.send(&get(3, "k"));
     assert!(matches!(r.recv().map(|m| m.body), Some(Body::Value(None))));
 }
+
+/// Connections that once carried a large frame give its memory back when
+/// idle (before, 64 idle connections kept 1 GiB of receive buffers).
+#[test]
+fn idle_connections_give_back_the_buffers_of_large_frames() {
+    let s = ServerProc::start(4, &[]);
+    let before = s.rss_kib();
+    let value = vec![5u8; 8 << 20];
+    let clients: Vec<chaintable::client::Client> = (0..24)
+        .map(|i| {
+            let mut c = s.client();
+            c.put(format!("big{i}").as_bytes(), &value).unwrap();
+            c.get(format!("big{i}").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The table holds 24 x 8 MiB = 192 MiB; 24 connections keeping an
+    // 8 MiB receive buffer and an 8 MiB send buffer each would add 384 MiB.
+    let grown_mib = s.rss_kib().saturating_sub(before) / 1024;
+    eprintln!("24 idle connections after 8 MiB frames: RSS +{grown_mib} MiB (table: 192 MiB)");
+    assert!(grown_mib < 192 + 96, "buffers kept: +{grown_mib} MiB");
+    drop(clients);
+}

@@ -6,28 +6,16 @@
 
 use chaintable::serialize::Key;
 use chaintable::server::harness::ConnHarness;
-use chaintable::server::ServerConfig;
 use chaintable::wire::message::arbitrary_message;
-use chaintable::wire::{Body, Hello, Message, PeerRole, WriteMode};
+use chaintable::wire::{Body, Message, WriteMode};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn config() -> ServerConfig {
-    ServerConfig {
-        payload_bytes_max: 64 * 1024,
-        output_bytes_max: 128 * 1024,
-        inflight_max: 32,
-        queue_depth_max: 64,
-        ..ServerConfig::default()
-    }
+fn config() -> chaintable::server::ServerConfig {
+    ConnHarness::small_config()
 }
 
 fn hello() -> Vec<u8> {
-    let h = Hello {
-        role: PeerRole::Client,
-        features: 0,
-        node: String::new(),
-    };
-    Message::new(1, Body::Hello(h)).to_bytes()
+    ConnHarness::hello_frame()
 }
 
 /// A step of one of the kinds the fuzz target makes.

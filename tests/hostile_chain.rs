@@ -29,6 +29,19 @@ fn key(s: &str) -> Key {
     Key::new(s.as_bytes()).unwrap()
 }
 
+/// A synchronous PUT through the chain; returns its operation id.
+fn sync_put(c: &mut chaintable::client::chain::ChainClient, k: &str) -> u64 {
+    let body = Body::Put {
+        key: key(k),
+        value: b"v".to_vec(),
+        mode: WriteMode::Sync,
+    };
+    match c.call(body).expect("write through the chain").0 {
+        Body::PutOk(w) => w.op_id,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Name of the member listed as `field` ("predecessor"/"successor") by `addr`.
 fn neighbour_name(addr: &str, field: &str) -> String {
     let text = stat_text(addr, field).expect("STATS answers");
@@ -159,12 +172,7 @@ fn forged_peer_handshakes_neither_replace_a_link_nor_inject_nor_slow_the_chain()
 fn replication_frames_from_a_client_connection_are_refused_by_opcode() {
     let chain = Chain::start(3, &[]);
     let mut c = chain.client();
-    c.call(Body::Put {
-        key: key("a"),
-        value: b"1".to_vec(),
-        mode: WriteMode::Sync,
-    })
-    .unwrap();
+    sync_put(&mut c, "a");
     let tail = chain.member(2).addr();
     let last: u64 = stat_text(&tail, "last_applied").unwrap().parse().unwrap();
     for addr in chain.addrs() {
@@ -318,12 +326,7 @@ fn members_ignore_persistent_and_unsigned_member_nodes() {
     });
     // A client reads at the real tail, never the fake persistent one.
     let mut c = chain.client();
-    c.call(Body::Put {
-        key: key("k"),
-        value: b"v".to_vec(),
-        mode: WriteMode::Sync,
-    })
-    .unwrap();
+    sync_put(&mut c, "k");
     let (_, served_by) = c.call(Body::Get { key: key("k") }).unwrap();
     assert_eq!(served_by, chain.member(2).addr());
     c.close();
@@ -356,12 +359,7 @@ fn a_member_whose_node_is_deleted_registers_again() {
     assert!(renamed.is_some(), "the member did not register again");
     chain.wait_chain_len(3);
     let mut c = chain.client();
-    c.call(Body::Put {
-        key: key("after"),
-        value: b"v".to_vec(),
-        mode: WriteMode::Sync,
-    })
-    .unwrap();
+    sync_put(&mut c, "after");
     chain
         .converged_digest()
         .expect("members agree after the rejoin");
@@ -375,12 +373,7 @@ fn a_member_whose_node_is_deleted_registers_again() {
 fn verify_never_calls_a_lost_or_skipped_write_executed() {
     let mut chain = Chain::start(3, &[]);
     let mut c = chain.client();
-    c.call(Body::Put {
-        key: key("base"),
-        value: b"0".to_vec(),
-        mode: WriteMode::Sync,
-    })
-    .unwrap();
+    sync_put(&mut c, "base");
     let head = chain.member(0).addr();
     let tail = chain.member(2).addr();
     chain.member(2).signal(nix::sys::signal::Signal::SIGSTOP);
@@ -420,5 +413,112 @@ fn verify_never_calls_a_lost_or_skipped_write_executed() {
         assert_eq!(t.verify(skipped).unwrap(), OpState::Unknown, "id {skipped}");
     }
     assert_eq!(t.verify(new).unwrap(), OpState::Executed);
+    c.close();
+}
+
+/// Reads one whole frame (MAC and all) from a raw socket.
+fn read_frame(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Option<chaintable::wire::Frame> {
+    use std::io::Read;
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Ok(Some((f, used))) = chaintable::wire::decode_frame(buf, usize::MAX) {
+            buf.drain(..used);
+            return Some(f);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Without a secret (`--insecure-peers`, which the README warns about)
+/// anyone can complete the peer handshake and become a predecessor. Even
+/// then an update must continue the history exactly: sequence numbers that
+/// jump, wrap or leave a gap close the link instead of being applied, and
+/// the chain recovers its real link and goes on numbering from where it was.
+#[test]
+fn an_authenticated_predecessor_still_cannot_jump_wrap_or_gap_the_sequence() {
+    use chaintable::auth::{Initiator, Secret};
+    let chain = Chain::start(3, &["--insecure-peers"]);
+    let mut c = chain.client();
+    let first = sync_put(&mut c, "before");
+    let tail = chain.member(2).addr();
+    let tail_name = stat_text(&tail, "node").unwrap();
+    let pred = neighbour_name(&tail, "predecessor");
+    let forged = [
+        (1u64 << 62) + 5, // a jump far past anything the head assigned
+        u64::MAX,         // a wrap waiting to happen
+        first + 2,        // a gap: first + 1 never arrived
+    ];
+    for seq in forged {
+        let mut s = std::net::TcpStream::connect(&tail).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let (init, hello) = Initiator::new(
+            Secret::insecure(),
+            &pred,
+            &tail_name,
+            "/chain",
+            random_nonce(),
+        );
+        use std::io::Write;
+        s.write_all(&Message::new(0, Body::PeerHello(hello)).to_bytes())
+            .unwrap();
+        let challenge = read_frame(&mut s, &mut buf).expect("challenge");
+        let Ok(Message {
+            body: Body::PeerChallenge(ch),
+            ..
+        }) = Message::from_frame(&challenge)
+        else {
+            panic!("expected PEER_CHALLENGE");
+        };
+        let (proof, mut mac) = init
+            .on_challenge(&ch)
+            .expect("the insecure secret is public");
+        s.write_all(&Message::new(0, Body::PeerProof { proof }).to_bytes())
+            .unwrap();
+        let mut hello_ok = read_frame(&mut s, &mut buf).expect("HELLO_OK");
+        mac.open(&mut hello_ok).expect("sealed HELLO_OK");
+        let last = match Message::from_frame(&hello_ok).unwrap().body {
+            Body::HelloOk(h) => h.last_seq,
+            other => panic!("{other:?}"),
+        };
+        let prev = if seq == first + 2 { first + 1 } else { last };
+        let update = Update {
+            seq,
+            prev_seq: prev,
+            op: WriteOp::Put {
+                key: key("forged"),
+                value: b"evil".to_vec(),
+            },
+        };
+        let mut out = Vec::new();
+        Message::new(0, Body::Update(update)).encode_sealed(&mut out, &mut mac);
+        s.write_all(&out).unwrap();
+        assert!(
+            read_frame(&mut s, &mut buf).is_none(),
+            "seq {seq}: the link stayed open"
+        );
+    }
+    let violations: u64 = stat_text(&tail, "peer_stream_violations")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(violations >= 3, "{violations} violations counted");
+    // The real middle links again; ids go on from where they were.
+    let next = sync_put(&mut c, "after");
+    assert!(
+        next > first && next < first + 1000,
+        "ids went from {first} to {next}"
+    );
+    chain.converged_digest().expect("members agree");
+    for addr in chain.addrs() {
+        let t = common::chain::table_of(&addr).expect("table");
+        assert!(
+            !t.contains_key(&b"forged"[..]),
+            "{addr} applied a forged update"
+        );
+    }
     c.close();
 }

@@ -8,7 +8,6 @@
 
 use arbitrary::Arbitrary;
 use chaintable::server::harness::ConnHarness;
-use chaintable::server::ServerConfig;
 use chaintable::wire::Message;
 use libfuzzer_sys::fuzz_target;
 
@@ -22,34 +21,14 @@ enum Step {
     Raw { bytes: Vec<u8>, drain: bool },
 }
 
-fn hello() -> Vec<u8> {
-    use chaintable::wire::{Body, Hello, PeerRole};
-    let hello = Hello {
-        role: PeerRole::Client,
-        features: 0,
-        node: String::new(),
-    };
-    Message::new(1, Body::Hello(hello)).to_bytes()
-}
-
-fn config() -> ServerConfig {
-    ServerConfig {
-        payload_bytes_max: 64 * 1024,
-        output_bytes_max: 128 * 1024,
-        inflight_max: 32,
-        queue_depth_max: 64,
-        ..ServerConfig::default()
-    }
-}
-
 fuzz_target!(|steps: Vec<Step>| {
-    let Ok(mut h) = ConnHarness::new(config()) else {
+    let Ok(mut h) = ConnHarness::new(ConnHarness::small_config()) else {
         return;
     };
     for step in steps.into_iter().take(64) {
         let (bytes, drain) = match step {
             Step::Frame { msg, drain } => (msg.to_bytes(), drain),
-            Step::Hello => (hello(), true),
+            Step::Hello => (ConnHarness::hello_frame(), true),
             Step::Raw { bytes, drain } => (bytes, drain),
         };
         h.step(&bytes, drain);

@@ -245,10 +245,7 @@ impl Conn {
             return self.read_tls(scratch, bytes_in);
         }
         loop {
-            let room = self
-                .decoder
-                .bytes_max()
-                .saturating_sub(self.decoder.buffered());
+            let room = room(&self.decoder);
             if room == 0 {
                 return ReadOutcome::Open;
             }
@@ -279,11 +276,7 @@ impl Conn {
         scratch: &mut [u8],
         bytes_in: &mut u64,
     ) -> Option<ReadOutcome> {
-        let room = self
-            .decoder
-            .bytes_max()
-            .saturating_sub(self.decoder.buffered());
-        let want = room.min(scratch.len()).max(1);
+        let want = room(&self.decoder).min(scratch.len()).max(1);
         let n = match self.stream.read(&mut scratch[..want]) {
             Ok(0) => return Some(ReadOutcome::Closed),
             Ok(n) => n,
@@ -317,10 +310,7 @@ impl Conn {
         };
         loop {
             loop {
-                let room = self
-                    .decoder
-                    .bytes_max()
-                    .saturating_sub(self.decoder.buffered());
+                let room = room(&self.decoder);
                 if room == 0 {
                     return ReadOutcome::Open;
                 }
@@ -467,6 +457,11 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Bytes the decoder can take now.
+fn room(decoder: &FrameDecoder) -> usize {
+    decoder.bytes_max().saturating_sub(decoder.buffered())
 }
 
 /// Hands queued output to rustls (as much as its buffer takes) and writes

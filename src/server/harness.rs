@@ -24,6 +24,28 @@ pub struct ConnHarness {
 }
 
 impl ConnHarness {
+    /// Small limits, so that a fuzzer reaches every bound in a few steps.
+    pub fn small_config() -> ServerConfig {
+        ServerConfig {
+            payload_bytes_max: 64 * 1024,
+            output_bytes_max: 128 * 1024,
+            inflight_max: 32,
+            queue_depth_max: 64,
+            ..ServerConfig::default()
+        }
+    }
+
+    /// A client's HELLO frame (request id 1).
+    pub fn hello_frame() -> Vec<u8> {
+        use crate::wire::{Body, Hello, Message, PeerRole};
+        let hello = Hello {
+            role: PeerRole::Client,
+            features: 0,
+            node: String::new(),
+        };
+        Message::new(1, Body::Hello(hello)).to_bytes()
+    }
+
     /// A standalone server (listening on a loopback port nobody uses) and
     /// one fresh connection to it, before HELLO.
     pub fn new(mut cfg: ServerConfig) -> io::Result<ConnHarness> {

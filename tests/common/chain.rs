@@ -75,13 +75,11 @@ impl Chain {
     pub fn add_member(&mut self) -> usize {
         let zk = self.zk.addr();
         let secret = super::cluster_secret_file();
-        let mut args: Vec<&str> = vec![
-            &zk,
-            "--session-timeout-ms",
-            "1000",
-            "--cluster-secret-file",
-            &secret,
-        ];
+        let mut args: Vec<&str> = vec![&zk, "--session-timeout-ms", "1000"];
+        // A chain the test starts with --insecure-peers has no secret.
+        if !self.extra.iter().any(|a| a == "--insecure-peers") {
+            args.extend(["--cluster-secret-file", &secret]);
+        }
         if self.inspect {
             args.push("--unsafe-reads-anywhere");
         }

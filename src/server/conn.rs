@@ -332,7 +332,7 @@ impl Conn {
                 Err(_) => return ReadOutcome::Closed,
             }
             if let Err(e) = tls.process_new_packets() {
-                tracing::info!(conn = self.id, peer = %self.peer, error = %e, "TLS error");
+                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "TLS error");
                 let _ = tls.write_tls(&mut self.stream); // the alert, if it fits
                 return ReadOutcome::Closed;
             }

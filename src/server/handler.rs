@@ -71,7 +71,9 @@ impl Server {
                         FrameError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
                         FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
                     };
-                    tracing::info!(conn = conn.id, peer = %conn.peer, error = %e, "stream error");
+                    if self.noise.allow(self.now) {
+                        tracing::info!(conn = conn.id, peer = %conn.peer, error = %e, "stream error");
+                    }
                     self.counters.errors_sent += 1;
                     conn.fail(code, e.to_string(), self.now);
                     return;
@@ -252,7 +254,9 @@ impl Server {
             None => {
                 self.counters.auth_failures += 1;
                 self.counters.errors_sent += 1;
-                tracing::warn!(conn = conn.id, peer = %conn.peer, user, "authentication failed");
+                if self.noise.allow(self.now) {
+                    tracing::warn!(conn = conn.id, peer = %conn.peer, user, "authentication failed");
+                }
                 conn.reply(&error(
                     request_id,
                     ErrorCode::AuthFailed,

@@ -39,6 +39,49 @@ pub const CLOSING_GRACE: Duration = Duration::from_secs(5);
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this interval about failing accepts.
 pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Log lines that strangers can cause (refusals, stream errors, failed
+/// logins and handshakes) allowed per [`NOISE_WINDOW`]; the rest are
+/// counted and summed up in one line, so a flood of bad connections does
+/// not become a flood of log lines.
+pub const NOISE_LINES_MAX: u32 = 20;
+pub const NOISE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Rate limit for log lines that outsiders can trigger.
+#[derive(Debug)]
+pub struct NoiseGate {
+    window_start: Instant,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl NoiseGate {
+    pub fn new(now: Instant) -> NoiseGate {
+        NoiseGate {
+            window_start: now,
+            lines: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether one more such line may be logged now.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if now >= self.window_start + NOISE_WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    suppressed = self.suppressed,
+                    window_s = NOISE_WINDOW.as_secs(),
+                    "log lines about refused or failed connections suppressed"
+                );
+            }
+            *self = NoiseGate::new(now);
+        }
+        self.lines += 1;
+        if self.lines > NOISE_LINES_MAX {
+            self.suppressed += 1;
+        }
+        self.lines <= NOISE_LINES_MAX
+    }
+}
 
 impl Server {
     /// Whether a client (or a connection before HELLO) may have another
@@ -114,7 +157,9 @@ impl Server {
             self.peer_only_open += 1;
         } else {
             self.counters.connections_refused += 1;
-            tracing::info!(peer = %conn.peer, "refused: too many connections");
+            if self.noise.allow(self.now) {
+                tracing::info!(peer = %conn.peer, "refused: too many connections");
+            }
             let why = format!(
                 "server is at its limit of {} connections",
                 self.cfg.connections_max
@@ -218,5 +263,22 @@ impl Server {
             return Some("idle timeout");
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_noise_gate_lets_a_few_lines_through_per_window() {
+        let t0 = Instant::now();
+        let mut g = NoiseGate::new(t0);
+        let allowed = (0..1000).filter(|_| g.allow(t0)).count();
+        assert_eq!(allowed, NOISE_LINES_MAX as usize);
+        assert_eq!(g.suppressed, 1000 - NOISE_LINES_MAX as u64);
+        // A new window opens after the interval.
+        assert!(g.allow(t0 + NOISE_WINDOW));
+        assert_eq!(g.suppressed, 0);
     }
 }

@@ -127,6 +127,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// Last time an accept error was logged (once per interval).
     accept_error_logged_at: Option<Instant>,
+    /// Rate limit for log lines outsiders can cause.
+    noise: limits::NoiseGate,
 }
 
 impl Server {
@@ -231,6 +233,7 @@ impl Server {
             last_sweep: Instant::now(),
             accept_paused_until: None,
             accept_error_logged_at: None,
+            noise: limits::NoiseGate::new(Instant::now()),
         })
     }
 
@@ -544,7 +547,14 @@ impl Server {
 
     /// Drops a connection and tells the replica if it was a peer link.
     fn close(&mut self, conn: Conn, why: &str) {
-        tracing::info!(conn = conn.id, peer = %conn.peer, why, "connection closed");
+        // Client connections come and go by the thousand (and a flood of
+        // them must not become a flood of log lines): debug level. Peer
+        // links are few and matter: info.
+        if conn.is_peer() {
+            tracing::info!(conn = conn.id, peer = %conn.peer, why, "peer connection closed");
+        } else {
+            tracing::debug!(conn = conn.id, peer = %conn.peer, why, "connection closed");
+        }
         if conn.counted {
             self.clients_connected -= 1;
         }

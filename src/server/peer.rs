@@ -18,7 +18,9 @@ impl Server {
     pub(super) fn refuse_peer(&mut self, conn: &mut Conn, why: &str) {
         self.counters.peer_auth_failures += 1;
         self.counters.errors_sent += 1;
-        tracing::warn!(conn = conn.id, peer = %conn.peer, why, "peer refused");
+        if self.noise.allow(self.now) {
+            tracing::warn!(conn = conn.id, peer = %conn.peer, why, "peer refused");
+        }
         conn.send(&error(0, ErrorCode::Unavailable, why));
         conn.start_closing(self.now);
     }

@@ -9,7 +9,7 @@
 #  cargo build --release --bins))
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OLD=${OLD:?set OLD to the directory of the older build's binaries}
+OLD=${OLD:?set OLD to the bin directory of the older build}
 NEW=${NEW:-target/release}
 BENCH=$NEW/table-bench
 secs=${1:-8}

@@ -142,13 +142,28 @@ fn clients_are_served_over_tls_and_refused_in_plaintext() {
     assert!(st.get_count("ops_put").unwrap() >= 2);
 }
 
+/// Every lock at once: a chain with a cluster secret, client TLS and a
+/// users file; the chain client logs in at every member it talks to.
 #[test]
 fn a_chain_serves_tls_clients_while_its_peers_link_on_the_same_ports() {
     let pki = pki();
     let zk = common::zk::ZooKeeper::start();
     let zk_addr = zk.addr();
     let secret = common::cluster_secret_file();
-    let mut args = vec![zk_addr.clone(), "--cluster-secret-file".into(), secret];
+    let users = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("chain-users-{}", std::process::id()));
+    let line = format!(
+        "carol readwrite {}\n",
+        chaintable::auth::password_hash("s3cret")
+    );
+    std::fs::write(&users, line).unwrap();
+    let mut args = vec![
+        zk_addr.clone(),
+        "--cluster-secret-file".into(),
+        secret,
+        "--users-file".into(),
+        users.display().to_string(),
+    ];
     args.extend(tls_args(&pki));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let members: Vec<ServerProc> = (0..2)
@@ -160,6 +175,10 @@ fn a_chain_serves_tls_clients_while_its_peers_link_on_the_same_ports() {
         .collect();
     let opts = Options {
         read_timeout: Duration::from_secs(5),
+        credentials: Some(chaintable::client::Credentials {
+            user: "carol".into(),
+            password: "s3cret".into(),
+        }),
         ..tls_opts(&pki.ca)
     };
     let mut chain =

@@ -549,3 +549,43 @@ fn idle_connections_give_back_the_buffers_of_large_frames() {
     assert!(grown_mib < 192 + 96, "buffers kept: +{grown_mib} MiB");
     drop(clients);
 }
+
+/// Sockets that said HELLO and went quiet cannot hold the connection limit
+/// either: at the limit, a client idle for 10 s makes room for a newcomer
+/// (and is told why); before that, the newcomer is refused.
+#[test]
+fn idle_clients_make_room_at_the_connection_limit() {
+    let s = ServerProc::start(4, &["--max-connections", "8"]);
+    let addr = s.addr();
+    let mut idle: Vec<Raw> = (0..8).map(|_| Raw::hello(&addr)).collect();
+    let mut r = Raw::connect(&addr);
+    r.send(&common::client_hello());
+    assert_eq!(
+        r.recv().as_ref().and_then(error_code),
+        Some(ErrorCode::TooManyConnections)
+    );
+    std::thread::sleep(Duration::from_millis(10_500));
+    let mut newcomer = Raw::hello(&addr);
+    newcomer.send(&get(2, "k"));
+    assert!(matches!(
+        newcomer.recv().map(|m| m.body),
+        Some(Body::Value(None))
+    ));
+    let mut told = 0;
+    for r in idle.iter_mut() {
+        let _ = r.stream.set_read_timeout(Some(Duration::from_millis(200)));
+        if r.recv().as_ref().and_then(error_code) == Some(ErrorCode::TooManyConnections) {
+            told += 1;
+        }
+    }
+    assert_eq!(
+        told, 1,
+        "exactly one idle client made room, and was told why"
+    );
+    let st = chaintable::wire::Body::Stats;
+    newcomer.send(&Message::new(3, st));
+    match newcomer.recv().map(|m| m.body) {
+        Some(Body::StatsOk(stats)) => assert_eq!(stats.get_count("idle_evictions"), Some(1)),
+        other => panic!("{other:?}"),
+    }
+}

@@ -211,6 +211,11 @@ impl Conn {
         self.out.capacity() + self.decoder.capacity() + self.slot_bytes
     }
 
+    /// Nothing in flight, nothing to send, nothing half-received.
+    pub fn is_idle(&self) -> bool {
+        self.slots.is_empty() && !self.wants_write() && self.decoder.buffered() == 0
+    }
+
     /// Marks the connection for closing once what it is owed is sent.
     pub fn start_closing(&mut self, now: Instant) {
         self.closing = true;

@@ -2,8 +2,11 @@
 //!
 //! - **Connections.** At most `connections_max` clients (connections past
 //!   their handshake or still in it). When full, a newcomer evicts the
-//!   oldest connection that has not sent HELLO yet, so idle sockets cannot
-//!   lock clients out; with none to evict it gets one of
+//!   oldest connection that has not finished its handshake, so idle sockets
+//!   cannot lock clients out; failing that, the client idle longest if it
+//!   has been idle [`IDLE_EVICT_AFTER`] with nothing in flight (so sockets
+//!   that said HELLO and went quiet cannot either); with none to evict it
+//!   gets one of
 //!   [`PEER_SLOTS_RESERVED`] slots in which only a peer handshake is
 //!   accepted, so a flooded member's predecessor still gets through; past
 //!   those it is refused with TOO_MANY_CONNECTIONS.
@@ -30,6 +33,10 @@ use super::{Server, HANDSHAKE_PAYLOAD_BYTES_MAX, PEER_SLOTS_RESERVED};
 use crate::wire::ErrorCode;
 use std::io;
 use std::time::{Duration, Instant};
+
+/// At the connection limit, a client idle this long (nothing in flight,
+/// nothing sent) may be closed to admit a newcomer.
+pub const IDLE_EVICT_AFTER: Duration = Duration::from_secs(10);
 
 /// How often timeouts are checked.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
@@ -146,8 +153,8 @@ impl Server {
 
     /// Gives a new connection a client slot, a peer-only slot, or a refusal.
     fn admit(&mut self, mut conn: Conn) {
-        if self.clients_connected >= self.cfg.connections_max {
-            self.evict_oldest_stranger();
+        if self.clients_connected >= self.cfg.connections_max && !self.evict_oldest_stranger() {
+            self.evict_longest_idle();
         }
         if self.clients_connected < self.cfg.connections_max {
             conn.counted = true;
@@ -175,19 +182,49 @@ impl Server {
         self.dirty.push(id);
     }
 
-    /// Closes the oldest client connection that has not sent HELLO, to
-    /// make room for a newcomer.
-    fn evict_oldest_stranger(&mut self) {
+    /// Closes the oldest client connection that has not finished its
+    /// handshake, to make room for a newcomer. Whether one was closed.
+    fn evict_oldest_stranger(&mut self) -> bool {
         let oldest = self
             .conns
             .values()
             .filter(|c| c.counted && c.kind.in_handshake())
             .min_by_key(|c| c.opened_at)
             .map(|c| c.id);
-        if let Some(conn) = oldest.and_then(|id| self.conns.remove(&id)) {
-            self.counters.handshake_evictions += 1;
-            self.close(conn, "evicted: connection limit reached before its HELLO");
+        let Some(conn) = oldest.and_then(|id| self.conns.remove(&id)) else {
+            return false;
+        };
+        self.counters.handshake_evictions += 1;
+        self.evict(
+            conn,
+            "evicted: connection limit reached before its handshake",
+        );
+        true
+    }
+
+    /// Closes the client idle longest, if it has been idle at least
+    /// [`IDLE_EVICT_AFTER`] with nothing in flight.
+    fn evict_longest_idle(&mut self) {
+        let now = self.now;
+        let idlest = self
+            .conns
+            .values()
+            .filter(|c| c.counted && c.is_idle())
+            .filter(|c| now.saturating_duration_since(c.last_frame_at) >= IDLE_EVICT_AFTER)
+            .min_by_key(|c| c.last_frame_at)
+            .map(|c| c.id);
+        if let Some(conn) = idlest.and_then(|id| self.conns.remove(&id)) {
+            self.counters.idle_evictions += 1;
+            self.evict(conn, "evicted: connection limit reached while idle");
         }
+    }
+
+    /// Tells an evicted connection why (best effort: one write) and closes it.
+    fn evict(&mut self, mut conn: Conn, why: &'static str) {
+        conn.fail(ErrorCode::TooManyConnections, why, self.now);
+        conn.flush_slots(usize::MAX, |_| unreachable_read());
+        let _ = conn.write_some(&mut self.counters.bytes_out, self.now);
+        self.close(conn, why);
     }
 
     fn accept_failed(&mut self, e: io::Error) {
@@ -258,12 +295,19 @@ impl Server {
         if c.out_len() > 0 && since(c.last_drain_at) > self.cfg.send_timeout {
             return Some("not reading its replies");
         }
-        let idle = c.slots.is_empty() && c.out_len() == 0 && c.decoder.buffered() == 0;
-        if idle && since(c.last_frame_at) > self.cfg.idle_timeout {
+        if c.is_idle() && since(c.last_frame_at) > self.cfg.idle_timeout {
             return Some("idle timeout");
         }
         None
     }
+}
+
+/// Evicted connections have no reads waiting (they are idle or strangers).
+fn unreachable_read() -> crate::wire::Message {
+    crate::wire::Message::new(
+        0,
+        crate::wire::Body::Error(crate::wire::ErrorReply::new(ErrorCode::Internal, "evicted")),
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Counters {
     /// Connections closed to make room before their HELLO.
     pub handshake_evictions: u64,
     pub idle_closed: u64,
+    /// Idle clients closed to admit a newcomer at the connection limit.
+    pub idle_evictions: u64,
     pub accept_errors: u64,
     /// AUTH attempts with a wrong user or password.
     pub auth_failures: u64,
@@ -57,6 +59,7 @@ impl Counters {
         s.count("handshake_timeouts", self.handshake_timeouts);
         s.count("handshake_evictions", self.handshake_evictions);
         s.count("idle_closed", self.idle_closed);
+        s.count("idle_evictions", self.idle_evictions);
         s.count("accept_errors", self.accept_errors);
         s.count("auth_failures", self.auth_failures);
         let names = [

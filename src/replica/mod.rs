@@ -575,9 +575,21 @@ impl Replica {
                     .push_back(Action::SendDown(Body::Update(update)));
             }
         }
-        if self.acting_tail() {
+        if self.acting_tail() && !self.backlog_full() {
             self.ack_through(seq);
         }
+    }
+
+    /// Whether the updates waiting for a snapshot's LAST chunk have reached
+    /// Sent's capacity. An acting tail then stops acknowledging, so the
+    /// head's Sent list fills and it answers BUSY (the backlog stays under
+    /// twice Sent's capacity): without this the backlog grew with every
+    /// write for as long as the transfer lasted (the acting tail's acks
+    /// kept trimming Sent upstream, so nothing pushed back).
+    fn backlog_full(&self) -> bool {
+        self.outgoing
+            .as_ref()
+            .is_some_and(|o| o.backlog.len() >= self.sent.capacity())
     }
 
     /// Updates flow to a transferring successor only after its snapshot.
@@ -638,6 +650,10 @@ impl Replica {
             let backlog = self.outgoing.take().map(|o| o.backlog).unwrap_or_default();
             for u in backlog {
                 self.actions.push_back(Action::SendDown(Body::Update(u)));
+            }
+            // Acknowledgements held back while the backlog was full.
+            if self.acting_tail() {
+                self.ack_through(self.last_applied);
             }
         }
     }
@@ -1180,6 +1196,64 @@ mod tests {
         let key = Key::new("k").unwrap();
         let refused = r.handle_client_write(WriteOp::Del { key }, None);
         assert_eq!(refused.map_err(|e| e.code), Err(ErrorCode::Unavailable));
+    }
+
+    /// While a snapshot streams to a joiner, the updates that must follow
+    /// its LAST chunk wait in a backlog. That backlog is bounded: once it
+    /// holds Sent's capacity, the acting tail stops acknowledging (so the
+    /// head fills up and answers BUSY), and resumes after the LAST chunk.
+    /// Here the acting tail is also the head, as in a chain of one.
+    #[test]
+    fn the_backlog_behind_a_snapshot_is_bounded_by_holding_back_acks() {
+        const CAP: usize = 4;
+        let mut r = Replica::chain_member("n1", CAP);
+        r.set_snapshot_chunk_entries(1);
+        r.handle_membership(vec![member("n1")]);
+        let apply_all = |r: &mut Replica| {
+            let mut snapshot_asked = false;
+            while let Some(a) = r.poll_action() {
+                match a {
+                    Action::Apply(u) => r.handle_applied(u, WriteOutcome::Absent),
+                    Action::Snapshot => snapshot_asked = true,
+                    _ => {}
+                }
+            }
+            snapshot_asked
+        };
+        let write = |r: &mut Replica, i: u64| {
+            let key = Key::new(format!("k{i}")).unwrap();
+            r.handle_client_write(WriteOp::Del { key }, None)
+        };
+        for i in 0..2 {
+            write(&mut r, i).unwrap();
+        }
+        apply_all(&mut r);
+        // A joiner arrives; the snapshot is cut at the current state.
+        r.handle_membership(vec![member("n1"), member("n2")]);
+        r.handle_successor_hello(NodeRole::Joining, 0);
+        assert!(apply_all(&mut r), "a snapshot was asked for");
+        r.handle_snapshot_taken(r.last_applied(), vec![entry(0, 1), entry(1, 1)]);
+        // Writes go on while the transfer waits on the link: acknowledged
+        // until the backlog is full, then BUSY.
+        let mut admitted = 0;
+        for i in 10..30 {
+            if write(&mut r, i).is_err() {
+                break;
+            }
+            admitted += 1;
+            apply_all(&mut r);
+        }
+        assert!((CAP..20).contains(&admitted), "admitted {admitted}");
+        // Acks stop at CAP; Sent then fills to CAP before BUSY.
+        assert!(r.outgoing.as_ref().unwrap().backlog.len() <= 2 * CAP);
+        let acked = r.last_acked();
+        assert!(acked < r.last_applied(), "acks were held back");
+        // The transfer proceeds: after the LAST chunk, acks resume.
+        while r.snapshot_pending() {
+            r.handle_successor_writable();
+        }
+        assert_eq!(r.last_acked(), r.last_applied());
+        assert!(write(&mut r, 99).is_ok(), "writes are admitted again");
     }
 
     #[test]

@@ -450,9 +450,11 @@ async fn list_members(
         tracing::warn!(
             children = children.len(),
             max = CHILDREN_MAX,
-            "chain root has too many children; reading the first by name"
+            "chain root has too many children; reading the first member-named ones"
         );
-        children.sort();
+        // Member names (`node` + sequence) first, lowest sequence first, so
+        // other children cannot push the real members out of the window.
+        children.sort_by_key(|c| (!c.starts_with("node"), c.clone()));
         children.truncate(CHILDREN_MAX);
     }
     let mut raw = Vec::with_capacity(children.len());

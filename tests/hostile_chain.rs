@@ -522,3 +522,34 @@ fn an_authenticated_predecessor_still_cannot_jump_wrap_or_gap_the_sequence() {
     }
     c.close();
 }
+
+/// A flood of children under the chain root (by someone holding the
+/// cluster's ZooKeeper login) cannot hide the members: at most
+/// CHILDREN_MAX are read, member names first.
+#[test]
+fn a_flood_of_children_under_the_root_does_not_hide_the_members() {
+    let chain = Chain::start(2, &[]);
+    let zk_addr = chain.zk.addr();
+    let secret = chaintable::auth::Secret::new(common::TEST_SECRET.as_bytes().to_vec());
+    let login = chaintable::coord::digest_credentials(&secret);
+    let flood = chaintable::coord::CHILDREN_MAX + 100;
+    smol::block_on(async {
+        let c = zk_client(&zk_addr, Some(&login)).await;
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all());
+        for i in 0..flood {
+            // Names that sort before "node…".
+            let path = format!("/chain/a{i:06}");
+            c.create(&path, b"127.0.0.1:1", &persistent)
+                .await
+                .expect("insider creates");
+        }
+    });
+    // A new member joins through all that and the chain keeps working.
+    let mut chain = chain;
+    chain.add_member();
+    chain.wait_chain_len(3);
+    let mut c = chain.client();
+    sync_put(&mut c, "through-the-flood");
+    chain.converged_digest().expect("members agree");
+    c.close();
+}

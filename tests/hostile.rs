@@ -218,11 +218,7 @@ fn pipelined_large_reads_cannot_amplify_memory() {
         let _ = r.stream.write_all(&bytes);
         attackers.push(r); // never reads
     }
-    let mut peak = 0;
-    for _ in 0..20 {
-        peak = peak.max(s.rss_kib());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let peak = s.peak_rss_kib(Duration::from_secs(2));
     let grown_mib = peak.saturating_sub(before) / 1024;
     eprintln!("4 x 1000 pipelined 4 MiB GETs / 2 MiB GETTABLEs: peak RSS +{grown_mib} MiB");
     // Per connection: 32 MiB of replies (64 MiB of buffer at worst) and
@@ -274,11 +270,7 @@ fn the_server_wide_buffer_budget_bounds_many_amplifying_clients() {
             r
         })
         .collect();
-    let mut peak = 0;
-    for _ in 0..20 {
-        peak = peak.max(s.rss_kib());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let peak = s.peak_rss_kib(Duration::from_secs(2));
     let grown_mib = peak.saturating_sub(before) / 1024;
     eprintln!("16 clients x 100 pipelined 4 MiB GETs, 64 MiB budget: peak RSS +{grown_mib} MiB");
     // Without the budget each client could hold 32 MiB + one reply (576
@@ -497,21 +489,17 @@ fn with_a_users_file_only_authenticated_clients_are_served() {
     assert!(st.get_count("auth_failures").unwrap() >= 1);
     // table-client logs in with --user and the password from the
     // environment; without them its request is refused.
-    let out = std::process::Command::new(common::client_bin())
-        .args(["--user", "alice", &addr, "get", "k"])
-        .env("CHAINTABLE_PASSWORD", "wonderland")
-        .output()
-        .unwrap();
+    let out = common::table_client(
+        &["--user", "alice", &addr, "get", "k"],
+        &[("CHAINTABLE_PASSWORD", "wonderland")],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains('v'));
-    let out = std::process::Command::new(common::client_bin())
-        .args([&addr, "get", "k"])
-        .output()
-        .unwrap();
+    let out = common::table_client(&[&addr, "get", "k"], &[]);
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -290,8 +290,7 @@ fn an_outsider_can_read_but_not_write_the_chain_in_zookeeper() {
 fn members_ignore_persistent_and_unsigned_member_nodes() {
     let chain = Chain::start(3, &[]);
     let zk_addr = chain.zk.addr();
-    let secret = chaintable::auth::Secret::new(common::TEST_SECRET.as_bytes().to_vec());
-    let login = chaintable::coord::digest_credentials(&secret);
+    let login = common::cluster_login();
     let fake_tail = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_addr = fake_tail.local_addr().unwrap().to_string();
     let (insider, ephemeral_path) = smol::block_on(async {
@@ -345,8 +344,7 @@ fn a_member_whose_node_is_deleted_registers_again() {
     let zk_addr = chain.zk.addr();
     let tail = chain.member(2).addr();
     let old_name = stat_text(&tail, "node").unwrap();
-    let secret = chaintable::auth::Secret::new(common::TEST_SECRET.as_bytes().to_vec());
-    let login = chaintable::coord::digest_credentials(&secret);
+    let login = common::cluster_login();
     smol::block_on(async {
         let c = zk_client(&zk_addr, Some(&login)).await;
         c.delete(&format!("/chain/{old_name}"), None)
@@ -530,8 +528,7 @@ fn an_authenticated_predecessor_still_cannot_jump_wrap_or_gap_the_sequence() {
 fn a_flood_of_children_under_the_root_does_not_hide_the_members() {
     let chain = Chain::start(2, &[]);
     let zk_addr = chain.zk.addr();
-    let secret = chaintable::auth::Secret::new(common::TEST_SECRET.as_bytes().to_vec());
-    let login = chaintable::coord::digest_credentials(&secret);
+    let login = common::cluster_login();
     let flood = chaintable::coord::CHILDREN_MAX + 100;
     smol::block_on(async {
         let c = zk_client(&zk_addr, Some(&login)).await;

@@ -140,11 +140,7 @@ impl Server {
             _ if conn.peer_only => {
                 // Admitted into a slot reserved for peers: nothing else.
                 self.counters.connections_refused += 1;
-                let why = format!(
-                    "server is at its limit of {} connections",
-                    self.cfg.connections_max
-                );
-                conn.fail(ErrorCode::TooManyConnections, why, self.now);
+                conn.fail(ErrorCode::TooManyConnections, self.at_limit(), self.now);
             }
             op::HELLO if conn.plaintext_on_tls_port => {
                 self.counters.errors_sent += 1;

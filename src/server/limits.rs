@@ -167,12 +167,8 @@ impl Server {
             if self.noise.allow(self.now) {
                 tracing::info!(peer = %conn.peer, "refused: too many connections");
             }
-            let why = format!(
-                "server is at its limit of {} connections",
-                self.cfg.connections_max
-            );
-            conn.fail(ErrorCode::TooManyConnections, why, self.now);
-            let _ = conn.write_some(&mut self.counters.bytes_out, self.now);
+            let why = self.at_limit();
+            self.turn_away(conn, &why);
             return;
         }
         self.counters.connections_accepted += 1;
@@ -195,7 +191,7 @@ impl Server {
             return false;
         };
         self.counters.handshake_evictions += 1;
-        self.evict(
+        self.turn_away(
             conn,
             "evicted: connection limit reached before its handshake",
         );
@@ -215,14 +211,21 @@ impl Server {
             .map(|c| c.id);
         if let Some(conn) = idlest.and_then(|id| self.conns.remove(&id)) {
             self.counters.idle_evictions += 1;
-            self.evict(conn, "evicted: connection limit reached while idle");
+            self.turn_away(conn, "evicted: connection limit reached while idle");
         }
     }
 
-    /// Tells an evicted connection why (best effort: one write) and closes it.
-    fn evict(&mut self, mut conn: Conn, why: &'static str) {
+    /// What TOO_MANY_CONNECTIONS says.
+    pub(super) fn at_limit(&self) -> String {
+        let max = self.cfg.connections_max;
+        format!("server is at its limit of {max} connections")
+    }
+
+    /// Tells a connection TOO_MANY_CONNECTIONS (best effort: one write;
+    /// refused and evicted connections owe no other replies, so the error
+    /// goes straight to the output) and closes it.
+    fn turn_away(&mut self, mut conn: Conn, why: &str) {
         conn.fail(ErrorCode::TooManyConnections, why, self.now);
-        conn.flush_slots(usize::MAX, |_| unreachable_read());
         let _ = conn.write_some(&mut self.counters.bytes_out, self.now);
         self.close(conn, why);
     }
@@ -257,57 +260,63 @@ impl Server {
         }
         self.last_sweep = self.now;
         let now = self.now;
-        let expired: Vec<(u64, &'static str)> = self
+        let expired: Vec<(u64, Expiry)> = self
             .conns
             .values()
-            .filter_map(|c| self.expiry(c, now).map(|why| (c.id, why)))
+            .filter_map(|c| self.expiry(c, now).map(|e| (c.id, e)))
             .collect();
-        for (id, why) in expired {
+        for (id, expiry) in expired {
             if let Some(conn) = self.conns.remove(&id) {
-                match why {
-                    "handshake timeout" => self.counters.handshake_timeouts += 1,
-                    "idle timeout" => self.counters.idle_closed += 1,
-                    "not reading its replies" => self.counters.disconnected_slow += 1,
-                    _ => {}
+                match expiry {
+                    Expiry::Handshake => self.counters.handshake_timeouts += 1,
+                    Expiry::Idle => self.counters.idle_closed += 1,
+                    Expiry::NotReading => self.counters.disconnected_slow += 1,
+                    Expiry::ClosingGrace => {}
                 }
-                self.close(conn, why);
+                self.close(conn, expiry.why());
             }
         }
     }
 
-    fn expiry(&self, c: &Conn, now: Instant) -> Option<&'static str> {
+    fn expiry(&self, c: &Conn, now: Instant) -> Option<Expiry> {
         let since = |t: Instant| now.saturating_duration_since(t);
         if c.closing_since.is_some_and(|t| since(t) > CLOSING_GRACE) {
-            return Some("closing grace over");
+            return Some(Expiry::ClosingGrace);
         }
         if c.kind.in_handshake() && since(c.opened_at) > self.cfg.handshake_timeout {
-            return Some("handshake timeout");
+            return Some(Expiry::Handshake);
         }
         if c.is_peer() {
             return None; // peer links have their own timeout (peer_timeout)
         }
-        tracing::trace!(
-            conn = c.id,
-            out = c.out_len(),
-            drained_ms = since(c.last_drain_at).as_millis() as u64,
-            "sweep"
-        );
         if c.out_len() > 0 && since(c.last_drain_at) > self.cfg.send_timeout {
-            return Some("not reading its replies");
+            return Some(Expiry::NotReading);
         }
         if c.is_idle() && since(c.last_frame_at) > self.cfg.idle_timeout {
-            return Some("idle timeout");
+            return Some(Expiry::Idle);
         }
         None
     }
 }
 
-/// Evicted connections have no reads waiting (they are idle or strangers).
-fn unreachable_read() -> crate::wire::Message {
-    crate::wire::Message::new(
-        0,
-        crate::wire::Body::Error(crate::wire::ErrorReply::new(ErrorCode::Internal, "evicted")),
-    )
+/// Which time limit a connection passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    ClosingGrace,
+    Handshake,
+    NotReading,
+    Idle,
+}
+
+impl Expiry {
+    fn why(self) -> &'static str {
+        match self {
+            Expiry::ClosingGrace => "closing grace over",
+            Expiry::Handshake => "handshake timeout",
+            Expiry::NotReading => "not reading its replies",
+            Expiry::Idle => "idle timeout",
+        }
+    }
 }
 
 #[cfg(test)]

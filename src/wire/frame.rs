@@ -211,12 +211,6 @@ impl FrameDecoder {
         len > self.payload_bytes_max || buf.len() >= HEADER_BYTES + len
     }
 
-    /// The opcode of the frame at the front, once its header is buffered
-    /// (lets a receiver refuse a frame by type before buffering it all).
-    pub fn peek_opcode(&self) -> Option<u8> {
-        (self.buffered() >= HEADER_BYTES).then(|| self.buf[self.start + 3])
-    }
-
     /// Copies in as much of `bytes` as fits and returns how many it took.
     /// Taking fewer than offered is normal: take frames out, then feed the rest.
     pub fn feed(&mut self, bytes: &[u8]) -> usize {

@@ -416,9 +416,18 @@ impl Body {
         }
     }
 
-    /// Requests a client may send (everything a server answers).
-    pub fn is_client_request(&self) -> bool {
-        self.opcode() < op::UPDATE
+    fn flags(&self) -> u16 {
+        match self {
+            Body::Put {
+                mode: WriteMode::Async,
+                ..
+            }
+            | Body::Del {
+                mode: WriteMode::Async,
+                ..
+            } => FLAG_ASYNC,
+            _ => 0,
+        }
     }
 }
 
@@ -447,22 +456,6 @@ impl OpClass {
                 OpClass::Reply
             }
             _ => OpClass::Unknown,
-        }
-    }
-}
-
-impl Body {
-    fn flags(&self) -> u16 {
-        match self {
-            Body::Put {
-                mode: WriteMode::Async,
-                ..
-            }
-            | Body::Del {
-                mode: WriteMode::Async,
-                ..
-            } => FLAG_ASYNC,
-            _ => 0,
         }
     }
 }

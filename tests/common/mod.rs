@@ -91,6 +91,22 @@ pub fn cluster_secret_file() -> String {
     .clone()
 }
 
+/// The ZooKeeper digest login of test chains (derived from [`TEST_SECRET`]
+/// as members derive it): what an insider holding the secret can do.
+pub fn cluster_login() -> Vec<u8> {
+    let secret = chaintable::auth::Secret::new(TEST_SECRET.as_bytes().to_vec());
+    chaintable::coord::digest_credentials(&secret)
+}
+
+/// Runs `table-client` with `args` and extra environment variables.
+pub fn table_client(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(client_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run table-client")
+}
+
 /// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -200,6 +216,17 @@ impl ServerProc {
     }
 
     /// Resident memory in KiB, from /proc.
+    /// Highest resident set size seen over `over`, sampled every 100 ms.
+    pub fn peak_rss_kib(&self, over: Duration) -> u64 {
+        let mut peak = 0;
+        let end = Instant::now() + over;
+        while Instant::now() < end {
+            peak = peak.max(self.rss_kib());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peak
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();

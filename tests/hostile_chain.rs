@@ -550,3 +550,34 @@ fn a_flood_of_children_under_the_root_does_not_hide_the_members() {
     chain.converged_digest().expect("members agree");
     c.close();
 }
+
+/// A member whose client slots are all taken (by clients that are not idle
+/// long enough to be evicted) can still be reached by a new predecessor:
+/// peer handshakes get slots of their own.
+#[test]
+fn a_member_full_of_clients_still_takes_its_new_predecessor() {
+    let mut chain = Chain::start(3, &["--max-connections", "12"]);
+    let mut c = chain.client();
+    sync_put(&mut c, "before");
+    let tail = chain.member(2).addr();
+    let held_since = Instant::now();
+    let held: Vec<Raw> = (0..12).map(|_| Raw::hello(&tail)).collect();
+    let mut r = Raw::connect(&tail);
+    r.send(&common::client_hello());
+    let refused = r.recv().as_ref().and_then(error_code);
+    assert_eq!(
+        refused,
+        Some(ErrorCode::TooManyConnections),
+        "the tail is full"
+    );
+    // The middle dies; the head must link to the full tail.
+    chain.kill9(1);
+    sync_put(&mut c, "after");
+    let took = held_since.elapsed();
+    eprintln!("write through the new head -> tail link {took:?} after the tail filled up");
+    // Idle clients would only make room after 10 s: this came sooner.
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+    drop(held);
+    chain.converged_digest().expect("members agree");
+    c.close();
+}

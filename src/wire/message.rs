@@ -731,16 +731,18 @@ fn bytes32(r: &mut Reader<'_>, what: &'static str) -> Result<[u8; 32], DecodeErr
     Ok(out)
 }
 
+/// The gap list, its count capped at [`SNAPSHOT_GAPS_MAX`] as it is read
+/// (before anything is allocated for it).
 fn decode_gaps(r: &mut Reader<'_>) -> Result<Vec<SeqGap>, DecodeError> {
-    let gaps: Vec<SeqGap> = decode_list(r, "gaps", SeqGap::ENCODED_LEN)?;
-    if gaps.len() > SNAPSHOT_GAPS_MAX {
+    let count = r.count_u32("gaps", SeqGap::ENCODED_LEN)?;
+    if count > SNAPSHOT_GAPS_MAX {
         return Err(DecodeError::TooLong {
             what: "gaps",
-            len: gaps.len(),
+            len: count,
             max: SNAPSHOT_GAPS_MAX,
         });
     }
-    Ok(gaps)
+    (0..count).map(|_| SeqGap::decode(r)).collect()
 }
 
 /// Reply bodies by their request opcode; `None` for an unassigned one.
@@ -846,4 +848,42 @@ fn decode_enum<T: Copy>(
 /// Builds an arbitrary message from fuzzer bytes (used by tests and fuzz targets).
 pub fn arbitrary_message(data: &[u8]) -> arbitrary::Result<Message> {
     Message::arbitrary(&mut Unstructured::new(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serialize::DecodeError;
+
+    fn snapshot_with_gaps(n: usize) -> Message {
+        let gaps = (0..n as u64)
+            .map(|i| SeqGap {
+                first: 10 * i + 1,
+                last: 10 * i + 5,
+            })
+            .collect();
+        let chunk = SnapshotChunk {
+            snapshot_seq: 1 << 40,
+            first: true,
+            last: true,
+            gaps,
+            entries: Vec::new(),
+        };
+        Message::new(0, Body::Snapshot(chunk))
+    }
+
+    /// A peer cannot make a member hold more than SNAPSHOT_GAPS_MAX gaps.
+    #[test]
+    fn a_snapshot_with_too_many_gaps_is_refused() {
+        let ok = snapshot_with_gaps(SNAPSHOT_GAPS_MAX).to_frame();
+        assert!(Message::from_frame(&ok).is_ok());
+        let over = snapshot_with_gaps(SNAPSHOT_GAPS_MAX + 1).to_frame();
+        match Message::from_frame(&over) {
+            Err(MessageError::BadPayload {
+                source: DecodeError::TooLong { what: "gaps", .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
 }

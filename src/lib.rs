@@ -6,6 +6,7 @@
 //! | [`wire`]      | frames, messages and the status registry             |
 //! | [`table`]     | the partitioned, versioned key-value table           |
 //! | [`auth`]      | peer handshake and per-frame MACs (cluster secret)   |
+//! | [`member`]    | a chain member's name and address                    |
 //! | [`replica`]   | the sans-IO chain-replication state machine          |
 //! | [`tls`]       | TLS configuration for client connections (rustls)    |
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod coord;
+pub mod member;
 pub mod replica;
 pub mod serialize;
 pub mod server;

@@ -5,7 +5,7 @@
 
 use super::{Client, ClientError, Options};
 use crate::coord::{CoordConfig, CoordEvent, Coordinator};
-use crate::replica::Member;
+use crate::member::Member;
 use crate::wire::{Body, ErrorCode, Retry};
 use std::time::{Duration, Instant};
 

@@ -21,7 +21,7 @@ mod zk_auth;
 pub use zk_auth::{digest_credentials, sign_member, verify_member, MemberRecord, DIGEST_USER};
 
 use crate::auth::Secret;
-use crate::replica::Member;
+use crate::member::Member;
 use smol::future::FutureExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};

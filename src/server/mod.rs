@@ -17,7 +17,8 @@ mod worker;
 pub use config::ServerConfig;
 
 use crate::coord::{CoordConfig, CoordEvent, Coordinator};
-use crate::replica::{Member, Replica};
+use crate::member::Member;
+use crate::replica::Replica;
 use crate::table::Table;
 use conn::{Conn, Kind, ReadOutcome};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

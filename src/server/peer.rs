@@ -10,7 +10,7 @@ use super::conn::{Conn, Kind, Stage};
 use super::handler::error;
 use super::Server;
 use crate::auth::{random_nonce, Initiator, Responder};
-use crate::replica::Member;
+use crate::member::Member;
 use crate::wire::{op, Body, ErrorCode, Frame, Message, PeerHello};
 
 impl Server {

@@ -1,0 +1,73 @@
+//! Client requests: admitting writes at the head, deciding where reads go.
+
+use super::{Refusal, Replica, Standing, WriteToken, SEQ_MAX};
+use crate::wire::{ErrorCode, Update, WriteOp};
+
+impl Replica {
+    /// Admits a client write at the head: assigns its sequence number and
+    /// queues it. `token` is `Some` for a synchronous write.
+    pub fn handle_client_write(
+        &mut self,
+        op: WriteOp,
+        token: Option<WriteToken>,
+    ) -> Result<u64, Refusal> {
+        self.check_can_write()?;
+        let prev_seq = self.last_queued;
+        let seq = prev_seq.max(self.seq_floor) + 1;
+        if seq > SEQ_MAX {
+            return Err(Refusal {
+                code: ErrorCode::Unavailable,
+                redirect: None,
+            });
+        }
+        self.last_queued = seq;
+        if let Some(token) = token {
+            self.waiting.push_back((seq, token, None));
+        }
+        self.queue_apply(Update { seq, prev_seq, op });
+        Ok(seq)
+    }
+
+    pub(super) fn check_can_write(&self) -> Result<(), Refusal> {
+        let refuse = |code, redirect| Err(Refusal { code, redirect });
+        match self.standing {
+            Standing::Fenced => return refuse(ErrorCode::Unavailable, None),
+            Standing::Joining { .. } if !self.is_head() => {
+                return refuse(ErrorCode::NotHead, self.head_addr())
+            }
+            Standing::Joining { .. } => return refuse(ErrorCode::Unavailable, None),
+            Standing::Active => {}
+        }
+        if self.chain && self.members.is_empty() {
+            return refuse(ErrorCode::Unavailable, None);
+        }
+        if !self.is_head() {
+            return refuse(ErrorCode::NotHead, self.head_addr());
+        }
+        // Sent holds applied-but-unacknowledged writes; queued ones will
+        // join it. Bounding both bounds the head's memory.
+        if self.sent.len() + self.unapplied >= self.sent.capacity()
+            || self.sent.bytes() >= self.sent_bytes_max
+        {
+            return refuse(ErrorCode::Busy, None);
+        }
+        Ok(())
+    }
+
+    /// Whether this member may answer a read now, or where to send it.
+    pub fn check_can_read(&self) -> Result<(), Refusal> {
+        let refuse = |code, redirect| Err(Refusal { code, redirect });
+        match self.standing {
+            Standing::Fenced => refuse(ErrorCode::Unavailable, None),
+            Standing::Joining { .. } => refuse(
+                ErrorCode::NotTail,
+                self.predecessor().map(|m| m.addr.clone()),
+            ),
+            Standing::Active if self.acting_tail() => Ok(()),
+            Standing::Active => {
+                let next = self.successor_member().map(|m| m.addr.clone());
+                refuse(ErrorCode::NotTail, next)
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Membership changes: position in the chain, head takeover, rewiring,
+//! fencing and registering again.
+
+use super::{Action, Replica, Standing, Successor, HEAD_TAKEOVER_SEQ_GAP};
+use crate::member::Member;
+use crate::wire::ErrorCode;
+
+impl Replica {
+    /// A new membership list, ordered head first.
+    pub fn handle_membership(&mut self, members: Vec<Member>) {
+        if self.standing == Standing::Fenced || !self.chain {
+            return;
+        }
+        let was_head = self.chain && self.is_head() && !self.members.is_empty();
+        let was_listed = self.my_index().is_some();
+        let old_pred = self.predecessor().cloned();
+        self.members = members;
+        if self.my_index().is_none() {
+            if was_listed {
+                // Our ephemeral node is gone: the session is over.
+                self.fence();
+            }
+            return; // not listed yet: wait
+        }
+        if self.predecessor().is_none() {
+            self.becomes_head(was_head);
+        }
+        if old_pred.is_some() && old_pred.as_ref() != self.predecessor() {
+            self.actions.push_back(Action::DropPredecessor);
+            self.handle_predecessor_lost();
+        }
+        self.rewire_successor();
+    }
+
+    pub(super) fn becomes_head(&mut self, was_head: bool) {
+        if let Standing::Joining { .. } = self.standing {
+            // No member is left before it. Every member after it joined
+            // later and holds less, so what it holds is the best state
+            // left: empty for a new chain, or a whole snapshot from a tail
+            // that has since failed with every member before it (beyond
+            // what a chain tolerates; persistence is what would cover it).
+            // Only a half-received snapshot is not a state: drop it.
+            if self.partial_snapshot {
+                self.partial_snapshot = false;
+                self.last_queued = 0;
+                self.last_applied = 0;
+                self.last_acked = 0;
+                self.forget_gaps();
+                self.clear_table();
+            }
+            self.standing = Standing::Active;
+        }
+        if !was_head && self.last_queued > 0 {
+            // last_queued <= SEQ_MAX (checked on receipt), so no overflow.
+            self.seq_floor = self.last_queued.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
+        }
+    }
+
+    pub(super) fn rewire_successor(&mut self) {
+        let wanted = self.successor_member().cloned();
+        let current = match &self.successor {
+            Successor::None => None,
+            Successor::Connecting(m) | Successor::Active(m) => Some(m.clone()),
+            Successor::Transferring { member, .. } => Some(member.clone()),
+        };
+        if wanted == current {
+            return;
+        }
+        if current.is_some() {
+            self.actions.push_back(Action::DropSuccessor);
+            self.successor = Successor::None;
+            self.outgoing = None;
+        }
+        if self.standing != Standing::Active {
+            return; // a joiner serves no successor until it is complete
+        }
+        match wanted {
+            Some(next) => self.connect_successor(next),
+            // No successor: this member is the tail for all it holds.
+            None => self.ack_through(self.last_applied),
+        }
+    }
+
+    pub(super) fn connect_successor(&mut self, next: Member) {
+        self.outgoing = None;
+        self.successor = Successor::Connecting(next.clone());
+        self.actions.push_back(Action::ConnectSuccessor(next));
+    }
+
+    /// The coordination session is lost: stop serving at once. Waiting
+    /// writes may or may not survive in the chain, so their outcome is
+    /// unknown. The IO layer then registers a fresh member.
+    pub fn fence(&mut self) {
+        if self.standing == Standing::Fenced {
+            return;
+        }
+        self.standing = Standing::Fenced;
+        if self.successor != Successor::None {
+            self.actions.push_back(Action::DropSuccessor);
+        }
+        self.successor = Successor::None;
+        self.outgoing = None;
+        self.actions.push_back(Action::DropPredecessor);
+        for (_, token, _) in self.waiting.drain(..) {
+            self.actions.push_back(Action::WriteFailed {
+                token,
+                code: ErrorCode::OutcomeUnknown,
+            });
+        }
+        self.sent.trim_through(u64::MAX);
+    }
+
+    /// Writes still waiting for the tail (for shutdown).
+    pub fn fail_waiting(&mut self, code: ErrorCode) {
+        for (_, token, _) in self.waiting.drain(..) {
+            self.actions.push_back(Action::WriteFailed { token, code });
+        }
+    }
+}

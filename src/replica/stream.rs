@@ -1,0 +1,208 @@
+//! The update stream: applying, forwarding, acknowledging, and the links
+//! to the neighbours that carry it.
+
+use super::{Action, Replica, Standing, StreamViolation, Successor};
+use super::{HEAD_TAKEOVER_SEQ_GAP, SEQ_MAX};
+use crate::wire::{Body, NodeRole, Update, WriteOk, WriteOutcome};
+
+impl Replica {
+    /// The worker executed update `seq` with `outcome`.
+    pub fn handle_applied(&mut self, update: Update, outcome: WriteOutcome) {
+        self.unapplied = self.unapplied.saturating_sub(1);
+        let seq = update.seq;
+        if seq <= self.last_applied {
+            return;
+        }
+        self.last_applied = seq;
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.0 == seq) {
+            w.2 = Some(outcome);
+        }
+        if let Standing::Joining {
+            installed: true,
+            handoff: Some(t),
+        } = self.standing
+        {
+            if seq >= t {
+                self.become_active_tail();
+                return;
+            }
+        }
+        if matches!(self.standing, Standing::Joining { .. }) {
+            // A joiner acknowledges progress so its predecessor can hand off.
+            self.actions.push_back(Action::SendUp(seq));
+            return;
+        }
+        self.sent.push(update.clone());
+        if let Some(out) = self.outgoing.as_mut() {
+            out.backlog.push(update.clone());
+        }
+        if let Successor::Active(_) | Successor::Transferring { .. } = self.successor {
+            if self.transfer_done_or_active() {
+                self.actions
+                    .push_back(Action::SendDown(Body::Update(update)));
+            }
+        }
+        if self.acting_tail() && !self.backlog_full() {
+            self.ack_through(seq);
+        }
+    }
+
+    /// An UPDATE from the predecessor. It must continue this member's
+    /// history exactly (its `prev_seq` is our last one); anything else is a
+    /// broken or hostile stream, refused whole.
+    pub fn handle_update(&mut self, update: Update) -> Result<(), StreamViolation> {
+        if self.standing == Standing::Fenced || update.seq <= self.last_queued {
+            return Ok(()); // a resend of something already queued
+        }
+        if let Standing::Joining {
+            installed: false, ..
+        } = self.standing
+        {
+            if self.awaiting_install.is_none() {
+                return Ok(()); // no snapshot to apply it on
+            }
+        }
+        let (seq, prev_seq) = (update.seq, update.prev_seq);
+        let step_ok =
+            seq > prev_seq && seq <= SEQ_MAX && seq - prev_seq <= HEAD_TAKEOVER_SEQ_GAP + 1;
+        if !step_ok {
+            return Err(StreamViolation::BadStep { seq, prev_seq });
+        }
+        if prev_seq != self.last_queued {
+            let last = self.last_queued;
+            return Err(StreamViolation::NotNext {
+                seq,
+                prev_seq,
+                last,
+            });
+        }
+        self.last_queued = seq;
+        self.queue_apply(update);
+        Ok(())
+    }
+
+    pub(super) fn queue_apply(&mut self, update: Update) {
+        self.note_gap(update.prev_seq, update.seq);
+        self.unapplied += 1;
+        self.actions.push_back(Action::Apply(update));
+    }
+
+    /// Whether this member is waiting on its successor link: connecting
+    /// (no HELLO_OK yet) or holding sent updates it has not acknowledged.
+    /// The I/O layer, which has the clock, redials a link that stays silent
+    /// meanwhile. A snapshot transfer is not watched: a joiner installing a
+    /// large table is slow by design.
+    pub fn waiting_on_successor(&self) -> bool {
+        match self.successor {
+            Successor::Connecting(_) => true,
+            Successor::Active(_) => !self.sent.is_empty(),
+            Successor::None | Successor::Transferring { .. } => false,
+        }
+    }
+
+    /// ACK from the successor.
+    pub fn handle_ack(&mut self, seq: u64) {
+        if let Successor::Transferring {
+            member,
+            snapshot_seq: Some(s),
+        } = &self.successor
+        {
+            if seq >= *s {
+                // The joiner has the snapshot: stop acting as tail.
+                let member = member.clone();
+                self.successor = Successor::Active(member);
+                self.actions.push_back(Action::SendDown(Body::Handoff {
+                    seq: self.last_queued,
+                }));
+            }
+            return;
+        }
+        if !matches!(self.successor, Successor::Active(_)) {
+            return;
+        }
+        self.ack_through(seq);
+    }
+
+    /// Everything up to `seq` is at the tail: trim Sent, tell the
+    /// predecessor, answer waiting writes.
+    pub(super) fn ack_through(&mut self, seq: u64) {
+        let seq = seq.min(self.last_applied);
+        if seq <= self.last_acked {
+            return;
+        }
+        self.last_acked = seq;
+        self.sent.trim_through(seq);
+        if self.chain && self.predecessor().is_some() {
+            self.actions.push_back(Action::SendUp(seq));
+        }
+        while let Some(&(s, token, outcome)) = self.waiting.front() {
+            if s > seq {
+                break;
+            }
+            self.waiting.pop_front();
+            let result = WriteOk {
+                op_id: s,
+                outcome: outcome.unwrap_or(WriteOutcome::Pending),
+            };
+            self.actions.push_back(Action::WriteDone { token, result });
+        }
+    }
+
+    /// The successor answered HELLO_OK.
+    pub fn handle_successor_hello(&mut self, role: NodeRole, last_seq: u64) {
+        let Successor::Connecting(member) = &self.successor else {
+            return;
+        };
+        let member = member.clone();
+        if role == NodeRole::Joining || last_seq < self.last_acked {
+            self.successor = Successor::Transferring {
+                member,
+                snapshot_seq: None,
+            };
+            self.actions.push_back(Action::Snapshot);
+            // A joiner is not a replica yet: this member is the tail.
+            self.ack_through(self.last_applied);
+            return;
+        }
+        self.successor = Successor::Active(member);
+        let resend: Vec<Update> = self.sent.after(last_seq).cloned().collect();
+        for u in resend {
+            self.actions.push_back(Action::SendDown(Body::Update(u)));
+        }
+    }
+
+    /// The peer connection to the successor broke (or could not be opened).
+    pub fn handle_successor_lost(&mut self) {
+        if self.successor == Successor::None {
+            return;
+        }
+        self.successor = Successor::None;
+        self.outgoing = None;
+        // The member may be alive (a broken link) or dead (membership will
+        // say so): either way reconnect while it is listed, and acknowledge
+        // nothing meanwhile. Only a member with no successor is the tail.
+        match self.successor_member().cloned() {
+            Some(next) if self.standing == Standing::Active => self.connect_successor(next),
+            Some(_) => {}
+            None if self.standing == Standing::Active => self.ack_through(self.last_applied),
+            None => {}
+        }
+    }
+
+    /// The predecessor's connection broke. A joiner that has not finished
+    /// must start over with whoever becomes its predecessor.
+    pub fn handle_predecessor_lost(&mut self) {
+        if let Standing::Joining { .. } = self.standing {
+            self.standing = Standing::Joining {
+                installed: false,
+                handoff: None,
+            };
+            self.awaiting_install = None;
+        }
+    }
+
+    /// Whether a peer HELLO from `node` comes from the expected predecessor.
+    pub fn accepts_predecessor(&self, node: &str) -> bool {
+        self.standing != Standing::Fenced && self.predecessor().is_some_and(|p| p.name == node)
+    }
+}

@@ -72,8 +72,6 @@ pub struct WriteToken {
     pub request_id: u64,
 }
 
-/// One member of the chain as membership lists it.
-
 /// What the replica asks the IO layer to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

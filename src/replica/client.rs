@@ -17,6 +17,7 @@ impl Replica {
         if seq > SEQ_MAX {
             return Err(Refusal {
                 code: ErrorCode::Unavailable,
+                why: "sequence numbers exhausted",
                 redirect: None,
             });
         }
@@ -29,7 +30,17 @@ impl Replica {
     }
 
     pub(super) fn check_can_write(&self) -> Result<(), Refusal> {
-        let refuse = |code, redirect| Err(Refusal { code, redirect });
+        let refuse = |code: ErrorCode, redirect| {
+            let why = "";
+            Err(Refusal {
+                code,
+                why,
+                redirect,
+            })
+        };
+        if !self.lease_valid() {
+            return Err(Refusal::no_lease());
+        }
         match self.standing {
             Standing::Fenced => return refuse(ErrorCode::Unavailable, None),
             Standing::Joining { .. } if !self.is_head() => {
@@ -56,7 +67,17 @@ impl Replica {
 
     /// Whether this member may answer a read now, or where to send it.
     pub fn check_can_read(&self) -> Result<(), Refusal> {
-        let refuse = |code, redirect| Err(Refusal { code, redirect });
+        let refuse = |code: ErrorCode, redirect| {
+            let why = "";
+            Err(Refusal {
+                code,
+                why,
+                redirect,
+            })
+        };
+        if !self.lease_valid() {
+            return Err(Refusal::no_lease());
+        }
         match self.standing {
             Standing::Fenced => refuse(ErrorCode::Unavailable, None),
             Standing::Joining { .. } => refuse(

@@ -83,8 +83,8 @@ impl Replica {
 
     pub(super) fn connect_successor(&mut self, next: Member) {
         self.outgoing = None;
-        self.successor = Successor::Connecting(next.clone());
-        self.actions.push_back(Action::ConnectSuccessor(next));
+        self.successor = Successor::Connecting(next);
+        self.dial_successor();
     }
 
     /// The coordination session is lost: stop serving at once. Waiting

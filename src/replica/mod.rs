@@ -27,14 +27,17 @@ mod membership;
 mod sent;
 mod snapshot;
 mod stream;
+mod time;
 #[cfg(test)]
 mod tests;
 
 use snapshot::OutgoingSnapshot;
+use time::Timers;
 
 pub use crate::member::Member;
 pub use sent::SentList;
 pub use snapshot::SNAPSHOT_CHUNK_BYTES;
+pub use time::{PEER_TIMEOUT_DEFAULT, REDIAL_DELAY};
 
 use crate::wire::{
     Body, ErrorCode, NodeRole, SeqGap, SnapshotChunk, Update, WriteOk, WriteOutcome,
@@ -104,8 +107,22 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub code: ErrorCode,
+    /// The error message for the client; empty for the code's own text.
+    pub why: &'static str,
     /// Where to send it instead (`host:port`), if known.
     pub redirect: Option<String>,
+}
+
+impl Refusal {
+    /// A chain member whose coordination lease has lapsed serves nothing:
+    /// another member may already have taken its place.
+    pub fn no_lease() -> Refusal {
+        Refusal {
+            code: ErrorCode::Unavailable,
+            why: "cannot confirm the coordination session; not serving",
+            redirect: None,
+        }
+    }
 }
 
 /// Where this member stands with its successor.
@@ -177,6 +194,8 @@ pub struct Replica {
     /// Ids at or below this are older than the gaps still remembered:
     /// VERIFY answers unknown for them rather than guess.
     verify_floor: u64,
+    /// The lease, the successor watch and the redial pace (see `time.rs`).
+    timers: Timers,
 }
 
 impl Replica {
@@ -218,6 +237,7 @@ impl Replica {
             sent_bytes_max: SENT_BYTES_MAX_DEFAULT,
             gaps: VecDeque::new(),
             verify_floor: 0,
+            timers: Timers::new(),
         }
     }
 

@@ -102,6 +102,7 @@ impl Replica {
 
     /// ACK from the successor.
     pub fn handle_ack(&mut self, seq: u64) {
+        self.successor_heard();
         if let Successor::Transferring {
             member,
             snapshot_seq: Some(s),
@@ -150,6 +151,7 @@ impl Replica {
 
     /// The successor answered HELLO_OK.
     pub fn handle_successor_hello(&mut self, role: NodeRole, last_seq: u64) {
+        self.successor_heard();
         let Successor::Connecting(member) = &self.successor else {
             return;
         };

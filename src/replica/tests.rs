@@ -6,6 +6,19 @@ use super::*;
 use crate::serialize::Entry;
 use crate::serialize::Key;
 use crate::wire::{OpState, WriteOp};
+use std::time::{Duration, Instant};
+
+/// A chain member whose clock reads `t0` and whose lease runs an hour.
+fn leased_at(name: &str, sent_max: usize, t0: Instant) -> Replica {
+    let mut r = Replica::chain_member(name, sent_max);
+    r.handle_timeout(t0);
+    r.handle_lease(t0, Duration::from_secs(3600));
+    r
+}
+
+fn leased(name: &str, sent_max: usize) -> Replica {
+    leased_at(name, sent_max, Instant::now())
+}
 
 fn entry(i: usize, value_bytes: usize) -> Entry {
     Entry {
@@ -50,7 +63,7 @@ fn waits_on_its_successor_only_while_connecting_or_unacknowledged() {
             }
         }
     };
-    let mut r = Replica::chain_member("n1", 16);
+    let mut r = leased("n1", 16);
     r.handle_membership(vec![m("n1")]);
     apply_all(&mut r);
     assert!(!r.waiting_on_successor(), "a chain of one has no successor");
@@ -92,7 +105,7 @@ fn del(seq: u64, prev_seq: u64) -> Update {
 
 /// A middle member of an established chain that has applied up to 5.
 fn middle_at_5() -> Replica {
-    let mut r = Replica::chain_member("n2", 16);
+    let mut r = leased("n2", 16);
     r.handle_membership(vec![member("n1"), member("n2")]);
     r.standing = Standing::Active;
     r.last_queued = 5;
@@ -180,7 +193,7 @@ fn a_new_head_never_wraps_its_sequence_numbers() {
 #[test]
 fn the_backlog_behind_a_snapshot_is_bounded_by_holding_back_acks() {
     const CAP: usize = 4;
-    let mut r = Replica::chain_member("n1", CAP);
+    let mut r = leased("n1", CAP);
     r.set_snapshot_chunk_entries(1);
     r.handle_membership(vec![member("n1")]);
     let apply_all = |r: &mut Replica| {
@@ -236,7 +249,7 @@ fn a_member_that_lost_its_session_never_founds_a_chain_from_its_old_table() {
         name: n.into(),
         addr: format!("{n}:1"),
     };
-    let mut r = Replica::chain_member("n1", 16);
+    let mut r = leased("n1", 16);
     r.handle_membership(vec![m("n1")]);
     let key = Key::new("k").unwrap();
     let op = WriteOp::Put {
@@ -261,4 +274,86 @@ fn a_member_that_lost_its_session_never_founds_a_chain_from_its_old_table() {
     assert_eq!(r.role(), NodeRole::Solo);
     assert_eq!(r.last_applied(), 0);
     assert_eq!(r.last_queued(), 0);
+}
+
+fn drain(r: &mut Replica) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn put(r: &mut Replica, i: u64) -> Result<u64, Refusal> {
+    let key = Key::new(format!("k{i}")).unwrap();
+    r.handle_client_write(WriteOp::Del { key }, None)
+}
+
+#[test]
+fn a_member_serves_only_while_its_lease_runs() {
+    let t0 = Instant::now();
+    let mut r = Replica::chain_member("n1", 16);
+    r.handle_membership(vec![member("n1")]);
+    r.handle_timeout(t0);
+    assert_eq!(put(&mut r, 1).map_err(|e| e.code), Err(ErrorCode::Unavailable));
+    assert!(r.check_can_read().is_err(), "no lease granted yet");
+    r.handle_lease(t0, Duration::from_secs(10));
+    assert!(put(&mut r, 1).is_ok());
+    assert!(r.check_can_read().is_ok());
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    r.handle_timeout(t0 + Duration::from_secs(10));
+    let refused = r.check_can_read().unwrap_err();
+    assert_eq!(refused, Refusal::no_lease());
+    assert!(put(&mut r, 2).is_err());
+    // A confirmation sent later extends it; an older one never shortens it.
+    r.handle_lease(t0 + Duration::from_secs(9), Duration::from_secs(10));
+    r.handle_lease(t0, Duration::from_secs(1));
+    assert!(r.check_can_read().is_ok());
+    // Time never runs backwards inside the replica.
+    r.handle_timeout(t0);
+    r.handle_timeout(t0 + Duration::from_secs(19));
+    assert!(r.check_can_read().is_err());
+    // A standalone server has no lease.
+    assert!(Replica::standalone(4).check_can_read().is_ok());
+}
+
+#[test]
+fn a_silent_successor_is_dropped_after_the_peer_timeout_and_redialled_at_a_pace() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut r = leased_at("n1", 16, t0);
+    r.set_peer_timeout(ms(500));
+    r.handle_membership(vec![member("n1"), member("n2")]);
+    assert_eq!(drain(&mut r), vec![Action::ConnectSuccessor(member("n2"))]);
+    r.handle_timeout(t0 + ms(100));
+    r.handle_successor_hello(NodeRole::Tail, 0);
+    put(&mut r, 1).unwrap();
+    for a in drain(&mut r) {
+        if let Action::Apply(u) = a {
+            r.handle_applied(u, WriteOutcome::Absent);
+        }
+    }
+    assert!(matches!(drain(&mut r)[..], [Action::SendDown(_)]));
+    assert!(r.waiting_on_successor());
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(600)), "heard at HELLO_OK");
+    r.handle_timeout(t0 + ms(599));
+    assert!(drain(&mut r).is_empty(), "not yet");
+    r.handle_timeout(t0 + ms(600));
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::DropSuccessor, Action::ConnectSuccessor(member("n2"))]
+    );
+    assert_eq!(r.successor_timeouts(), 1);
+    // The new link breaks at once: the next dial waits for REDIAL_DELAY.
+    r.handle_successor_lost();
+    assert!(drain(&mut r).is_empty(), "held back");
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(600) + REDIAL_DELAY));
+    r.handle_timeout(t0 + ms(600) + REDIAL_DELAY);
+    assert_eq!(drain(&mut r), vec![Action::ConnectSuccessor(member("n2"))]);
+    // Heard from: the watch restarts from then, and an ACK ends it.
+    r.handle_timeout(t0 + ms(1000));
+    r.handle_successor_hello(NodeRole::Tail, 0);
+    let resent = drain(&mut r);
+    assert!(matches!(resent[..], [Action::SendDown(Body::Update(_))]), "{resent:?}");
+    r.handle_ack(1);
+    assert!(!r.waiting_on_successor());
+    r.handle_timeout(t0 + ms(5000));
+    assert!(drain(&mut r).iter().all(|a| !matches!(a, Action::DropSuccessor)));
+    assert_eq!(r.successor_timeouts(), 1);
 }

@@ -102,7 +102,7 @@ impl Default for ServerConfig {
             zookeeper: None,
             chain_root: "/chain".into(),
             session_timeout: Duration::from_millis(2000),
-            peer_timeout: Duration::from_millis(2000),
+            peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,
             unsafe_reads_anywhere: false,
             worker_delay: Duration::ZERO,

@@ -5,7 +5,7 @@ use super::conn::Kind;
 use super::worker::{Completion, Task};
 use super::Server;
 use crate::coord::CoordEvent;
-use crate::replica::{Action, Replica};
+use crate::replica::Action;
 use crate::wire::{Body, ErrorReply, Message};
 
 impl Server {
@@ -87,16 +87,9 @@ impl Server {
 
     pub(super) fn on_coord_event(&mut self, e: CoordEvent) {
         match e {
-            CoordEvent::Registered(name) => {
-                if self.replica.name().is_empty() {
-                    let mut r = Replica::chain_member(name, self.cfg.sent_max);
-                    r.set_snapshot_chunk_entries(self.cfg.snapshot_chunk_entries);
-                    r.set_sent_bytes_max(self.cfg.sent_bytes_max);
-                    self.replica = r;
-                } else {
-                    self.replica.rejoin(name);
-                }
-            }
+            // The replica forgets any table it held: a fresh registration
+            // joins through a snapshot (see `Replica::rejoin`).
+            CoordEvent::Registered(name) => self.replica.rejoin(name),
             CoordEvent::Members(members) => {
                 tracing::info!(
                     members = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
@@ -105,11 +98,7 @@ impl Server {
                 self.replica.handle_membership(members);
                 tracing::info!(role = self.replica.role().name(), "role");
             }
-            CoordEvent::Alive { sent, lease } => {
-                self.lease = lease;
-                let until = sent + lease;
-                self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
-            }
+            CoordEvent::Alive { sent, lease } => self.replica.handle_lease(sent, lease),
             CoordEvent::Fenced(reason) => {
                 tracing::warn!(reason = %reason, "fenced: serving nothing until re-registered");
                 self.replica.fence();

@@ -23,7 +23,12 @@ pub(super) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>
 }
 
 fn refusal(request_id: u64, r: Refusal) -> Message {
-    let mut e = ErrorReply::new(r.code, r.code.to_string());
+    let why = if r.why.is_empty() {
+        r.code.to_string()
+    } else {
+        r.why.to_string()
+    };
+    let mut e = ErrorReply::new(r.code, why);
     e.redirect = r.redirect.unwrap_or_default();
     Message::new(request_id, Body::Error(e))
 }
@@ -287,12 +292,6 @@ impl Server {
 
     fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
         let is_put = matches!(op, WriteOp::Put { .. });
-        if !self.lease_valid() {
-            self.counters.errors_sent += 1;
-            let why = "cannot confirm the coordination session; not serving";
-            conn.reply(&error(request_id, ErrorCode::Unavailable, why));
-            return;
-        }
         if !self.queue_has_room() {
             self.counters.errors_sent += 1;
             let why = "write queue full; retry later";
@@ -330,10 +329,6 @@ impl Server {
     pub(super) fn eval_read(&self, msg: &Message) -> Message {
         let id = msg.request_id;
         if !matches!(msg.body, Body::Stats | Body::Hello(_)) {
-            if !self.lease_valid() {
-                let why = "cannot confirm the coordination session; not serving";
-                return error(id, ErrorCode::Unavailable, why);
-            }
             if let Err(r) = self.replica.check_can_read() {
                 if !self.cfg.unsafe_reads_anywhere {
                     return refusal(id, r);
@@ -371,7 +366,9 @@ impl Server {
 
     fn stats(&self) -> Stats {
         let mut s = Stats::default();
-        self.counters.fill(&mut s);
+        let mut counters = self.counters.clone();
+        counters.successor_timeouts = self.replica.successor_timeouts();
+        counters.fill(&mut s);
         s.count("clients_connected", self.client_count() as u64);
         s.count("entries", self.table.len() as u64);
         s.count("table_digest", self.table.digest());
@@ -382,7 +379,7 @@ impl Server {
         s.text("role", self.replica.role().name());
         if self.coord.is_some() {
             s.text("node", self.replica.name());
-            s.count("session_timeout_ms", self.lease.as_millis() as u64);
+            s.count("session_timeout_ms", self.replica.lease().as_millis() as u64);
             let pred = self
                 .replica
                 .predecessor()

@@ -35,9 +35,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use worker::{Completions, TaskQueue};
 
-/// Shortest pause between two dials of the same successor, so a dead
-/// successor that membership still lists costs no CPU.
-const REDIAL_DELAY: Duration = Duration::from_millis(100);
 /// A snapshot streams to a joiner while less than this is queued on the
 /// link: a few chunks in flight keep the link busy, and the tail never
 /// holds the whole table encoded.
@@ -102,19 +99,6 @@ pub struct Server {
     next_conn_id: u64,
     counters: Counters,
     clients_connected: usize,
-    /// Chain mode: serve clients only before this instant (see
-    /// `CoordEvent::Alive`); `None` until the first confirmation.
-    lease_until: Option<Instant>,
-    /// Length of the lease each confirmation grants (the session timeout
-    /// as negotiated with ZooKeeper, if shorter than asked for).
-    lease: Duration,
-    /// A successor to dial once the redial delay has passed.
-    redial: Option<(Member, Instant)>,
-    last_dial: Option<Instant>,
-    /// Last sign of life on the successor link (dialled, HELLO_OK, ACK),
-    /// or the moment the replica started waiting on it: see
-    /// [`Server::watch_successor`].
-    successor_heard_at: Instant,
     shutting_down: bool,
     /// The loop's clock, read once per iteration.
     now: Instant,
@@ -204,7 +188,7 @@ impl Server {
         };
         replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
         replica.set_sent_bytes_max(cfg.sent_bytes_max);
-        let session_timeout = cfg.session_timeout;
+        replica.set_peer_timeout(cfg.peer_timeout);
         Ok(Server {
             cfg,
             listener: Some(listener),
@@ -222,11 +206,6 @@ impl Server {
             next_conn_id: 1,
             counters: Counters::default(),
             clients_connected: 0,
-            lease_until: None,
-            redial: None,
-            last_dial: None,
-            successor_heard_at: Instant::now(),
-            lease: session_timeout,
             shutting_down: false,
             now: Instant::now(),
             client_buffer_bytes: 0,
@@ -254,7 +233,7 @@ impl Server {
     }
 
     fn poll_once(&mut self, scratch: &mut [u8]) -> io::Result<()> {
-        self.now = Instant::now();
+        self.tick();
         self.sweep();
         self.client_buffer_bytes = self.count_client_buffers();
         let ids: Vec<u64> = self.conns.keys().copied().collect();
@@ -295,7 +274,7 @@ impl Server {
             tracing::info!("shutdown signal received");
             self.shutting_down = true;
         }
-        self.now = Instant::now();
+        self.tick();
         let offset = if accepting {
             if !ready[2].is_empty() {
                 self.accept_all();
@@ -336,23 +315,39 @@ impl Server {
         }
     }
 
+    /// Reads the clock once for this stretch of the loop and gives the
+    /// replica the time: it fires its own timers (lease, successor watch,
+    /// redials) and the actions they produce are carried out.
+    fn tick(&mut self) {
+        self.now = Instant::now();
+        let timeouts = self.replica.successor_timeouts();
+        self.replica.handle_timeout(self.now);
+        if self.replica.successor_timeouts() > timeouts {
+            tracing::warn!(
+                timeout_ms = self.cfg.peer_timeout.as_millis() as u64,
+                "successor link silent: redialling"
+            );
+        }
+        self.dispatch();
+    }
+
+    /// How long `poll` may sleep: until the replica's next timer, the end
+    /// of an accept pause or the next sweep, and at most a second.
     fn poll_timeout(&self) -> PollTimeout {
         if !self.dirty.is_empty() {
             return PollTimeout::ZERO;
         }
         let now = Instant::now();
         let mut wake_at = now + Duration::from_millis(1000);
-        if let Some((_, at)) = &self.redial {
-            wake_at = wake_at.min(*at);
-        }
-        if self.replica.waiting_on_successor() {
-            wake_at = wake_at.min(self.successor_heard_at + self.cfg.peer_timeout);
+        if let Some(at) = self.replica.poll_timeout() {
+            wake_at = wake_at.min(at);
         }
         if let Some(at) = self.accept_paused_until {
             wake_at = wake_at.min(at);
         }
         wake_at = wake_at.min(self.last_sweep + limits::SWEEP_INTERVAL);
-        PollTimeout::from(wake_at.saturating_duration_since(now).as_millis() as u16 + 1)
+        let ms = wake_at.saturating_duration_since(now).as_millis();
+        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX).saturating_add(1))
     }
 
     /// Room in the worker's queue, counting writes the replica has produced
@@ -375,12 +370,6 @@ impl Server {
 
     /// Open connections that are not peer links (kept as a counter because
     /// the connection being served is out of `conns` while it is handled).
-    /// Whether this member may answer clients now: always when standalone;
-    /// in a chain only while its coordination session is confirmed.
-    fn lease_valid(&self) -> bool {
-        self.coord.is_none() || self.lease_until.is_some_and(|u| Instant::now() < u)
-    }
-
     fn client_count(&self) -> usize {
         self.clients_connected
     }
@@ -442,46 +431,7 @@ impl Server {
         for e in events {
             self.on_coord_event(e);
         }
-        if let Some((member, at)) = self.redial.clone() {
-            if Instant::now() >= at {
-                self.redial = None;
-                self.dial(member);
-            }
-        }
-        self.watch_successor(Instant::now());
         self.dispatch();
-    }
-
-    /// Drops a successor link that has stayed silent for `peer_timeout`
-    /// while the replica waits on it; the replica then redials and resends
-    /// from the successor's `last_seq`. Closing costs nothing when the link
-    /// was merely slow, since updates carry sequence numbers and resends
-    /// are ignored; keeping a silent link can cost minutes once a
-    /// partition heals, as TCP's retransmission backoff has grown.
-    fn watch_successor(&mut self, now: Instant) {
-        if !self.replica.waiting_on_successor() {
-            self.successor_heard_at = now;
-            return;
-        }
-        if now < self.successor_heard_at + self.cfg.peer_timeout {
-            return;
-        }
-        self.successor_heard_at = now;
-        let silent = self
-            .conns
-            .values()
-            .find(|c| matches!(c.kind, Kind::Successor { .. }))
-            .map(|c| c.id);
-        if let Some(conn) = silent.and_then(|id| self.conns.remove(&id)) {
-            self.counters.successor_timeouts += 1;
-            tracing::warn!(
-                conn = conn.id,
-                peer = %conn.peer,
-                timeout_ms = self.cfg.peer_timeout.as_millis() as u64,
-                "successor link silent: redialling"
-            );
-            self.close(conn, "successor silent");
-        }
     }
 
     /// Processes buffered frames, flushes replies and writes output for
@@ -588,21 +538,12 @@ impl Server {
             }
             !hit
         });
-        if successor {
-            self.redial = None;
-        }
     }
 
-    /// Opens the link to a successor (non-blocking connect), rate-limited.
+    /// Opens the link to a successor (non-blocking connect). The replica
+    /// paces redials (see [`crate::replica::REDIAL_DELAY`]).
     fn dial(&mut self, member: Member) {
-        let now = Instant::now();
-        if let Some(last) = self.last_dial {
-            if now < last + REDIAL_DELAY {
-                self.redial = Some((member, last + REDIAL_DELAY));
-                return;
-            }
-        }
-        self.last_dial = Some(now);
+        let now = self.now;
         match start_connect(&member.addr) {
             Ok(stream) => {
                 let id = self.next_conn_id;
@@ -617,7 +558,6 @@ impl Server {
                 conn.connecting = true;
                 conn.send(&hello);
                 tracing::info!(conn = id, successor = %member.name, addr = %member.addr, "dialling successor");
-                self.successor_heard_at = now;
                 self.conns.insert(id, conn);
                 self.dirty.push(id);
             }

@@ -112,7 +112,7 @@ impl Server {
     /// Frames from the successor we dialled: its challenge, then (under the
     /// MAC) HELLO_OK and ACKs.
     pub(super) fn successor_frame(&mut self, conn: &mut Conn, frame: Frame) {
-        self.successor_heard_at = self.now;
+        self.replica.handle_successor_heard();
         let body = match Message::from_frame(&frame) {
             Ok(m) => m.body,
             Err(e) => return self.drop_peer(conn, &format!("malformed peer frame: {e}")),

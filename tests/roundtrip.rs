@@ -2,6 +2,12 @@
 //! message survives encode -> decode, random bytes never make the decoders
 //! panic or over-claim, and chunked decoding equals one-shot decoding.
 
+#[cfg(not(feature = "testing"))]
+compile_error!(
+    "the tests need the `testing` feature: run scripts/test.sh, \
+     or cargo test --release --features testing"
+);
+
 use chaintable::wire::message::arbitrary_message;
 use chaintable::wire::{decode_frame, FrameDecoder, Message};
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};

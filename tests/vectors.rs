@@ -3,6 +3,12 @@
 //! re-encode to the same bytes; malformed ones must fail the documented way.
 //! Every hex dump in spec/PROTOCOL.md must be one of these vectors.
 
+#[cfg(not(feature = "testing"))]
+compile_error!(
+    "the tests need the `testing` feature: run scripts/test.sh, \
+     or cargo test --release --features testing"
+);
+
 use chaintable::serialize::{Entry, Key, Stats};
 use chaintable::wire::message::*;
 use chaintable::wire::{decode_frame, ErrorCode, FrameError, PAYLOAD_BYTES_MAX_DEFAULT};

@@ -117,9 +117,11 @@ struct Args {
     snapshot_chunk_entries: usize,
     /// TEST ONLY: answer reads on any member. Breaks linearizability; exists
     /// so the fault-injection suite can show its checker catches that.
+    #[cfg(feature = "testing")]
     #[arg(long, hide = true)]
     unsafe_reads_anywhere: bool,
     /// TEST ONLY: delay each write in the worker by this many ms.
+    #[cfg(feature = "testing")]
     #[arg(long, hide = true, default_value_t = 0)]
     test_worker_delay_ms: u64,
 }
@@ -191,8 +193,11 @@ fn main() -> ExitCode {
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
-        unsafe_reads_anywhere: args.unsafe_reads_anywhere,
-        worker_delay: Duration::from_millis(args.test_worker_delay_ms),
+        #[cfg(feature = "testing")]
+        test: chaintable::server::TestSwitches {
+            unsafe_reads_anywhere: args.unsafe_reads_anywhere,
+            worker_delay: Duration::from_millis(args.test_worker_delay_ms),
+        },
         ..ServerConfig::default()
     };
     let server = match Server::bind(cfg) {

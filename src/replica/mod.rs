@@ -24,17 +24,21 @@
 mod client;
 mod gaps;
 mod membership;
+#[cfg(feature = "testing")]
+mod planted;
 mod sent;
 mod snapshot;
 mod stream;
-mod time;
 #[cfg(test)]
 mod tests;
+mod time;
 
 use snapshot::OutgoingSnapshot;
 use time::Timers;
 
 pub use crate::member::Member;
+#[cfg(feature = "testing")]
+pub use planted::PlantedBug;
 pub use sent::SentList;
 pub use snapshot::SNAPSHOT_CHUNK_BYTES;
 pub use time::{PEER_TIMEOUT_DEFAULT, REDIAL_DELAY};
@@ -196,6 +200,9 @@ pub struct Replica {
     verify_floor: u64,
     /// The lease, the successor watch and the redial pace (see `time.rs`).
     timers: Timers,
+    /// A bug planted on purpose (see `planted.rs`).
+    #[cfg(feature = "testing")]
+    planted: Option<PlantedBug>,
 }
 
 impl Replica {
@@ -238,6 +245,8 @@ impl Replica {
             gaps: VecDeque::new(),
             verify_floor: 0,
             timers: Timers::new(),
+            #[cfg(feature = "testing")]
+            planted: None,
         }
     }
 
@@ -279,6 +288,12 @@ impl Replica {
             gaps: Vec::new(),
             entries: Vec::new(),
         }));
+    }
+
+    /// Whether `bug` was planted (never, without the `testing` feature).
+    #[cfg(feature = "testing")]
+    fn planted(&self, bug: PlantedBug) -> bool {
+        self.planted == Some(bug)
     }
 
     /// Key and value bytes Sent may hold before the head answers BUSY.

@@ -45,6 +45,10 @@ impl Replica {
         if self.acting_tail() && !self.backlog_full() {
             self.ack_through(seq);
         }
+        #[cfg(feature = "testing")]
+        if self.planted(super::PlantedBug::AckBeforeSuccessor) && self.is_head() {
+            self.answer_waiting(seq);
+        }
     }
 
     /// An UPDATE from the predecessor. It must continue this member's
@@ -136,6 +140,11 @@ impl Replica {
         if self.chain && self.predecessor().is_some() {
             self.actions.push_back(Action::SendUp(seq));
         }
+        self.answer_waiting(seq);
+    }
+
+    /// Answers the synchronous writes up to `seq`, which the tail holds.
+    fn answer_waiting(&mut self, seq: u64) {
         while let Some(&(s, token, outcome)) = self.waiting.front() {
             if s > seq {
                 break;
@@ -205,6 +214,10 @@ impl Replica {
 
     /// Whether a peer HELLO from `node` comes from the expected predecessor.
     pub fn accepts_predecessor(&self, node: &str) -> bool {
+        #[cfg(feature = "testing")]
+        if self.planted(super::PlantedBug::AcceptStalePredecessor) {
+            return self.standing != Standing::Fenced && node != self.me;
+        }
         self.standing != Standing::Fenced && self.predecessor().is_some_and(|p| p.name == node)
     }
 }

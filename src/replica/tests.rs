@@ -291,7 +291,10 @@ fn a_member_serves_only_while_its_lease_runs() {
     let mut r = Replica::chain_member("n1", 16);
     r.handle_membership(vec![member("n1")]);
     r.handle_timeout(t0);
-    assert_eq!(put(&mut r, 1).map_err(|e| e.code), Err(ErrorCode::Unavailable));
+    assert_eq!(
+        put(&mut r, 1).map_err(|e| e.code),
+        Err(ErrorCode::Unavailable)
+    );
     assert!(r.check_can_read().is_err(), "no lease granted yet");
     r.handle_lease(t0, Duration::from_secs(10));
     assert!(put(&mut r, 1).is_ok());
@@ -337,7 +340,10 @@ fn a_silent_successor_is_dropped_after_the_peer_timeout_and_redialled_at_a_pace(
     r.handle_timeout(t0 + ms(600));
     assert_eq!(
         drain(&mut r),
-        vec![Action::DropSuccessor, Action::ConnectSuccessor(member("n2"))]
+        vec![
+            Action::DropSuccessor,
+            Action::ConnectSuccessor(member("n2"))
+        ]
     );
     assert_eq!(r.successor_timeouts(), 1);
     // The new link breaks at once: the next dial waits for REDIAL_DELAY.
@@ -350,10 +356,15 @@ fn a_silent_successor_is_dropped_after_the_peer_timeout_and_redialled_at_a_pace(
     r.handle_timeout(t0 + ms(1000));
     r.handle_successor_hello(NodeRole::Tail, 0);
     let resent = drain(&mut r);
-    assert!(matches!(resent[..], [Action::SendDown(Body::Update(_))]), "{resent:?}");
+    assert!(
+        matches!(resent[..], [Action::SendDown(Body::Update(_))]),
+        "{resent:?}"
+    );
     r.handle_ack(1);
     assert!(!r.waiting_on_successor());
     r.handle_timeout(t0 + ms(5000));
-    assert!(drain(&mut r).iter().all(|a| !matches!(a, Action::DropSuccessor)));
+    assert!(drain(&mut r)
+        .iter()
+        .all(|a| !matches!(a, Action::DropSuccessor)));
     assert_eq!(r.successor_timeouts(), 1);
 }

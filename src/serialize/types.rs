@@ -11,6 +11,7 @@
 
 use super::{decode_data, encode_data, Codec, DecodeError, Reader};
 use super::{KEY_BYTES_MAX, STATS_FIELDS_MAX, TEXT_BYTES_MAX};
+#[cfg(feature = "arbitrary")]
 use arbitrary::{Arbitrary, Unstructured};
 use byteorder::{BigEndian, WriteBytesExt};
 use std::fmt;
@@ -87,6 +88,7 @@ impl Codec for Key {
     }
 }
 
+#[cfg(feature = "arbitrary")]
 impl<'a> Arbitrary<'a> for Key {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let len = u.int_in_range(1..=KEY_BYTES_MAX.min(u.len().max(1)))?;
@@ -100,7 +102,8 @@ impl<'a> Arbitrary<'a> for Key {
 
 /// One stored entry: key, the version (sequence number of the write that
 /// produced it) and the value.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct Entry {
     pub key: Key,
     pub version: u64,
@@ -159,6 +162,7 @@ pub fn clip_text(text: &str) -> &str {
     &text[..end]
 }
 
+#[cfg(feature = "arbitrary")]
 /// A text value that already fits, for `Arbitrary` message generation.
 pub(crate) fn arbitrary_text(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
     let s = String::arbitrary(u)?;
@@ -260,6 +264,7 @@ impl Codec for Stats {
     }
 }
 
+#[cfg(feature = "arbitrary")]
 impl<'a> Arbitrary<'a> for Stats {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let mut stats = Stats::default();

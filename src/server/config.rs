@@ -68,12 +68,22 @@ pub struct ServerConfig {
     pub peer_timeout: Duration,
     /// Entries per SNAPSHOT chunk during state transfer.
     pub snapshot_chunk_entries: usize,
-    /// TEST ONLY: answer reads on any member (breaks linearizability), so
-    /// the fault-injection suite can prove its checker notices.
+    /// Switches that exist only in test builds (cargo feature `testing`).
+    #[cfg(feature = "testing")]
+    pub test: TestSwitches,
+}
+
+/// Switches for tests only, compiled only with the `testing` feature, so
+/// that no build for users can turn them on by accident.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Default)]
+pub struct TestSwitches {
+    /// Answer reads on any member (breaks linearizability), so the
+    /// fault-injection suite can prove its checker notices.
     pub unsafe_reads_anywhere: bool,
-    /// TEST ONLY: the worker sleeps this long before each write, standing
-    /// in for a slow disk so tests can observe pending writes.
-    pub worker_delay: std::time::Duration,
+    /// The worker sleeps this long before each write, standing in for a
+    /// slow disk so tests can observe pending writes.
+    pub worker_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -104,8 +114,8 @@ impl Default for ServerConfig {
             session_timeout: Duration::from_millis(2000),
             peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,
-            unsafe_reads_anywhere: false,
-            worker_delay: Duration::ZERO,
+            #[cfg(feature = "testing")]
+            test: TestSwitches::default(),
         }
     }
 }

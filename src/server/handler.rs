@@ -330,7 +330,11 @@ impl Server {
         let id = msg.request_id;
         if !matches!(msg.body, Body::Stats | Body::Hello(_)) {
             if let Err(r) = self.replica.check_can_read() {
-                if !self.cfg.unsafe_reads_anywhere {
+                #[cfg(feature = "testing")]
+                let refuse = !self.cfg.test.unsafe_reads_anywhere;
+                #[cfg(not(feature = "testing"))]
+                let refuse = true;
+                if refuse {
                     return refusal(id, r);
                 }
             }
@@ -379,7 +383,10 @@ impl Server {
         s.text("role", self.replica.role().name());
         if self.coord.is_some() {
             s.text("node", self.replica.name());
-            s.count("session_timeout_ms", self.replica.lease().as_millis() as u64);
+            s.count(
+                "session_timeout_ms",
+                self.replica.lease().as_millis() as u64,
+            );
             let pred = self
                 .replica
                 .predecessor()

@@ -15,6 +15,8 @@ mod stats;
 mod worker;
 
 pub use config::ServerConfig;
+#[cfg(feature = "testing")]
+pub use config::TestSwitches;
 
 use crate::coord::{CoordConfig, CoordEvent, Coordinator};
 use crate::member::Member;
@@ -163,7 +165,10 @@ impl Server {
             table.clone(),
             queue.clone(),
             completions.clone(),
-            cfg.worker_delay,
+            #[cfg(feature = "testing")]
+            cfg.test.worker_delay,
+            #[cfg(not(feature = "testing"))]
+            Duration::ZERO,
         )
         .map_err(|e| ServerError::Setup(e.to_string()))?;
         let mut replica = Replica::standalone(cfg.sent_max);

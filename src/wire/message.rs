@@ -5,9 +5,12 @@
 
 use super::frame::{encode_frame, Frame, FLAG_ASYNC};
 use super::status::ErrorCode;
-use crate::serialize::types::{arbitrary_text, decode_text, encode_text};
+#[cfg(feature = "arbitrary")]
+use crate::serialize::types::arbitrary_text;
+use crate::serialize::types::{decode_text, encode_text};
 use crate::serialize::{decode_data, decode_list, encode_data, encode_list};
 use crate::serialize::{Codec, DecodeError, Entry, Key, Reader, Stats};
+#[cfg(feature = "arbitrary")]
 use arbitrary::{Arbitrary, Unstructured};
 use byteorder::{BigEndian, WriteBytesExt};
 use thiserror::Error;
@@ -36,7 +39,8 @@ pub mod op {
 }
 
 /// Who opens a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum PeerRole {
     Client = 1,
     /// A chain member connecting to its successor.
@@ -44,7 +48,8 @@ pub enum PeerRole {
 }
 
 /// A server's place in its chain, as HELLO_OK and STATS report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum NodeRole {
     Standalone = 0,
     Head = 1,
@@ -86,7 +91,8 @@ impl NodeRole {
 pub const FEATURE_AUTH_REQUIRED: u32 = 1;
 
 /// What an authenticated user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum Access {
     /// Reads, STATS and VERIFY; writes answer NOT_PERMITTED.
     ReadOnly = 1,
@@ -94,23 +100,26 @@ pub enum Access {
 }
 
 /// Whether a write is answered when queued (async) or when executed (sync).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum WriteMode {
     Sync,
     Async,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct Hello {
     pub role: PeerRole,
     /// Feature bits; none are defined in version 1 (send 0, ignore unknown).
     pub features: u32,
     /// For peers: the sender's member name (e.g. `node0000000007`); else empty.
-    #[arbitrary(with = arbitrary_text)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
     pub node: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct HelloOk {
     pub version: u8,
     pub features: u32,
@@ -123,14 +132,16 @@ pub struct HelloOk {
 }
 
 /// The result of a PUT or DEL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct WriteOk {
     /// Operation id: the write's sequence number, and the entry's version.
     pub op_id: u64,
     pub outcome: WriteOutcome,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum WriteOutcome {
     /// Async write: queued, not executed yet (ask VERIFY).
     Pending = 0,
@@ -141,14 +152,16 @@ pub enum WriteOutcome {
 }
 
 /// A found value with its version.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct Versioned {
     pub version: u64,
     pub value: Vec<u8>,
 }
 
 /// What VERIFY says of an operation id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum OpState {
     /// Never assigned by this server (or its chain).
     Unknown = 0,
@@ -159,7 +172,8 @@ pub enum OpState {
 }
 
 /// A write as it travels down the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct Update {
     pub seq: u64,
     /// The sequence number of the update before it in the sender's history.
@@ -180,6 +194,7 @@ pub struct SeqGap {
     pub last: u64,
 }
 
+#[cfg(feature = "arbitrary")]
 impl<'a> Arbitrary<'a> for SeqGap {
     /// Only well-formed gaps (`first <= last`), as a receiver accepts.
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
@@ -192,6 +207,7 @@ impl<'a> Arbitrary<'a> for SeqGap {
     }
 }
 
+#[cfg(feature = "arbitrary")]
 fn arbitrary_gaps(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<SeqGap>> {
     let n = u.int_in_range(0..=8)?;
     (0..n).map(|_| SeqGap::arbitrary(u)).collect()
@@ -224,28 +240,31 @@ impl Codec for SeqGap {
 pub const SNAPSHOT_GAPS_MAX: usize = 4096;
 
 /// PEER_HELLO: a predecessor opens a link (spec §5.1).
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct PeerHello {
     /// The sender's member name.
-    #[arbitrary(with = arbitrary_text)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
     pub from: String,
     /// The member it believes it is talking to.
-    #[arbitrary(with = arbitrary_text)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
     pub to: String,
     /// The chain's ZooKeeper root, so a link cannot cross chains.
-    #[arbitrary(with = arbitrary_text)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
     pub root: String,
     pub nonce: [u8; 32],
 }
 
 /// PEER_CHALLENGE: the successor's nonce and its proof of the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct PeerChallenge {
     pub nonce: [u8; 32],
     pub proof: [u8; 32],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum WriteOp {
     Put { key: Key, value: Vec<u8> },
     Del { key: Key },
@@ -263,7 +282,8 @@ impl WriteOp {
 }
 
 /// One piece of a state transfer to a joining member.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct SnapshotChunk {
     /// The state is exactly that after applying every update <= this.
     pub snapshot_seq: u64,
@@ -273,19 +293,20 @@ pub struct SnapshotChunk {
     pub last: bool,
     /// The gaps in the history up to `snapshot_seq` (FIRST chunk only;
     /// empty in the others).
-    #[arbitrary(with = arbitrary_gaps)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_gaps))]
     pub gaps: Vec<SeqGap>,
     pub entries: Vec<Entry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct ErrorReply {
     /// A registry code; kept raw so that codes from newer servers survive.
     pub code: u16,
-    #[arbitrary(with = arbitrary_text)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
     pub message: String,
     /// `host:port` to send the request to instead (NOT_HEAD / NOT_TAIL), or empty.
-    #[arbitrary(with = arbitrary_text)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
     pub redirect: String,
 }
 
@@ -304,7 +325,8 @@ impl ErrorReply {
 }
 
 /// Every message body, requests, peer messages and replies alike.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum Body {
     Hello(Hello),
     Put {
@@ -328,9 +350,9 @@ pub enum Body {
     },
     /// Log in as a user of the server's users file.
     Auth {
-        #[arbitrary(with = arbitrary_text)]
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
         user: String,
-        #[arbitrary(with = arbitrary_text)]
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
         password: String,
     },
     Update(Update),
@@ -364,7 +386,8 @@ pub enum Body {
 }
 
 /// A message: its body and the request id the reply echoes.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct Message {
     pub request_id: u64,
     pub body: Body,
@@ -845,6 +868,7 @@ fn decode_enum<T: Copy>(
         })
 }
 
+#[cfg(feature = "arbitrary")]
 /// Builds an arbitrary message from fuzzer bytes (used by tests and fuzz targets).
 pub fn arbitrary_message(data: &[u8]) -> arbitrary::Result<Message> {
     Message::arbitrary(&mut Unstructured::new(data))

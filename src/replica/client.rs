@@ -78,6 +78,10 @@ impl Replica {
         if !self.lease_valid() {
             return Err(Refusal::no_lease());
         }
+        #[cfg(feature = "testing")]
+        if self.reads_anywhere {
+            return Ok(());
+        }
         match self.standing {
             Standing::Fenced => refuse(ErrorCode::Unavailable, None),
             Standing::Joining { .. } => refuse(

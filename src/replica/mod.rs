@@ -203,6 +203,9 @@ pub struct Replica {
     /// A bug planted on purpose (see `planted.rs`).
     #[cfg(feature = "testing")]
     planted: Option<PlantedBug>,
+    /// Reads answered in any role (see `planted.rs`).
+    #[cfg(feature = "testing")]
+    reads_anywhere: bool,
 }
 
 impl Replica {
@@ -247,6 +250,8 @@ impl Replica {
             timers: Timers::new(),
             #[cfg(feature = "testing")]
             planted: None,
+            #[cfg(feature = "testing")]
+            reads_anywhere: false,
         }
     }
 

@@ -31,6 +31,14 @@ impl PlantedBug {
 }
 
 impl Replica {
+    /// TEST ONLY (`table-server --unsafe-reads-anywhere`): answer reads in
+    /// any role, so tests can inspect every member's table and the torture
+    /// suite can show its checker catches reads off the tail. The lease
+    /// still applies.
+    pub fn set_reads_anywhere(&mut self, on: bool) {
+        self.reads_anywhere = on;
+    }
+
     /// Plants `bug` in this replica.
     pub fn plant(&mut self, bug: PlantedBug) {
         self.planted = Some(bug);

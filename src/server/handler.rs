@@ -330,13 +330,7 @@ impl Server {
         let id = msg.request_id;
         if !matches!(msg.body, Body::Stats | Body::Hello(_)) {
             if let Err(r) = self.replica.check_can_read() {
-                #[cfg(feature = "testing")]
-                let refuse = !self.cfg.test.unsafe_reads_anywhere;
-                #[cfg(not(feature = "testing"))]
-                let refuse = true;
-                if refuse {
-                    return refusal(id, r);
-                }
+                return refusal(id, r);
             }
         }
         let body = match &msg.body {

@@ -194,6 +194,8 @@ impl Server {
         replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
         replica.set_sent_bytes_max(cfg.sent_bytes_max);
         replica.set_peer_timeout(cfg.peer_timeout);
+        #[cfg(feature = "testing")]
+        replica.set_reads_anywhere(cfg.test.unsafe_reads_anywhere);
         Ok(Server {
             cfg,
             listener: Some(listener),

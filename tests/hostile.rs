@@ -228,6 +228,46 @@ fn pipelined_large_reads_cannot_amplify_memory() {
     drop(attackers);
 }
 
+/// GETTABLE over a table larger than a frame is refused from the table's
+/// running size, before a byte is copied: repeating it costs the server
+/// nothing. (Before, each request cloned the whole table, then refused.)
+#[test]
+fn gettable_over_a_table_larger_than_a_frame_copies_nothing() {
+    let s = ServerProc::start(4, &["--frame-bytes-max", "1048576"]);
+    let mut c = s.client();
+    for i in 0..192u32 {
+        let value = vec![(i % 251) as u8; 500 << 10];
+        c.put(format!("v{i}").as_bytes(), &value).unwrap();
+    }
+    let before = s.rss_kib();
+    let addr = s.addr();
+    let attackers: Vec<_> = (0..2)
+        .map(|n| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut r = Raw::hello(&addr);
+                let mut refused = 0;
+                for i in 0..40u64 {
+                    r.send(&Message::new(n * 1000 + i + 2, Body::GetTable));
+                    match r.recv().map(|m| m.body) {
+                        Some(Body::Error(e)) if e.code == ErrorCode::ResultTooLarge as u16 => {
+                            refused += 1
+                        }
+                        other => panic!("expected RESULT_TOO_LARGE, got {other:?}"),
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let peak = s.peak_rss_kib(Duration::from_secs(2));
+    let refused: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert_eq!(refused, 80);
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("80 GETTABLEs of a 94 MiB table (1 MiB frames): peak RSS +{grown_mib} MiB");
+    assert!(grown_mib < 16, "the server copied the table: +{grown_mib} MiB");
+}
+
 /// The other side of the same limit: a client that pipelines big reads
 /// and reads as fast as it can is slowed down, never cut off.
 #[test]

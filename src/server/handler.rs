@@ -333,6 +333,16 @@ impl Server {
                 return refusal(id, r);
             }
         }
+        // A list's size is known before anything is copied: one over the
+        // frame limit is refused without cloning the table.
+        let list_bytes = match &msg.body {
+            Body::GetKeys => self.table.keys_encoded_len(),
+            Body::GetTable => self.table.entries_encoded_len(),
+            _ => 0,
+        };
+        if let Some(refused) = self.over_frame_limit(id, list_bytes) {
+            return refused;
+        }
         let body = match &msg.body {
             Body::Get { key } => Body::Value(self.table.get(key)),
             Body::Size => Body::SizeOk {
@@ -345,21 +355,24 @@ impl Server {
             Body::Hello(_) => return self.hello_ok(id),
             _ => return error(id, ErrorCode::Internal, "not a read"),
         };
-        // The reply's payload is the list itself; its size is computed, not
-        // encoded, so a large table is encoded once (when sent).
+        // The worker may have written between the check and the copy:
+        // the copy's own size is what the frame limit is held to.
         let payload_bytes = match &body {
             Body::Keys(keys) => list_encoded_len(keys.iter().map(Key::encoded_len)),
             Body::Entries(entries) => list_encoded_len(entries.iter().map(Entry::encoded_len)),
             _ => 0,
         };
-        if payload_bytes > self.cfg.payload_bytes_max {
-            let why = format!(
-                "the reply exceeds the {}-byte frame limit",
-                self.cfg.payload_bytes_max
-            );
-            return error(id, ErrorCode::ResultTooLarge, why);
-        }
-        Message::new(id, body)
+        self.over_frame_limit(id, payload_bytes)
+            .unwrap_or_else(|| Message::new(id, body))
+    }
+
+    /// RESULT_TOO_LARGE if a reply of `payload_bytes` would not fit a frame.
+    fn over_frame_limit(&self, id: u64, payload_bytes: usize) -> Option<Message> {
+        let max = self.cfg.payload_bytes_max;
+        (payload_bytes > max).then(|| {
+            let why = format!("the reply exceeds the {max}-byte frame limit");
+            error(id, ErrorCode::ResultTooLarge, why)
+        })
     }
 
     fn stats(&self) -> Stats {

@@ -15,6 +15,19 @@ pub const N_LISTS_MAX: usize = 65_536;
 struct Partition {
     map: HashMap<Key, Versioned>,
     digest: u64,
+    /// Bytes of every key's encoding (GETKEYS' payload, but for the count).
+    keys_encoded_bytes: usize,
+    /// Bytes of every entry's encoding (GETTABLE's payload, but for the
+    /// count): kept so a reply's size is known before anything is copied.
+    entries_encoded_bytes: usize,
+}
+
+/// Encoded bytes of a key and of its entry.
+/// (An entry is its key, a `u64` version, a `u32` length and the value:
+/// [`Entry::encoded_len`], computed without building one.)
+fn encoded_sizes(key: &Key, v: &Versioned) -> (usize, usize) {
+    let k = key.encoded_len();
+    (k, k + 8 + 4 + v.value.len())
 }
 
 /// A 64-bit digest of one entry. Summed (wrapping) over all entries it
@@ -37,9 +50,11 @@ fn entry_digest(key: &Key, v: &Versioned) -> u64 {
 impl Partition {
     fn insert(&mut self, key: Key, v: Versioned) -> bool {
         self.digest = self.digest.wrapping_add(entry_digest(&key, &v));
+        self.count(&key, &v, true);
         match self.map.insert(key.clone(), v) {
             Some(old) => {
                 self.digest = self.digest.wrapping_sub(entry_digest(&key, &old));
+                self.count(&key, &old, false);
                 true
             }
             None => false,
@@ -50,9 +65,21 @@ impl Partition {
         match self.map.remove(key) {
             Some(old) => {
                 self.digest = self.digest.wrapping_sub(entry_digest(key, &old));
+                self.count(key, &old, false);
                 true
             }
             None => false,
+        }
+    }
+
+    fn count(&mut self, key: &Key, v: &Versioned, added: bool) {
+        let (k, e) = encoded_sizes(key, v);
+        if added {
+            self.keys_encoded_bytes += k;
+            self.entries_encoded_bytes += e;
+        } else {
+            self.keys_encoded_bytes -= k;
+            self.entries_encoded_bytes -= e;
         }
     }
 }
@@ -123,6 +150,23 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes GETKEYS' list of every key would encode to (see
+    /// [`crate::serialize::list_encoded_len`]), without copying a key.
+    pub fn keys_encoded_len(&self) -> usize {
+        4 + (0..self.partitions.len())
+            .map(|i| self.lock_index(i).keys_encoded_bytes)
+            .sum::<usize>()
+    }
+
+    /// Bytes GETTABLE's list of every entry would encode to, without
+    /// copying an entry: a reply over the frame limit is refused before
+    /// the table is cloned.
+    pub fn entries_encoded_len(&self) -> usize {
+        4 + (0..self.partitions.len())
+            .map(|i| self.lock_index(i).entries_encoded_bytes)
+            .sum::<usize>()
     }
 
     /// Every key, partition by partition (no global order).
@@ -244,5 +288,42 @@ mod tests {
     #[test]
     fn zero_lists_means_one() {
         assert_eq!(Table::new(0).n_lists(), 1);
+    }
+
+    #[test]
+    fn reply_sizes_are_known_without_copying_and_match_the_copies() {
+        use crate::serialize::list_encoded_len;
+        let t = Table::new(4);
+        let put = |t: &Table, k: &str, n: usize, seq: u64| {
+            let op = WriteOp::Put {
+                key: Key::new(k).unwrap(),
+                value: vec![1; n],
+            };
+            t.apply(seq, &op);
+        };
+        let sizes_match = |t: &Table| {
+            let keys = list_encoded_len(t.keys().iter().map(Key::encoded_len));
+            let entries = list_encoded_len(t.entries().iter().map(Entry::encoded_len));
+            assert_eq!(t.keys_encoded_len(), keys);
+            assert_eq!(t.entries_encoded_len(), entries);
+        };
+        sizes_match(&t);
+        for i in 0..50 {
+            put(&t, &format!("key{i}"), i * 7, i as u64);
+        }
+        sizes_match(&t);
+        put(&t, "key3", 1000, 99); // overwrite: the old size goes
+        t.apply(100, &WriteOp::Del { key: Key::new("key4").unwrap() });
+        t.apply(101, &WriteOp::Del { key: Key::new("absent").unwrap() });
+        sizes_match(&t);
+        t.install(Entry {
+            key: Key::new("key5").unwrap(),
+            version: 7,
+            value: vec![2; 3],
+        });
+        sizes_match(&t);
+        t.clear();
+        sizes_match(&t);
+        assert_eq!(t.entries_encoded_len(), 4);
     }
 }

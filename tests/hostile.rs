@@ -265,7 +265,10 @@ fn gettable_over_a_table_larger_than_a_frame_copies_nothing() {
     assert_eq!(refused, 80);
     let grown_mib = peak.saturating_sub(before) / 1024;
     eprintln!("80 GETTABLEs of a 94 MiB table (1 MiB frames): peak RSS +{grown_mib} MiB");
-    assert!(grown_mib < 16, "the server copied the table: +{grown_mib} MiB");
+    assert!(
+        grown_mib < 16,
+        "the server copied the table: +{grown_mib} MiB"
+    );
 }
 
 /// The other side of the same limit: a client that pipelines big reads

@@ -26,7 +26,7 @@ impl Replica {
             self.becomes_head(was_head);
         }
         if old_pred.is_some() && old_pred.as_ref() != self.predecessor() {
-            self.actions.push_back(Action::DropPredecessor);
+            self.emit(Action::DropPredecessor);
             self.handle_predecessor_lost();
         }
         self.rewire_successor();
@@ -42,6 +42,7 @@ impl Replica {
             // Only a half-received snapshot is not a state: drop it.
             if self.partial_snapshot {
                 self.partial_snapshot = false;
+                self.forget_unapplied();
                 self.last_queued = 0;
                 self.last_applied = 0;
                 self.last_acked = 0;
@@ -67,7 +68,7 @@ impl Replica {
             return;
         }
         if current.is_some() {
-            self.actions.push_back(Action::DropSuccessor);
+            self.emit(Action::DropSuccessor);
             self.successor = Successor::None;
             self.outgoing = None;
         }
@@ -96,13 +97,13 @@ impl Replica {
         }
         self.standing = Standing::Fenced;
         if self.successor != Successor::None {
-            self.actions.push_back(Action::DropSuccessor);
+            self.emit(Action::DropSuccessor);
         }
         self.successor = Successor::None;
         self.outgoing = None;
-        self.actions.push_back(Action::DropPredecessor);
-        for (_, token, _) in self.waiting.drain(..) {
-            self.actions.push_back(Action::WriteFailed {
+        self.emit(Action::DropPredecessor);
+        for (_, token, _) in std::mem::take(&mut self.waiting) {
+            self.emit(Action::WriteFailed {
                 token,
                 code: ErrorCode::OutcomeUnknown,
             });
@@ -112,8 +113,8 @@ impl Replica {
 
     /// Writes still waiting for the tail (for shutdown).
     pub fn fail_waiting(&mut self, code: ErrorCode) {
-        for (_, token, _) in self.waiting.drain(..) {
-            self.actions.push_back(Action::WriteFailed { token, code });
+        for (_, token, _) in std::mem::take(&mut self.waiting) {
+            self.emit(Action::WriteFailed { token, code });
         }
     }
 }

@@ -70,7 +70,24 @@ pub enum StreamViolation {
     NotNext { seq: u64, prev_seq: u64, last: u64 },
     #[error("update {seq} after {prev_seq} is not a valid step (at most {HEAD_TAKEOVER_SEQ_GAP} ids skipped, none past {SEQ_MAX})")]
     BadStep { seq: u64, prev_seq: u64 },
+    /// More unacknowledged work than an honest predecessor can cause (its
+    /// own Sent list is bounded by the same capacity).
+    #[error("the predecessor sent {held} updates past the last acknowledgement (at most {max})")]
+    Overrun { held: usize, max: usize },
 }
+
+/// Most updates a member holds applied-or-queued but unacknowledged: an
+/// honest predecessor holds at most its own Sent capacity, itself capped at
+/// [`HEAD_TAKEOVER_SEQ_GAP`] whatever `--sent-max` each member was given;
+/// twice that is refused as [`StreamViolation::Overrun`].
+pub const HELD_UPDATES_MAX: usize = 2 * HEAD_TAKEOVER_SEQ_GAP as usize;
+
+/// Bound on actions produced and not yet taken. The largest burst one
+/// input causes is a resend of Sent or a snapshot's backlog (each at most
+/// [`HELD_UPDATES_MAX`]) plus the answers to writes waiting on them; the
+/// slack covers control actions and snapshot chunks between two drains.
+/// The IO layer drains the queue after every input.
+pub const ACTIONS_MAX: usize = 4 * HELD_UPDATES_MAX + 4096;
 
 /// Identifies the client request a synchronous write must answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +195,11 @@ pub struct Replica {
     waiting: VecDeque<(u64, WriteToken, Option<WriteOutcome>)>,
     /// Applies handed to the worker and not yet reported.
     unapplied: usize,
+    /// Applies queued before this member started over (rejoin, or a
+    /// half-installed snapshot dropped): the worker still reports them,
+    /// first and in order, and they belong to a history this member no
+    /// longer holds, so they are ignored.
+    stale_applies: usize,
     /// Between a FIRST and a LAST snapshot chunk: the table is partial.
     partial_snapshot: bool,
     /// The LAST chunk (of this snapshot sequence number) has been handed to
@@ -239,6 +261,7 @@ impl Replica {
             sent: SentList::new(sent_max.min(HEAD_TAKEOVER_SEQ_GAP as usize)),
             waiting: VecDeque::new(),
             unapplied: 0,
+            stale_applies: 0,
             partial_snapshot: false,
             awaiting_install: None,
             actions: VecDeque::new(),
@@ -265,6 +288,7 @@ impl Replica {
     /// chain with a table two seconds old).
     pub fn rejoin(&mut self, name: impl Into<String>) {
         self.me = name.into();
+        self.forget_unapplied();
         self.members.clear();
         self.successor = Successor::None;
         self.outgoing = None;
@@ -284,9 +308,16 @@ impl Replica {
         self.clear_table();
     }
 
+    /// Marks every apply still with the worker as stale (see
+    /// `stale_applies`).
+    pub(super) fn forget_unapplied(&mut self) {
+        self.stale_applies += self.unapplied;
+        self.unapplied = 0;
+    }
+
     /// Empties the table through the worker, in order with other writes.
     pub(super) fn clear_table(&mut self) {
-        self.actions.push_back(Action::Install(SnapshotChunk {
+        self.emit(Action::Install(SnapshotChunk {
             snapshot_seq: 0,
             first: true,
             last: false,
@@ -311,13 +342,59 @@ impl Replica {
         self.snapshot_chunk_entries = n.max(1);
     }
 
+    /// Queues an action for the IO layer. Exceeding [`ACTIONS_MAX`] is a
+    /// bug in the replica or in an IO layer that stopped draining: stop
+    /// rather than grow without bound.
+    pub(super) fn emit(&mut self, action: Action) {
+        assert!(
+            self.actions.len() < ACTIONS_MAX,
+            "replica actions over their bound ({ACTIONS_MAX}): the IO layer is not draining them"
+        );
+        self.actions.push_back(action);
+    }
+
+    /// Cheap checks of the replica's own bookkeeping, kept in release
+    /// builds: a replica that breaks one would acknowledge or resend the
+    /// wrong writes, so it stops instead.
+    pub(super) fn assert_invariants(&self) {
+        assert!(
+            self.last_acked <= self.last_applied,
+            "acknowledged {} beyond applied {}",
+            self.last_acked,
+            self.last_applied
+        );
+        assert!(
+            self.last_applied <= self.last_queued,
+            "applied {} beyond queued {}",
+            self.last_applied,
+            self.last_queued
+        );
+        assert!(
+            self.sent.len() <= HELD_UPDATES_MAX,
+            "Sent holds {} updates, over {HELD_UPDATES_MAX}",
+            self.sent.len()
+        );
+        if let Some(o) = &self.outgoing {
+            assert!(
+                o.backlog.len() <= HELD_UPDATES_MAX,
+                "snapshot backlog over its bound"
+            );
+        }
+    }
+
     /// Actions produced and not yet taken.
     pub fn pending_actions(&self) -> usize {
         self.actions.len()
     }
 
+    /// The next action for the IO layer; `None` once drained, which is
+    /// also when the replica checks its invariants.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let next = self.actions.pop_front();
+        if next.is_none() {
+            self.assert_invariants();
+        }
+        next
     }
 
     // ----- position ---------------------------------------------------------

@@ -46,7 +46,10 @@ impl SentList {
 
     /// Appends an update; sequence numbers must increase.
     pub fn push(&mut self, update: Update) {
-        debug_assert!(self.updates.back().is_none_or(|u| u.seq < update.seq));
+        assert!(
+            self.updates.back().is_none_or(|u| u.seq < update.seq),
+            "Sent must stay in sequence order"
+        );
         self.bytes += update.op.held_bytes();
         self.updates.push_back(update);
     }

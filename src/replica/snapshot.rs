@@ -119,7 +119,7 @@ impl Replica {
         if last {
             let backlog = self.outgoing.take().map(|o| o.backlog).unwrap_or_default();
             for u in backlog {
-                self.actions.push_back(Action::SendDown(Body::Update(u)));
+                self.emit(Action::SendDown(Body::Update(u)));
             }
             // Acknowledgements held back while the backlog was full.
             if self.acting_tail() {
@@ -142,8 +142,7 @@ impl Replica {
             gaps,
             entries,
         };
-        self.actions
-            .push_back(Action::SendDown(Body::Snapshot(chunk)));
+        self.emit(Action::SendDown(Body::Snapshot(chunk)));
     }
 
     /// A SNAPSHOT chunk from the predecessor (this member is joining).
@@ -167,7 +166,7 @@ impl Replica {
             self.awaiting_install = Some(chunk.snapshot_seq);
             self.last_queued = chunk.snapshot_seq;
         }
-        self.actions.push_back(Action::Install(chunk));
+        self.emit(Action::Install(chunk));
     }
 
     /// The worker installed the LAST chunk of a snapshot taken at `seq`.
@@ -193,7 +192,7 @@ impl Replica {
         self.last_queued = self.last_queued.max(seq);
         self.last_applied = seq;
         self.last_acked = seq;
-        self.actions.push_back(Action::SendUp(seq));
+        self.emit(Action::SendUp(seq));
     }
 
     /// HANDOFF from the predecessor: become tail once `seq` is applied.
@@ -215,7 +214,7 @@ impl Replica {
     pub(super) fn become_active_tail(&mut self) {
         self.standing = Standing::Active;
         self.last_acked = self.last_applied;
-        self.actions.push_back(Action::SendUp(self.last_applied));
+        self.emit(Action::SendUp(self.last_applied));
         // A successor that registered while this member was joining waits
         // for it to be complete before it is served.
         if let Some(next) = self.successor_member().cloned() {

@@ -8,6 +8,10 @@ use crate::wire::{Body, NodeRole, Update, WriteOk, WriteOutcome};
 impl Replica {
     /// The worker executed update `seq` with `outcome`.
     pub fn handle_applied(&mut self, update: Update, outcome: WriteOutcome) {
+        if self.stale_applies > 0 {
+            self.stale_applies -= 1;
+            return;
+        }
         self.unapplied = self.unapplied.saturating_sub(1);
         let seq = update.seq;
         if seq <= self.last_applied {
@@ -29,7 +33,7 @@ impl Replica {
         }
         if matches!(self.standing, Standing::Joining { .. }) {
             // A joiner acknowledges progress so its predecessor can hand off.
-            self.actions.push_back(Action::SendUp(seq));
+            self.emit(Action::SendUp(seq));
             return;
         }
         self.sent.push(update.clone());
@@ -72,6 +76,11 @@ impl Replica {
         if !step_ok {
             return Err(StreamViolation::BadStep { seq, prev_seq });
         }
+        let held = self.sent.len() + self.unapplied;
+        if held >= super::HELD_UPDATES_MAX {
+            let max = super::HELD_UPDATES_MAX;
+            return Err(StreamViolation::Overrun { held, max });
+        }
         if prev_seq != self.last_queued {
             let last = self.last_queued;
             return Err(StreamViolation::NotNext {
@@ -88,7 +97,7 @@ impl Replica {
     pub(super) fn queue_apply(&mut self, update: Update) {
         self.note_gap(update.prev_seq, update.seq);
         self.unapplied += 1;
-        self.actions.push_back(Action::Apply(update));
+        self.emit(Action::Apply(update));
     }
 
     /// Whether this member is waiting on its successor link: connecting
@@ -116,7 +125,7 @@ impl Replica {
                 // The joiner has the snapshot: stop acting as tail.
                 let member = member.clone();
                 self.successor = Successor::Active(member);
-                self.actions.push_back(Action::SendDown(Body::Handoff {
+                self.emit(Action::SendDown(Body::Handoff {
                     seq: self.last_queued,
                 }));
             }
@@ -138,7 +147,7 @@ impl Replica {
         self.last_acked = seq;
         self.sent.trim_through(seq);
         if self.chain && self.predecessor().is_some() {
-            self.actions.push_back(Action::SendUp(seq));
+            self.emit(Action::SendUp(seq));
         }
         self.answer_waiting(seq);
     }
@@ -154,7 +163,7 @@ impl Replica {
                 op_id: s,
                 outcome: outcome.unwrap_or(WriteOutcome::Pending),
             };
-            self.actions.push_back(Action::WriteDone { token, result });
+            self.emit(Action::WriteDone { token, result });
         }
     }
 
@@ -170,7 +179,7 @@ impl Replica {
                 member,
                 snapshot_seq: None,
             };
-            self.actions.push_back(Action::Snapshot);
+            self.emit(Action::Snapshot);
             // A joiner is not a replica yet: this member is the tail.
             self.ack_through(self.last_applied);
             return;
@@ -178,7 +187,7 @@ impl Replica {
         self.successor = Successor::Active(member);
         let resend: Vec<Update> = self.sent.after(last_seq).cloned().collect();
         for u in resend {
-            self.actions.push_back(Action::SendDown(Body::Update(u)));
+            self.emit(Action::SendDown(Body::Update(u)));
         }
     }
 

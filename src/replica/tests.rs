@@ -368,3 +368,28 @@ fn a_silent_successor_is_dropped_after_the_peer_timeout_and_redialled_at_a_pace(
         .all(|a| !matches!(a, Action::DropSuccessor)));
     assert_eq!(r.successor_timeouts(), 1);
 }
+
+#[test]
+fn a_predecessor_cannot_make_a_member_hold_more_than_its_bound() {
+    let mut r = middle_at_5();
+    let mut last = 5;
+    let mut refused = None;
+    for _ in 0..HELD_UPDATES_MAX + 1 {
+        match r.handle_update(del(last + 1, last)) {
+            Ok(()) => last += 1,
+            Err(v) => {
+                refused = Some(v);
+                break;
+            }
+        }
+        while r.poll_action().is_some() {} // taken by the IO layer, never applied
+    }
+    assert_eq!(
+        refused,
+        Some(StreamViolation::Overrun {
+            held: HELD_UPDATES_MAX,
+            max: HELD_UPDATES_MAX
+        })
+    );
+    assert_eq!(last - 5, HELD_UPDATES_MAX as u64);
+}

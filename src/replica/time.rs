@@ -145,7 +145,7 @@ impl Replica {
         }
         self.timers.successor_timeouts += 1;
         self.timers.heard_at = Some(now);
-        self.actions.push_back(Action::DropSuccessor);
+        self.emit(Action::DropSuccessor);
         self.handle_successor_lost();
     }
 
@@ -165,6 +165,6 @@ impl Replica {
         }
         self.timers.last_dial = self.timers.now;
         self.timers.heard_at = self.timers.now;
-        self.actions.push_back(Action::ConnectSuccessor(member));
+        self.emit(Action::ConnectSuccessor(member));
     }
 }

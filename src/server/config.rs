@@ -86,6 +86,21 @@ pub struct TestSwitches {
     pub worker_delay: Duration,
 }
 
+impl ServerConfig {
+    /// Bytes a peer link may have queued for sending before it is closed
+    /// (and the replica redials and resends). An honest link never holds
+    /// more than the unacknowledged updates (at most `sent_bytes_max` of
+    /// keys and values, and [`crate::replica::HELD_UPDATES_MAX`] frames of
+    /// at most 64 bytes of headers each), a few snapshot chunks, and one
+    /// frame; a peer that stops reading hits this instead of our memory.
+    pub fn peer_output_bytes_max(&self) -> usize {
+        self.sent_bytes_max
+            .saturating_add(crate::replica::HELD_UPDATES_MAX * 64)
+            .saturating_add(4 * crate::replica::SNAPSHOT_CHUNK_BYTES)
+            .saturating_add(self.payload_bytes_max)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {

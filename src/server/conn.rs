@@ -261,7 +261,7 @@ impl Conn {
                     *bytes_in += n as u64;
                     // `room` was computed above, so the decoder takes it all.
                     let taken = self.decoder.feed(&scratch[..n]);
-                    debug_assert_eq!(taken, n);
+                    assert_eq!(taken, n, "the decoder took less than the room it offered");
                     if n < want {
                         return ReadOutcome::Open;
                     }

@@ -69,6 +69,28 @@ impl Server {
                 }
             }
         }
+        self.close_stuck_peer_links();
+    }
+
+    /// Closes a peer link whose queued output is over
+    /// [`super::ServerConfig::peer_output_bytes_max`]: its peer stopped
+    /// reading. Closing tells the replica, which redials (or waits for its
+    /// predecessor to) and resends from what the peer holds.
+    fn close_stuck_peer_links(&mut self) {
+        let max = self.cfg.peer_output_bytes_max();
+        let stuck: Vec<u64> = self
+            .conns
+            .values()
+            .filter(|c| c.is_peer() && c.out_len() > max)
+            .map(|c| c.id)
+            .collect();
+        for id in stuck {
+            if let Some(conn) = self.conns.remove(&id) {
+                self.counters.disconnected_slow += 1;
+                tracing::warn!(conn = id, peer = %conn.peer, max, "peer link not reading: closed");
+                self.close(conn, "peer output over its bound");
+            }
+        }
     }
 
     pub(super) fn on_completion(&mut self, c: Completion) {

@@ -313,8 +313,18 @@ mod tests {
         }
         sizes_match(&t);
         put(&t, "key3", 1000, 99); // overwrite: the old size goes
-        t.apply(100, &WriteOp::Del { key: Key::new("key4").unwrap() });
-        t.apply(101, &WriteOp::Del { key: Key::new("absent").unwrap() });
+        t.apply(
+            100,
+            &WriteOp::Del {
+                key: Key::new("key4").unwrap(),
+            },
+        );
+        t.apply(
+            101,
+            &WriteOp::Del {
+                key: Key::new("absent").unwrap(),
+            },
+        );
         sizes_match(&t);
         t.install(Entry {
             key: Key::new("key5").unwrap(),

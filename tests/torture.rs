@@ -4,7 +4,8 @@
 //! plus a run against a deliberately broken server mode that the checker
 //! must catch. Where the test may create network namespaces (root and
 //! iproute2), the second seed, and every long run, also cuts partitions;
-//! elsewhere it says why it skips them. `--no-partitions` turns them off;
+//! elsewhere it fails unless CHAINTABLE_ALLOW_SKIP=netns lets it skip them
+//! (and says so). `--no-partitions` turns them off;
 //! `--broken-only` runs only the broken-mode check (about 20 s).
 //! Long runs:
 //!
@@ -199,15 +200,13 @@ fn run_seeds(
     (passed, failed)
 }
 
-/// Whether this environment lets the test create network namespaces; if
-/// not, says why partition faults are skipped.
+/// Whether this environment lets the test create network namespaces. If
+/// not, the run fails unless skipping partitions was allowed
+/// (`CHAINTABLE_ALLOW_SKIP=netns`, or `--no-partitions`).
 fn netns_available() -> bool {
     match Net::create("probe") {
         Ok(_) => true,
-        Err(why) => {
-            println!("torture: partition faults SKIPPED: {why}");
-            false
-        }
+        Err(why) => !common::netns::skip_allowed("torture partition faults", &why),
     }
 }
 

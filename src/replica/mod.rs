@@ -175,7 +175,7 @@ enum Standing {
     Fenced,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     chain: bool,
     me: String,

@@ -39,7 +39,7 @@ pub(super) fn split_chunks(
 /// applied since its cut: those may only follow the LAST chunk (the joiner
 /// has no table to apply them to before), and acting as tail meanwhile
 /// trims them from Sent, so they wait here.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct OutgoingSnapshot {
     pub(super) seq: u64,
     /// The history's gaps up to `seq`, sent with the FIRST chunk.

@@ -18,7 +18,7 @@ pub const PEER_TIMEOUT_DEFAULT: Duration = Duration::from_millis(2000);
 pub const REDIAL_DELAY: Duration = Duration::from_millis(100);
 
 /// The replica's timers. Every instant is one the IO layer reported.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Timers {
     /// The time as of the last [`Replica::handle_timeout`]; `None` before
     /// the first one.

@@ -3,40 +3,17 @@
 //! Requests use opcodes 0x01..=0x3F, peer (replication) messages 0x40..=0x7F,
 //! replies the request's opcode with the top bit set, and ERROR is 0xFF.
 
+use super::decode::decode_body;
+use super::encode::encode_body;
 use super::frame::{encode_frame, Frame, FLAG_ASYNC};
+pub use super::opcode::{op, OpClass};
 use super::status::ErrorCode;
 #[cfg(feature = "arbitrary")]
 use crate::serialize::types::arbitrary_text;
-use crate::serialize::types::{decode_text, encode_text};
-use crate::serialize::{decode_data, decode_list, encode_data, encode_list};
 use crate::serialize::{Codec, DecodeError, Entry, Key, Reader, Stats};
 #[cfg(feature = "arbitrary")]
 use arbitrary::{Arbitrary, Unstructured};
-use byteorder::{BigEndian, WriteBytesExt};
 use thiserror::Error;
-
-/// Opcode values, as named in the spec.
-pub mod op {
-    pub const HELLO: u8 = 0x01;
-    pub const PUT: u8 = 0x02;
-    pub const GET: u8 = 0x03;
-    pub const DEL: u8 = 0x04;
-    pub const SIZE: u8 = 0x05;
-    pub const GETKEYS: u8 = 0x06;
-    pub const GETTABLE: u8 = 0x07;
-    pub const STATS: u8 = 0x08;
-    pub const VERIFY: u8 = 0x09;
-    pub const AUTH: u8 = 0x0A;
-    pub const UPDATE: u8 = 0x40;
-    pub const ACK: u8 = 0x41;
-    pub const SNAPSHOT: u8 = 0x42;
-    pub const HANDOFF: u8 = 0x43;
-    pub const PEER_HELLO: u8 = 0x44;
-    pub const PEER_CHALLENGE: u8 = 0x45;
-    pub const PEER_PROOF: u8 = 0x46;
-    pub const REPLY: u8 = 0x80;
-    pub const ERROR: u8 = 0xFF;
-}
 
 /// Who opens a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +41,7 @@ pub enum NodeRole {
 }
 
 impl NodeRole {
-    const ALL: [NodeRole; 7] = [
+    pub(super) const ALL: [NodeRole; 7] = [
         NodeRole::Standalone,
         NodeRole::Head,
         NodeRole::Middle,
@@ -219,8 +196,8 @@ impl SeqGap {
 
 impl Codec for SeqGap {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.first);
-        put_u64(out, self.last);
+        out.extend_from_slice(&self.first.to_be_bytes());
+        out.extend_from_slice(&self.last.to_be_bytes());
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let first = r.u64("gap first")?;
@@ -454,35 +431,6 @@ impl Body {
     }
 }
 
-/// What an opcode is, decided from the header alone: a receiver picks
-/// what to do with a frame from this and its connection's state before it
-/// decodes (or even CRC-checks) a payload it would refuse anyway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpClass {
-    /// 0x01..=0x3F, assigned.
-    ClientRequest,
-    /// 0x40..=0x7F, assigned.
-    Peer,
-    /// A reply opcode (0x80 | request) or ERROR.
-    Reply,
-    /// Not assigned.
-    Unknown,
-}
-
-impl OpClass {
-    pub fn of(opcode: u8) -> OpClass {
-        match opcode {
-            op::HELLO..=op::AUTH => OpClass::ClientRequest,
-            op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
-            op::ERROR => OpClass::Reply,
-            o if o & op::REPLY != 0 && (op::HELLO..=op::AUTH).contains(&(o & !op::REPLY)) => {
-                OpClass::Reply
-            }
-            _ => OpClass::Unknown,
-        }
-    }
-}
-
 impl Message {
     pub fn new(request_id: u64, body: Body) -> Self {
         Message { request_id, body }
@@ -545,327 +493,6 @@ impl Message {
             body,
         })
     }
-}
-
-fn put_u8(out: &mut Vec<u8>, v: u8) {
-    out.push(v);
-}
-
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    let _ = out.write_u64::<BigEndian>(v);
-}
-
-fn encode_body(body: &Body, out: &mut Vec<u8>) {
-    use Body::*;
-    match body {
-        Hello(h) => {
-            put_u8(out, h.role as u8);
-            let _ = out.write_u32::<BigEndian>(h.features);
-            encode_text(out, &h.node);
-        }
-        Put { key, value, .. } => {
-            key.encode(out);
-            encode_data(out, value);
-        }
-        Get { key } | Del { key, .. } => key.encode(out),
-        Size | GetKeys | GetTable | Stats => {}
-        Verify { op_id } => put_u64(out, *op_id),
-        Auth { user, password } => {
-            encode_text(out, user);
-            encode_text(out, password);
-        }
-        AuthOk(access) => put_u8(out, *access as u8),
-        Update(u) => {
-            put_u64(out, u.seq);
-            put_u64(out, u.prev_seq);
-            match &u.op {
-                WriteOp::Put { key, value } => {
-                    put_u8(out, op::PUT);
-                    key.encode(out);
-                    encode_data(out, value);
-                }
-                WriteOp::Del { key } => {
-                    put_u8(out, op::DEL);
-                    key.encode(out);
-                }
-            }
-        }
-        Ack { seq } | Handoff { seq } => put_u64(out, *seq),
-        Snapshot(s) => {
-            put_u64(out, s.snapshot_seq);
-            put_u8(out, (s.first as u8) | ((s.last as u8) << 1));
-            encode_list(out, &s.gaps);
-            encode_list(out, &s.entries);
-        }
-        PeerHello(h) => {
-            encode_text(out, &h.from);
-            encode_text(out, &h.to);
-            encode_text(out, &h.root);
-            out.extend_from_slice(&h.nonce);
-        }
-        PeerChallenge(c) => {
-            out.extend_from_slice(&c.nonce);
-            out.extend_from_slice(&c.proof);
-        }
-        PeerProof { proof } => out.extend_from_slice(proof),
-        HelloOk(h) => {
-            put_u8(out, h.version);
-            let _ = out.write_u32::<BigEndian>(h.features);
-            let _ = out.write_u32::<BigEndian>(h.payload_bytes_max);
-            put_u8(out, h.role as u8);
-            put_u64(out, h.last_seq);
-        }
-        PutOk(w) | DelOk(w) => {
-            put_u64(out, w.op_id);
-            put_u8(out, w.outcome as u8);
-        }
-        Value(None) => put_u8(out, 0),
-        Value(Some(v)) => {
-            put_u8(out, 1);
-            put_u64(out, v.version);
-            encode_data(out, &v.value);
-        }
-        SizeOk { entries } => put_u64(out, *entries),
-        Keys(keys) => encode_list(out, keys),
-        Entries(entries) => encode_list(out, entries),
-        StatsOk(s) => s.encode(out),
-        VerifyOk(state) => put_u8(out, *state as u8),
-        Error(e) => {
-            let _ = out.write_u16::<BigEndian>(e.code);
-            encode_text(out, &e.message);
-            encode_text(out, &e.redirect);
-        }
-    }
-}
-
-fn decode_body(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, MessageError> {
-    let bad = |source| MessageError::BadPayload { opcode, source };
-    match opcode {
-        op::HELLO
-        | op::PUT
-        | op::GET
-        | op::DEL
-        | op::SIZE
-        | op::GETKEYS
-        | op::GETTABLE
-        | op::STATS
-        | op::VERIFY
-        | op::AUTH => decode_request(opcode, mode, r).map_err(bad),
-        op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
-        op::ERROR => decode_error(r).map_err(bad),
-        _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
-            Some(result) => result.map_err(bad),
-            None => Err(MessageError::UnknownOpcode(opcode)),
-        },
-        _ => Err(MessageError::UnknownOpcode(opcode)),
-    }
-}
-
-fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
-    Ok(match opcode {
-        op::HELLO => Body::Hello(Hello {
-            role: decode_enum(r, "peer role", &[PeerRole::Client, PeerRole::Peer], |v| {
-                *v as u8
-            })?,
-            features: r.u32("features")?,
-            node: decode_text(r, "node name")?,
-        }),
-        op::PUT => Body::Put {
-            key: Key::decode(r)?,
-            value: decode_data(r)?,
-            mode,
-        },
-        op::GET => Body::Get {
-            key: Key::decode(r)?,
-        },
-        op::DEL => Body::Del {
-            key: Key::decode(r)?,
-            mode,
-        },
-        op::SIZE => Body::Size,
-        op::GETKEYS => Body::GetKeys,
-        op::GETTABLE => Body::GetTable,
-        op::STATS => Body::Stats,
-        op::AUTH => Body::Auth {
-            user: decode_text(r, "user")?,
-            password: decode_text(r, "password")?,
-        },
-        _ => Body::Verify {
-            op_id: r.u64("op id")?,
-        },
-    })
-}
-
-fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
-    Ok(match opcode {
-        op::UPDATE => {
-            let seq = r.u64("seq")?;
-            let prev_seq = r.u64("prev seq")?;
-            let op = match r.u8("update kind")? {
-                op::PUT => WriteOp::Put {
-                    key: Key::decode(r)?,
-                    value: decode_data(r)?,
-                },
-                op::DEL => WriteOp::Del {
-                    key: Key::decode(r)?,
-                },
-                other => {
-                    return Err(DecodeError::Invalid {
-                        what: "update kind",
-                        value: other.into(),
-                    })
-                }
-            };
-            Body::Update(Update { seq, prev_seq, op })
-        }
-        op::ACK => Body::Ack { seq: r.u64("seq")? },
-        op::HANDOFF => Body::Handoff { seq: r.u64("seq")? },
-        op::PEER_HELLO => Body::PeerHello(PeerHello {
-            from: decode_text(r, "from node")?,
-            to: decode_text(r, "to node")?,
-            root: decode_text(r, "chain root")?,
-            nonce: bytes32(r, "nonce")?,
-        }),
-        op::PEER_CHALLENGE => Body::PeerChallenge(PeerChallenge {
-            nonce: bytes32(r, "nonce")?,
-            proof: bytes32(r, "proof")?,
-        }),
-        op::PEER_PROOF => Body::PeerProof {
-            proof: bytes32(r, "proof")?,
-        },
-        _ => {
-            let snapshot_seq = r.u64("snapshot seq")?;
-            // Bits other than FIRST (0) and LAST (1) are reserved: ignored.
-            let flags = r.u8("snapshot flags")?;
-            Body::Snapshot(SnapshotChunk {
-                snapshot_seq,
-                first: flags & 1 != 0,
-                last: flags & 2 != 0,
-                gaps: decode_gaps(r)?,
-                entries: decode_list(r, "entries", Entry::MIN_ENCODED_LEN)?,
-            })
-        }
-    })
-}
-
-fn bytes32(r: &mut Reader<'_>, what: &'static str) -> Result<[u8; 32], DecodeError> {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(r.take(32, what)?);
-    Ok(out)
-}
-
-/// The gap list, its count capped at [`SNAPSHOT_GAPS_MAX`] as it is read
-/// (before anything is allocated for it).
-fn decode_gaps(r: &mut Reader<'_>) -> Result<Vec<SeqGap>, DecodeError> {
-    let count = r.count_u32("gaps", SeqGap::ENCODED_LEN)?;
-    if count > SNAPSHOT_GAPS_MAX {
-        return Err(DecodeError::TooLong {
-            what: "gaps",
-            len: count,
-            max: SNAPSHOT_GAPS_MAX,
-        });
-    }
-    (0..count).map(|_| SeqGap::decode(r)).collect()
-}
-
-/// Reply bodies by their request opcode; `None` for an unassigned one.
-fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeError>> {
-    let body = match request {
-        op::HELLO => decode_hello_ok(r),
-        op::PUT => decode_write_ok(r).map(Body::PutOk),
-        op::GET => decode_value(r),
-        op::DEL => decode_write_ok(r).map(Body::DelOk),
-        op::SIZE => r.u64("size").map(|entries| Body::SizeOk { entries }),
-        op::GETKEYS => decode_list(r, "keys", Key::MIN_ENCODED_LEN).map(Body::Keys),
-        op::GETTABLE => decode_list(r, "entries", Entry::MIN_ENCODED_LEN).map(Body::Entries),
-        op::STATS => Stats::decode(r).map(Body::StatsOk),
-        op::VERIFY => decode_enum(
-            r,
-            "op state",
-            &[OpState::Unknown, OpState::Pending, OpState::Executed],
-            |v| *v as u8,
-        )
-        .map(Body::VerifyOk),
-        op::AUTH => decode_enum(r, "access", &[Access::ReadOnly, Access::ReadWrite], |v| {
-            *v as u8
-        })
-        .map(Body::AuthOk),
-        _ => return None,
-    };
-    Some(body)
-}
-
-fn decode_hello_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
-    Ok(Body::HelloOk(HelloOk {
-        version: r.u8("version")?,
-        features: r.u32("features")?,
-        payload_bytes_max: r.u32("payload bytes max")?,
-        role: decode_enum(r, "node role", &NodeRole::ALL, |v| *v as u8)?,
-        last_seq: r.u64("last seq")?,
-    }))
-}
-
-fn decode_write_ok(r: &mut Reader<'_>) -> Result<WriteOk, DecodeError> {
-    Ok(WriteOk {
-        op_id: r.u64("op id")?,
-        outcome: decode_enum(
-            r,
-            "write outcome",
-            &[
-                WriteOutcome::Pending,
-                WriteOutcome::Absent,
-                WriteOutcome::Existed,
-            ],
-            |v| *v as u8,
-        )?,
-    })
-}
-
-fn decode_value(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
-    if !decode_bool(r, "found")? {
-        return Ok(Body::Value(None));
-    }
-    Ok(Body::Value(Some(Versioned {
-        version: r.u64("version")?,
-        value: decode_data(r)?,
-    })))
-}
-
-fn decode_error(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
-    Ok(Body::Error(ErrorReply {
-        code: r.u16("error code")?,
-        message: decode_text(r, "error message")?,
-        redirect: decode_text(r, "redirect")?,
-    }))
-}
-
-fn decode_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
-    match r.u8(what)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(DecodeError::Invalid {
-            what,
-            value: other.into(),
-        }),
-    }
-}
-
-/// Reads a `u8` that must be one of `values` (as mapped by `code`).
-fn decode_enum<T: Copy>(
-    r: &mut Reader<'_>,
-    what: &'static str,
-    values: &[T],
-    code: impl Fn(&T) -> u8,
-) -> Result<T, DecodeError> {
-    let raw = r.u8(what)?;
-    values
-        .iter()
-        .find(|v| code(v) == raw)
-        .copied()
-        .ok_or(DecodeError::Invalid {
-            what,
-            value: raw.into(),
-        })
 }
 
 #[cfg(feature = "arbitrary")]

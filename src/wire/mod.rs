@@ -2,8 +2,11 @@
 //! ([`message`]) and the error registry ([`status`]). `spec/PROTOCOL.md` is
 //! the normative description; this module implements it.
 
+mod decode;
+mod encode;
 pub mod frame;
 pub mod message;
+pub mod opcode;
 pub mod status;
 
 pub use frame::{decode_frame, Frame, FrameDecoder, FrameError};

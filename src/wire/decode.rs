@@ -1,0 +1,243 @@
+//! Payload decoders: every read goes through the bounds-checked
+//! [`Reader`], lengths are capped as they are read, and the caller refuses
+//! leftover bytes (spec §3).
+
+use super::message::*;
+use super::opcode::op;
+use crate::serialize::types::decode_text;
+use crate::serialize::{decode_data, decode_list, Codec, DecodeError, Entry, Key, Reader, Stats};
+
+/// Decodes the payload of a frame with `opcode` (and ASYNC `mode`).
+pub(super) fn decode_body(
+    opcode: u8,
+    mode: WriteMode,
+    r: &mut Reader<'_>,
+) -> Result<Body, MessageError> {
+    let bad = |source| MessageError::BadPayload { opcode, source };
+    match opcode {
+        op::HELLO
+        | op::PUT
+        | op::GET
+        | op::DEL
+        | op::SIZE
+        | op::GETKEYS
+        | op::GETTABLE
+        | op::STATS
+        | op::VERIFY
+        | op::AUTH => decode_request(opcode, mode, r).map_err(bad),
+        op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
+        op::ERROR => decode_error(r).map_err(bad),
+        _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
+            Some(result) => result.map_err(bad),
+            None => Err(MessageError::UnknownOpcode(opcode)),
+        },
+        _ => Err(MessageError::UnknownOpcode(opcode)),
+    }
+}
+
+fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(match opcode {
+        op::HELLO => Body::Hello(Hello {
+            role: decode_enum(r, "peer role", &[PeerRole::Client, PeerRole::Peer], |v| {
+                *v as u8
+            })?,
+            features: r.u32("features")?,
+            node: decode_text(r, "node name")?,
+        }),
+        op::PUT => Body::Put {
+            key: Key::decode(r)?,
+            value: decode_data(r)?,
+            mode,
+        },
+        op::GET => Body::Get {
+            key: Key::decode(r)?,
+        },
+        op::DEL => Body::Del {
+            key: Key::decode(r)?,
+            mode,
+        },
+        op::SIZE => Body::Size,
+        op::GETKEYS => Body::GetKeys,
+        op::GETTABLE => Body::GetTable,
+        op::STATS => Body::Stats,
+        op::AUTH => Body::Auth {
+            user: decode_text(r, "user")?,
+            password: decode_text(r, "password")?,
+        },
+        _ => Body::Verify {
+            op_id: r.u64("op id")?,
+        },
+    })
+}
+
+fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(match opcode {
+        op::UPDATE => {
+            let seq = r.u64("seq")?;
+            let prev_seq = r.u64("prev seq")?;
+            let op = match r.u8("update kind")? {
+                op::PUT => WriteOp::Put {
+                    key: Key::decode(r)?,
+                    value: decode_data(r)?,
+                },
+                op::DEL => WriteOp::Del {
+                    key: Key::decode(r)?,
+                },
+                other => {
+                    return Err(DecodeError::Invalid {
+                        what: "update kind",
+                        value: other.into(),
+                    })
+                }
+            };
+            Body::Update(Update { seq, prev_seq, op })
+        }
+        op::ACK => Body::Ack { seq: r.u64("seq")? },
+        op::HANDOFF => Body::Handoff { seq: r.u64("seq")? },
+        op::PEER_HELLO => Body::PeerHello(PeerHello {
+            from: decode_text(r, "from node")?,
+            to: decode_text(r, "to node")?,
+            root: decode_text(r, "chain root")?,
+            nonce: bytes32(r, "nonce")?,
+        }),
+        op::PEER_CHALLENGE => Body::PeerChallenge(PeerChallenge {
+            nonce: bytes32(r, "nonce")?,
+            proof: bytes32(r, "proof")?,
+        }),
+        op::PEER_PROOF => Body::PeerProof {
+            proof: bytes32(r, "proof")?,
+        },
+        _ => {
+            let snapshot_seq = r.u64("snapshot seq")?;
+            // Bits other than FIRST (0) and LAST (1) are reserved: ignored.
+            let flags = r.u8("snapshot flags")?;
+            Body::Snapshot(SnapshotChunk {
+                snapshot_seq,
+                first: flags & 1 != 0,
+                last: flags & 2 != 0,
+                gaps: decode_gaps(r)?,
+                entries: decode_list(r, "entries", Entry::MIN_ENCODED_LEN)?,
+            })
+        }
+    })
+}
+
+fn bytes32(r: &mut Reader<'_>, what: &'static str) -> Result<[u8; 32], DecodeError> {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(r.take(32, what)?);
+    Ok(out)
+}
+
+/// The gap list, its count capped at [`SNAPSHOT_GAPS_MAX`] as it is read
+/// (before anything is allocated for it).
+fn decode_gaps(r: &mut Reader<'_>) -> Result<Vec<SeqGap>, DecodeError> {
+    let count = r.count_u32("gaps", SeqGap::ENCODED_LEN)?;
+    if count > SNAPSHOT_GAPS_MAX {
+        return Err(DecodeError::TooLong {
+            what: "gaps",
+            len: count,
+            max: SNAPSHOT_GAPS_MAX,
+        });
+    }
+    (0..count).map(|_| SeqGap::decode(r)).collect()
+}
+
+/// Reply bodies by their request opcode; `None` for an unassigned one.
+fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeError>> {
+    let body = match request {
+        op::HELLO => decode_hello_ok(r),
+        op::PUT => decode_write_ok(r).map(Body::PutOk),
+        op::GET => decode_value(r),
+        op::DEL => decode_write_ok(r).map(Body::DelOk),
+        op::SIZE => r.u64("size").map(|entries| Body::SizeOk { entries }),
+        op::GETKEYS => decode_list(r, "keys", Key::MIN_ENCODED_LEN).map(Body::Keys),
+        op::GETTABLE => decode_list(r, "entries", Entry::MIN_ENCODED_LEN).map(Body::Entries),
+        op::STATS => Stats::decode(r).map(Body::StatsOk),
+        op::VERIFY => decode_enum(
+            r,
+            "op state",
+            &[OpState::Unknown, OpState::Pending, OpState::Executed],
+            |v| *v as u8,
+        )
+        .map(Body::VerifyOk),
+        op::AUTH => decode_enum(r, "access", &[Access::ReadOnly, Access::ReadWrite], |v| {
+            *v as u8
+        })
+        .map(Body::AuthOk),
+        _ => return None,
+    };
+    Some(body)
+}
+
+fn decode_hello_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(Body::HelloOk(HelloOk {
+        version: r.u8("version")?,
+        features: r.u32("features")?,
+        payload_bytes_max: r.u32("payload bytes max")?,
+        role: decode_enum(r, "node role", &NodeRole::ALL, |v| *v as u8)?,
+        last_seq: r.u64("last seq")?,
+    }))
+}
+
+fn decode_write_ok(r: &mut Reader<'_>) -> Result<WriteOk, DecodeError> {
+    Ok(WriteOk {
+        op_id: r.u64("op id")?,
+        outcome: decode_enum(
+            r,
+            "write outcome",
+            &[
+                WriteOutcome::Pending,
+                WriteOutcome::Absent,
+                WriteOutcome::Existed,
+            ],
+            |v| *v as u8,
+        )?,
+    })
+}
+
+fn decode_value(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    if !decode_bool(r, "found")? {
+        return Ok(Body::Value(None));
+    }
+    Ok(Body::Value(Some(Versioned {
+        version: r.u64("version")?,
+        value: decode_data(r)?,
+    })))
+}
+
+fn decode_error(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    Ok(Body::Error(ErrorReply {
+        code: r.u16("error code")?,
+        message: decode_text(r, "error message")?,
+        redirect: decode_text(r, "redirect")?,
+    }))
+}
+
+fn decode_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(DecodeError::Invalid {
+            what,
+            value: other.into(),
+        }),
+    }
+}
+
+/// Reads a `u8` that must be one of `values` (as mapped by `code`).
+fn decode_enum<T: Copy>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    values: &[T],
+    code: impl Fn(&T) -> u8,
+) -> Result<T, DecodeError> {
+    let raw = r.u8(what)?;
+    values
+        .iter()
+        .find(|v| code(v) == raw)
+        .copied()
+        .ok_or(DecodeError::Invalid {
+            what,
+            value: raw.into(),
+        })
+}

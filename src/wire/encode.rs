@@ -1,0 +1,130 @@
+//! Payload encoders, one per opcode class (spec §4 requests, §5 peer
+//! messages, §4 replies). Encoding cannot fail: every value a `Body` can
+//! hold has an encoding, and size limits are the sender's to check.
+
+use super::message::{Body, WriteOp};
+use super::opcode::{op, OpClass};
+use crate::serialize::types::encode_text;
+use crate::serialize::{encode_data, encode_list, Codec};
+use byteorder::{BigEndian, WriteBytesExt};
+
+/// Appends the payload of `body` to `out`.
+pub(super) fn encode_body(body: &Body, out: &mut Vec<u8>) {
+    match OpClass::of(body.opcode()) {
+        OpClass::ClientRequest => encode_request(body, out),
+        OpClass::Peer => encode_peer(body, out),
+        OpClass::Reply | OpClass::Unknown => encode_reply(body, out),
+    }
+}
+
+/// Client requests (0x01..=0x3F).
+fn encode_request(body: &Body, out: &mut Vec<u8>) {
+    use Body::*;
+    match body {
+        Hello(h) => {
+            put_u8(out, h.role as u8);
+            let _ = out.write_u32::<BigEndian>(h.features);
+            encode_text(out, &h.node);
+        }
+        Put { key, value, .. } => {
+            key.encode(out);
+            encode_data(out, value);
+        }
+        Get { key } | Del { key, .. } => key.encode(out),
+        Size | GetKeys | GetTable | Stats => {}
+        Verify { op_id } => put_u64(out, *op_id),
+        Auth { user, password } => {
+            encode_text(out, user);
+            encode_text(out, password);
+        }
+        // Bodies of the other classes have their own encoder.
+        _ => {}
+    }
+}
+
+/// Replication and peer-handshake messages (0x40..=0x7F).
+fn encode_peer(body: &Body, out: &mut Vec<u8>) {
+    use Body::*;
+    match body {
+        Update(u) => {
+            put_u64(out, u.seq);
+            put_u64(out, u.prev_seq);
+            match &u.op {
+                WriteOp::Put { key, value } => {
+                    put_u8(out, op::PUT);
+                    key.encode(out);
+                    encode_data(out, value);
+                }
+                WriteOp::Del { key } => {
+                    put_u8(out, op::DEL);
+                    key.encode(out);
+                }
+            }
+        }
+        Ack { seq } | Handoff { seq } => put_u64(out, *seq),
+        Snapshot(s) => {
+            put_u64(out, s.snapshot_seq);
+            put_u8(out, (s.first as u8) | ((s.last as u8) << 1));
+            encode_list(out, &s.gaps);
+            encode_list(out, &s.entries);
+        }
+        PeerHello(h) => {
+            encode_text(out, &h.from);
+            encode_text(out, &h.to);
+            encode_text(out, &h.root);
+            out.extend_from_slice(&h.nonce);
+        }
+        PeerChallenge(c) => {
+            out.extend_from_slice(&c.nonce);
+            out.extend_from_slice(&c.proof);
+        }
+        PeerProof { proof } => out.extend_from_slice(proof),
+        // Bodies of the other classes have their own encoder.
+        _ => {}
+    }
+}
+
+/// Replies (0x80 | request) and ERROR.
+fn encode_reply(body: &Body, out: &mut Vec<u8>) {
+    use Body::*;
+    match body {
+        AuthOk(access) => put_u8(out, *access as u8),
+        HelloOk(h) => {
+            put_u8(out, h.version);
+            let _ = out.write_u32::<BigEndian>(h.features);
+            let _ = out.write_u32::<BigEndian>(h.payload_bytes_max);
+            put_u8(out, h.role as u8);
+            put_u64(out, h.last_seq);
+        }
+        PutOk(w) | DelOk(w) => {
+            put_u64(out, w.op_id);
+            put_u8(out, w.outcome as u8);
+        }
+        Value(None) => put_u8(out, 0),
+        Value(Some(v)) => {
+            put_u8(out, 1);
+            put_u64(out, v.version);
+            encode_data(out, &v.value);
+        }
+        SizeOk { entries } => put_u64(out, *entries),
+        Keys(keys) => encode_list(out, keys),
+        Entries(entries) => encode_list(out, entries),
+        StatsOk(s) => s.encode(out),
+        VerifyOk(state) => put_u8(out, *state as u8),
+        Error(e) => {
+            let _ = out.write_u16::<BigEndian>(e.code);
+            encode_text(out, &e.message);
+            encode_text(out, &e.redirect);
+        }
+        // Bodies of the other classes have their own encoder.
+        _ => {}
+    }
+}
+
+fn put_u8(out: &mut Vec<u8>, v: u8) {
+    out.push(v);
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    let _ = out.write_u64::<BigEndian>(v);
+}

@@ -209,6 +209,44 @@ impl Conn {
     }
 }
 
+/// One client's requests, batch after batch, until `stop`: its latency
+/// histogram and error count.
+fn client_loop(
+    i: usize,
+    mut conn: Conn,
+    w: &Workload,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<(Histogram<u64>, u64), String> {
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut rng = Rng::seeded(i as u64 + 1);
+    let value = vec![b'x'; w.value_bytes];
+    let mut errors = 0;
+    let mut ops = Vec::with_capacity(w.pipeline);
+    while !stop.load(Ordering::Relaxed) {
+        ops.clear();
+        for _ in 0..w.pipeline {
+            let is_read = match w.mix {
+                Mix::Put => false,
+                Mix::Get => true,
+                Mix::Mixed(p) => rng.chance(p),
+            };
+            ops.push((is_read, rng.below(w.keyspace)));
+        }
+        let t = Instant::now();
+        errors += conn.batch(&ops, &value)?;
+        let us = t.elapsed().as_micros() as u64;
+        // Each request of a batch waited for the whole batch.
+        let _ = hist.record_n(us.max(1), w.pipeline as u64);
+        let total = done.fetch_add(w.pipeline as u64, Ordering::Relaxed) + w.pipeline as u64;
+        if w.requests.is_some_and(|n| total >= n) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    Ok((hist, errors))
+}
+
 /// Runs one test. `progress` is called about once a second with the
 /// requests done so far.
 pub fn run(
@@ -226,38 +264,9 @@ pub fn run(
     let threads: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(i, mut conn)| {
+        .map(|(i, conn)| {
             let (done, stop, w) = (done.clone(), stop.clone(), w.clone());
-            std::thread::spawn(move || -> Result<(Histogram<u64>, u64), String> {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                    .map_err(|e| e.to_string())?;
-                let mut rng = Rng::seeded(i as u64 + 1);
-                let value = vec![b'x'; w.value_bytes];
-                let mut errors = 0;
-                let mut ops = Vec::with_capacity(w.pipeline);
-                while !stop.load(Ordering::Relaxed) {
-                    ops.clear();
-                    for _ in 0..w.pipeline {
-                        let is_read = match w.mix {
-                            Mix::Put => false,
-                            Mix::Get => true,
-                            Mix::Mixed(p) => rng.chance(p),
-                        };
-                        ops.push((is_read, rng.below(w.keyspace)));
-                    }
-                    let t = Instant::now();
-                    errors += conn.batch(&ops, &value)?;
-                    let us = t.elapsed().as_micros() as u64;
-                    // Each request of a batch waited for the whole batch.
-                    let _ = hist.record_n(us.max(1), w.pipeline as u64);
-                    let total =
-                        done.fetch_add(w.pipeline as u64, Ordering::Relaxed) + w.pipeline as u64;
-                    if w.requests.is_some_and(|n| total >= n) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                Ok((hist, errors))
-            })
+            std::thread::spawn(move || client_loop(i, conn, &w, &done, &stop))
         })
         .collect();
     let deadline = started + w.duration;

@@ -130,21 +130,7 @@ fn main() -> ExitCode {
         }
     };
     if !args.json {
-        println!(
-            "{:<12} {:<5} {:>3} {:>4} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6}",
-            "target",
-            "test",
-            "P",
-            "c",
-            "ops/s",
-            "p50 µs",
-            "p90 µs",
-            "p99 µs",
-            "p99.9 µs",
-            "max µs",
-            "cpu µs/op",
-            "errors"
-        );
+        print_header();
     }
     for test in args
         .tests
@@ -161,59 +147,80 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let w = Workload {
-            clients: args.clients,
-            duration: Duration::from_secs(args.duration),
-            requests: args.requests,
-            value_bytes: args.value_bytes,
-            keyspace: args.keyspace,
-            pipeline: args.pipeline.max(1),
-            mix,
-        };
-        let cpu_before = cpu_us(&args.server_pids);
-        let quiet = args.quiet;
-        let result = bench::run(&target, &w, |done, t| {
-            if !quiet {
-                eprintln!("  [{test}] {:>3} s: {done} requests", t.as_secs());
-            }
-        });
-        let out = match result {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("table-bench: {test}: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        let cpu_per_op = match (cpu_before, cpu_us(&args.server_pids)) {
-            (Some(a), Some(b)) if out.ops > 0 => Some((b - a) as f64 / out.ops as f64),
-            _ => None,
-        };
-        let h = &out.latency_us;
-        let q = |p: f64| h.value_at_quantile(p);
-        if args.json {
-            println!(
-                "{{\"target\":\"{}\",\"test\":\"{test}\",\"pipeline\":{},\"clients\":{},\"ops\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"cpu_us_per_op\":{},\"errors\":{}}}",
-                args.label, w.pipeline, w.clients, out.ops, out.elapsed.as_secs_f64(), out.ops_per_sec(),
-                q(0.5), q(0.9), q(0.99), q(0.999), h.max(),
-                cpu_per_op.map_or("null".to_string(), |c| format!("{c:.2}")), out.errors
-            );
-        } else {
-            println!(
-                "{:<12} {:<5} {:>3} {:>4} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6}",
-                args.label,
-                test,
-                w.pipeline,
-                w.clients,
-                out.ops_per_sec(),
-                q(0.5),
-                q(0.9),
-                q(0.99),
-                q(0.999),
-                h.max(),
-                cpu_per_op.map_or("-".to_string(), |c| format!("{c:.2}")),
-                out.errors
-            );
+        if let Err(e) = run_test(&args, &target, test, mix) {
+            eprintln!("table-bench: {test}: {e}");
+            return ExitCode::from(1);
         }
     }
     ExitCode::SUCCESS
+}
+
+fn print_header() {
+    println!(
+        "{:<12} {:<5} {:>3} {:>4} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6}",
+        "target",
+        "test",
+        "P",
+        "c",
+        "ops/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "cpu µs/op",
+        "errors"
+    );
+}
+
+/// Runs one workload and prints its line (a table row, or JSON).
+fn run_test(args: &Args, target: &Target, test: &str, mix: Mix) -> Result<(), String> {
+    let w = Workload {
+        clients: args.clients,
+        duration: Duration::from_secs(args.duration),
+        requests: args.requests,
+        value_bytes: args.value_bytes,
+        keyspace: args.keyspace,
+        pipeline: args.pipeline.max(1),
+        mix,
+    };
+    let cpu_before = cpu_us(&args.server_pids);
+    let quiet = args.quiet;
+    let out = bench::run(target, &w, |done, t| {
+        if !quiet {
+            eprintln!("  [{test}] {:>3} s: {done} requests", t.as_secs());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let cpu_per_op = match (cpu_before, cpu_us(&args.server_pids)) {
+        (Some(a), Some(b)) if out.ops > 0 => Some((b - a) as f64 / out.ops as f64),
+        _ => None,
+    };
+    let h = &out.latency_us;
+    let q = |p: f64| h.value_at_quantile(p);
+    if args.json {
+        println!(
+            "{{\"target\":\"{}\",\"test\":\"{test}\",\"pipeline\":{},\"clients\":{},\"ops\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"cpu_us_per_op\":{},\"errors\":{}}}",
+            args.label, w.pipeline, w.clients, out.ops, out.elapsed.as_secs_f64(), out.ops_per_sec(),
+            q(0.5), q(0.9), q(0.99), q(0.999), h.max(),
+            cpu_per_op.map_or("null".to_string(), |c| format!("{c:.2}")), out.errors
+        );
+    } else {
+        println!(
+            "{:<12} {:<5} {:>3} {:>4} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6}",
+            args.label,
+            test,
+            w.pipeline,
+            w.clients,
+            out.ops_per_sec(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            h.max(),
+            cpu_per_op.map_or("-".to_string(), |c| format!("{c:.2}")),
+            out.errors
+        );
+    }
+    Ok(())
 }

@@ -128,36 +128,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let secret = match (&args.cluster_secret_file, args.insecure_peers) {
-        (Some(path), _) => match chaintable::auth::Secret::from_file(path) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("table-server: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, true) => Some(chaintable::auth::Secret::insecure()),
-        (None, false) => None,
-    };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match chaintable::tls::server_config(cert, key) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("table-server: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => None,
-    };
-    let users = match &args.users_file {
-        Some(path) => match chaintable::auth::Users::from_file(path) {
-            Ok(u) => Some(std::sync::Arc::new(u)),
-            Err(e) => {
-                eprintln!("table-server: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let (secret, tls, users) = match load_files(&args) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("table-server: {e}");
+            return ExitCode::from(2);
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -167,7 +143,62 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cfg = ServerConfig {
+    let cfg = config(args, secret, tls, users);
+    let server = match Server::bind(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("table-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("table-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+type Loaded = (
+    Option<chaintable::auth::Secret>,
+    Option<std::sync::Arc<rustls::ServerConfig>>,
+    Option<std::sync::Arc<chaintable::auth::Users>>,
+);
+
+/// Reads the files the flags name: the cluster secret, the TLS
+/// certificate and key, the users. An error names the file.
+fn load_files(args: &Args) -> Result<Loaded, String> {
+    let secret = match (&args.cluster_secret_file, args.insecure_peers) {
+        (Some(path), _) => {
+            Some(chaintable::auth::Secret::from_file(path).map_err(|e| e.to_string())?)
+        }
+        (None, true) => Some(chaintable::auth::Secret::insecure()),
+        (None, false) => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(chaintable::tls::server_config(cert, key).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    let users = match &args.users_file {
+        Some(path) => Some(std::sync::Arc::new(
+            chaintable::auth::Users::from_file(path).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    Ok((secret, tls, users))
+}
+
+/// The server configuration the flags describe.
+fn config(
+    args: Args,
+    secret: Option<chaintable::auth::Secret>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    users: Option<std::sync::Arc<chaintable::auth::Users>>,
+) -> ServerConfig {
+    ServerConfig {
         listen: format!("{}:{}", args.bind, args.port),
         advertise: args
             .advertise
@@ -199,19 +230,5 @@ fn main() -> ExitCode {
             worker_delay: Duration::from_millis(args.test_worker_delay_ms),
         },
         ..ServerConfig::default()
-    };
-    let server = match Server::bind(cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("table-server: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("table-server: {e}");
-            ExitCode::from(1)
-        }
     }
 }

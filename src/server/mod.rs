@@ -6,10 +6,14 @@
 pub mod config;
 mod conn;
 mod dispatch;
+mod event_loop;
 mod handler;
 #[doc(hidden)]
 pub mod harness;
 mod limits;
+mod links;
+
+use links::{finish_connect, listen};
 mod peer;
 mod stats;
 mod worker;
@@ -134,23 +138,7 @@ impl Server {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(setup)?,
         );
-        let (signals, signal_writer) =
-            UnixStream::pair().map_err(|e| ServerError::Setup(e.to_string()))?;
-        signals
-            .set_nonblocking(true)
-            .map_err(|e| ServerError::Setup(e.to_string()))?;
-        let signals_wanted = if cfg.handle_signals {
-            vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
-        } else {
-            Vec::new()
-        };
-        for sig in signals_wanted {
-            let w = signal_writer
-                .try_clone()
-                .map_err(|e| ServerError::Setup(e.to_string()))?;
-            signal_hook::low_level::pipe::register(sig, w)
-                .map_err(|e| ServerError::Setup(e.to_string()))?;
-        }
+        let signals = signal_pipe(cfg.handle_signals)?;
         if cfg.zookeeper.is_some() && cfg.secret.is_none() {
             return Err(ServerError::Setup(
                 "a chain member needs the cluster secret (--cluster-secret-file FILE), \
@@ -171,31 +159,8 @@ impl Server {
             Duration::ZERO,
         )
         .map_err(|e| ServerError::Setup(e.to_string()))?;
-        let mut replica = Replica::standalone(cfg.sent_max);
-        let coord = match &cfg.zookeeper {
-            None => None,
-            Some(zk) => {
-                replica = Replica::chain_member(String::new(), cfg.sent_max);
-                let coord_cfg = CoordConfig {
-                    secret: cfg.secret.clone(),
-                    zookeeper: zk.clone(),
-                    root: cfg.chain_root.clone(),
-                    advertise: Some(cfg.advertise.clone()),
-                    session_timeout: cfg.session_timeout,
-                };
-                let wake2 = wake.clone();
-                let c = Coordinator::start(coord_cfg, move || {
-                    let _ = wake2.write(1);
-                })
-                .map_err(|e| ServerError::Setup(format!("ZooKeeper {zk}: {e}")))?;
-                Some(c)
-            }
-        };
-        replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
-        replica.set_sent_bytes_max(cfg.sent_bytes_max);
-        replica.set_peer_timeout(cfg.peer_timeout);
-        #[cfg(feature = "testing")]
-        replica.set_reads_anywhere(cfg.test.unsafe_reads_anywhere);
+        let coord = start_coordinator(&cfg, &wake)?;
+        let replica = new_replica(&cfg);
         Ok(Server {
             cfg,
             listener: Some(listener),
@@ -227,430 +192,59 @@ impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
-
-    /// Serves until a shutdown signal, then drains and returns.
-    pub fn run(mut self) -> io::Result<()> {
-        tracing::info!(addr = %self.local_addr, n_lists = self.table.n_lists(), "serving");
-        let mut scratch = vec![0u8; READ_CHUNK_BYTES];
-        while !self.shutting_down {
-            self.poll_once(&mut scratch)?;
-        }
-        self.shutdown();
-        Ok(())
-    }
-
-    fn poll_once(&mut self, scratch: &mut [u8]) -> io::Result<()> {
-        self.tick();
-        self.sweep();
-        self.client_buffer_bytes = self.count_client_buffers();
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        let accepting = self.listener.is_some() && !self.accept_paused();
-        let ready = {
-            let mut fds = Vec::with_capacity(ids.len() + 3);
-            fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
-            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            if let (true, Some(l)) = (accepting, &self.listener) {
-                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-            }
-            for id in &ids {
-                let c = &self.conns[id];
-                let mut flags = PollFlags::empty();
-                if self.wants_read(c) {
-                    flags |= PollFlags::POLLIN;
-                }
-                if c.wants_write() || c.connecting {
-                    flags |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(c.stream.as_fd(), flags));
-            }
-            match poll(&mut fds, self.poll_timeout()) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-            fds.iter()
-                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                .collect::<Vec<_>>()
-        };
-        if !ready[0].is_empty() {
-            let _ = self.wake.read();
-        }
-        if !ready[1].is_empty() {
-            let mut buf = [0u8; 64];
-            let _ = self.signals.read(&mut buf);
-            tracing::info!("shutdown signal received");
-            self.shutting_down = true;
-        }
-        self.tick();
-        let offset = if accepting {
-            if !ready[2].is_empty() {
-                self.accept_all();
-            }
-            3
-        } else {
-            2
-        };
-        for (i, id) in ids.iter().enumerate() {
-            let ev = ready[offset + i];
-            if !ev.is_empty() {
-                self.on_socket_event(*id, ev, scratch);
-            }
-        }
-        self.drain_background();
-        self.pump_all();
-        self.feed_successor();
-        Ok(())
-    }
-
-    /// Hands the joining successor snapshot chunks while its link has less
-    /// than [`SNAPSHOT_QUEUE_BYTES`] queued; the link, now dirty, is
-    /// written on the next iteration, and POLLOUT brings us back here.
-    fn feed_successor(&mut self) {
-        while self.replica.snapshot_pending() {
-            let queued = self
-                .conns
-                .values()
-                .find(|c| c.kind.is_ready_successor())
-                .map(|c| c.out_len());
-            match queued {
-                Some(bytes) if bytes < SNAPSHOT_QUEUE_BYTES => {
-                    self.replica.handle_successor_writable();
-                    self.dispatch();
-                }
-                _ => return,
-            }
-        }
-    }
-
-    /// Reads the clock once for this stretch of the loop and gives the
-    /// replica the time: it fires its own timers (lease, successor watch,
-    /// redials) and the actions they produce are carried out.
-    fn tick(&mut self) {
-        self.now = Instant::now();
-        let timeouts = self.replica.successor_timeouts();
-        self.replica.handle_timeout(self.now);
-        if self.replica.successor_timeouts() > timeouts {
-            tracing::warn!(
-                timeout_ms = self.cfg.peer_timeout.as_millis() as u64,
-                "successor link silent: redialling"
-            );
-        }
-        self.dispatch();
-    }
-
-    /// How long `poll` may sleep: until the replica's next timer, the end
-    /// of an accept pause or the next sweep, and at most a second.
-    fn poll_timeout(&self) -> PollTimeout {
-        if !self.dirty.is_empty() {
-            return PollTimeout::ZERO;
-        }
-        let now = Instant::now();
-        let mut wake_at = now + Duration::from_millis(1000);
-        if let Some(at) = self.replica.poll_timeout() {
-            wake_at = wake_at.min(at);
-        }
-        if let Some(at) = self.accept_paused_until {
-            wake_at = wake_at.min(at);
-        }
-        wake_at = wake_at.min(self.last_sweep + limits::SWEEP_INTERVAL);
-        let ms = wake_at.saturating_duration_since(now).as_millis();
-        PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX).saturating_add(1))
-    }
-
-    /// Room in the worker's queue, counting writes the replica has produced
-    /// but `dispatch` has not handed over yet.
-    fn queue_has_room(&self) -> bool {
-        self.queue.has_room(self.replica.pending_actions())
-    }
-
-    fn wants_read(&self, c: &Conn) -> bool {
-        if c.closing || c.connecting || c.slots.len() >= self.cfg.inflight_max {
-            return false;
-        }
-        match c.kind {
-            // Stop taking updates from the predecessor while the worker is full.
-            Kind::Predecessor { .. } => self.queue_has_room(),
-            Kind::Successor { .. } | Kind::PeerHandshake { .. } => true,
-            Kind::AwaitHello | Kind::AwaitAuth | Kind::Client(_) => self.client_may_send(c),
-        }
-    }
-
-    /// Open connections that are not peer links (kept as a counter because
-    /// the connection being served is out of `conns` while it is handled).
-    fn client_count(&self) -> usize {
-        self.clients_connected
-    }
-
-    fn on_socket_event(&mut self, id: u64, ev: PollFlags, scratch: &mut [u8]) {
-        let now = self.now;
-        let Some(mut conn) = self.conns.remove(&id) else {
-            return;
-        };
-        let mut alive = true;
-        if conn.connecting
-            && ev.intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP)
-            && !finish_connect(&mut conn)
-        {
-            self.close(conn, "connect failed");
-            return;
-        }
-        if alive && ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-            if let ReadOutcome::Closed = conn.read_some(scratch, &mut self.counters.bytes_in) {
-                alive = false;
-            }
-            // Frames already buffered are still processed below, so a
-            // client that sends and half-closes gets its replies.
-            self.process_frames(&mut conn);
-            if !alive && conn.out_len() == 0 && conn.slots.is_empty() {
-                self.close(conn, "peer closed");
-                return;
-            }
-        }
-        if alive && ev.contains(PollFlags::POLLOUT) {
-            if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
-                self.close(conn, &format!("write failed: {e}"));
-                return;
-            }
-        }
-        if !alive {
-            // Half-closed with replies pending: try to deliver, then close.
-            let _ = conn.write_some(&mut self.counters.bytes_out, now);
-            conn.start_closing(now);
-        }
-        self.conns.insert(id, conn);
-        self.dirty.push(id);
-    }
-
-    /// Handles worker completions and coordination events.
-    fn drain_background(&mut self) {
-        let completions = self.completions.drain();
-        if !completions.is_empty() {
-            // The worker made room: a paused predecessor link may resume.
-            self.touch_peers();
-        }
-        for c in completions {
-            self.on_completion(c);
-        }
-        let events: Vec<CoordEvent> = match &self.coord {
-            Some(c) => c.events.try_iter().collect(),
-            None => Vec::new(),
-        };
-        for e in events {
-            self.on_coord_event(e);
-        }
-        self.dispatch();
-    }
-
-    /// Processes buffered frames, flushes replies and writes output for
-    /// every connection; closes the ones that are done or over a limit.
-    /// Pumps dirty connections until none are left (or a few rounds have
-    /// passed: the rest wait for the next iteration, which then does not
-    /// block in `poll`).
-    fn pump_all(&mut self) {
-        for _round in 0..8 {
-            if self.dirty.is_empty() {
-                return;
-            }
-            self.pump_dirty();
-        }
-    }
-
-    fn pump_dirty(&mut self) {
-        let now = self.now;
-        let mut ids = std::mem::take(&mut self.dirty);
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            let Some(mut conn) = self.conns.remove(&id) else {
-                continue;
-            };
-            if conn.decoder.buffered() > 0 && self.wants_read(&conn) {
-                self.process_frames(&mut conn);
-            }
-            let budget = self.cfg.output_bytes_max;
-            conn.flush_slots(budget, |m| self.eval_read(m));
-            if !conn.connecting {
-                if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
-                    self.close(conn, &format!("write failed: {e}"));
-                    continue;
-                }
-            }
-            if conn.closing && conn.out_len() == 0 && conn.slots.is_empty() {
-                self.close(conn, "closed after error");
-                continue;
-            }
-            // Requests already buffered that were held back (output over
-            // budget, inflight limit) and may go now: no socket event will
-            // come for them, so come back next round.
-            let held_frames = conn.decoder.frame_ready() && self.wants_read(&conn);
-            if held_frames || conn.slots_flushable(budget) {
-                self.dirty.push(id);
-            }
-            conn.shrink_idle_buffers();
-            self.conns.insert(id, conn);
-        }
-        // Processing frames may have produced replica actions, which may
-        // make more connections dirty.
-        self.dispatch();
-    }
-
-    pub(super) fn touch(&mut self, id: u64) {
-        self.dirty.push(id);
-    }
-
-    pub(super) fn touch_peers(&mut self) {
-        let peers = self.conns.values().filter(|c| c.is_peer()).map(|c| c.id);
-        self.dirty.extend(peers);
-    }
-
-    /// Drops a connection and tells the replica if it was a peer link.
-    fn close(&mut self, conn: Conn, why: &str) {
-        // Client connections come and go by the thousand (and a flood of
-        // them must not become a flood of log lines): debug level. Peer
-        // links are few and matter: info.
-        if conn.is_peer() {
-            tracing::info!(conn = conn.id, peer = %conn.peer, why, "peer connection closed");
-        } else {
-            tracing::debug!(conn = conn.id, peer = %conn.peer, why, "connection closed");
-        }
-        if conn.counted {
-            self.clients_connected -= 1;
-        }
-        if conn.peer_only {
-            self.peer_only_open -= 1;
-        }
-        match conn.kind {
-            Kind::Successor { .. } => {
-                self.replica.handle_successor_lost();
-                self.dispatch();
-            }
-            Kind::Predecessor { .. } => {
-                self.replica.handle_predecessor_lost();
-                self.dispatch();
-            }
-            _ => {}
-        }
-    }
-
-    /// Closes peer links of one kind without telling the replica (it asked).
-    fn drop_links(&mut self, successor: bool) {
-        self.conns.retain(|_, c| {
-            let hit = match c.kind {
-                Kind::Successor { .. } => successor,
-                Kind::Predecessor { .. } => !successor,
-                _ => false,
-            };
-            if hit {
-                tracing::info!(conn = c.id, peer = %c.peer, "peer link dropped");
-            }
-            !hit
-        });
-    }
-
-    /// Opens the link to a successor (non-blocking connect). The replica
-    /// paces redials (see [`crate::replica::REDIAL_DELAY`]).
-    fn dial(&mut self, member: Member) {
-        let now = self.now;
-        match start_connect(&member.addr) {
-            Ok(stream) => {
-                let id = self.next_conn_id;
-                self.next_conn_id += 1;
-                let (stage, hello) = self.open_handshake(&member);
-                let kind = Kind::Successor {
-                    node: member.name.clone(),
-                    stage,
-                };
-                let mut conn = Conn::new(id, stream, kind, self.cfg.payload_bytes_max, now);
-                conn.peer = member.addr.clone();
-                conn.connecting = true;
-                conn.send(&hello);
-                tracing::info!(conn = id, successor = %member.name, addr = %member.addr, "dialling successor");
-                self.conns.insert(id, conn);
-                self.dirty.push(id);
-            }
-            Err(e) => {
-                tracing::warn!(addr = %member.addr, error = %e, "cannot dial successor");
-                self.replica.handle_successor_lost();
-            }
-        }
-    }
-
-    fn shutdown(mut self) {
-        tracing::info!("shutting down: no new connections, finishing queued writes");
-        self.listener = None;
-        self.queue.close();
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
-        for c in self.completions.drain() {
-            self.on_completion(c);
-        }
-        self.replica
-            .fail_waiting(crate::wire::ErrorCode::ShuttingDown);
-        self.dispatch();
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        for id in &ids {
-            if let Some(mut conn) = self.conns.remove(id) {
-                conn.flush_slots(usize::MAX, |m| self.eval_read(m));
-                if !conn.is_peer() {
-                    let now = self.now;
-                    conn.fail(
-                        crate::wire::ErrorCode::ShuttingDown,
-                        "server shutting down",
-                        now,
-                    );
-                    conn.flush_slots(usize::MAX, |m| self.eval_read(m));
-                }
-                let _ = conn.stream.set_nonblocking(false);
-                let _ = conn.stream.set_write_timeout(Some(SHUTDOWN_FLUSH));
-                let _ = conn.write_some(&mut self.counters.bytes_out, Instant::now());
-            }
-        }
-        if let Some(c) = self.coord.take() {
-            c.stop();
-        }
-        tracing::info!(last_executed = self.replica.last_applied(), "stopped");
-    }
 }
 
-/// Resolves `addr` and makes a TCP socket of the matching family.
-fn tcp_socket(addr: &str) -> io::Result<(Socket, SocketAddr)> {
-    let addr: SocketAddr = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    Ok((socket, addr))
-}
-
-/// A listening socket with the options a server wants (socket2).
-fn listen(addr: &str, backlog: i32) -> io::Result<TcpListener> {
-    let (socket, addr) = tcp_socket(addr)?;
-    socket.set_reuse_address(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Starts a non-blocking connect; completion is seen as POLLOUT.
-fn start_connect(addr: &str) -> io::Result<std::net::TcpStream> {
-    let (socket, addr) = tcp_socket(addr)?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
+/// A socket that becomes readable on SIGINT/SIGTERM (when `handle` is set),
+/// so that `poll` wakes for a shutdown like for any other event.
+fn signal_pipe(handle: bool) -> Result<UnixStream, ServerError> {
+    let setup = |e: io::Error| ServerError::Setup(e.to_string());
+    let (signals, writer) = UnixStream::pair().map_err(setup)?;
+    signals.set_nonblocking(true).map_err(setup)?;
+    if handle {
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = writer.try_clone().map_err(setup)?;
+            signal_hook::low_level::pipe::register(sig, w).map_err(setup)?;
+        }
     }
-    Ok(socket.into())
+    Ok(signals)
 }
 
-fn finish_connect(conn: &mut Conn) -> bool {
-    conn.connecting = false;
-    match conn.stream.take_error() {
-        Ok(None) => conn.stream.peer_addr().is_ok(),
-        _ => false,
-    }
+/// Chain mode: the coordination thread, which wakes the loop through
+/// `wake` whenever it has an event.
+fn start_coordinator(
+    cfg: &ServerConfig,
+    wake: &Arc<EventFd>,
+) -> Result<Option<Coordinator>, ServerError> {
+    let Some(zk) = &cfg.zookeeper else {
+        return Ok(None);
+    };
+    let coord_cfg = CoordConfig {
+        secret: cfg.secret.clone(),
+        zookeeper: zk.clone(),
+        root: cfg.chain_root.clone(),
+        advertise: Some(cfg.advertise.clone()),
+        session_timeout: cfg.session_timeout,
+    };
+    let wake = wake.clone();
+    let c = Coordinator::start(coord_cfg, move || {
+        let _ = wake.write(1);
+    })
+    .map_err(|e| ServerError::Setup(format!("ZooKeeper {zk}: {e}")))?;
+    Ok(Some(c))
+}
+
+/// The replica for this configuration: standalone, or a chain member that
+/// learns its name when it registers.
+fn new_replica(cfg: &ServerConfig) -> Replica {
+    let mut replica = if cfg.zookeeper.is_some() {
+        Replica::chain_member(String::new(), cfg.sent_max)
+    } else {
+        Replica::standalone(cfg.sent_max)
+    };
+    replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
+    replica.set_sent_bytes_max(cfg.sent_bytes_max);
+    replica.set_peer_timeout(cfg.peer_timeout);
+    #[cfg(feature = "testing")]
+    replica.set_reads_anywhere(cfg.test.unsafe_reads_anywhere);
+    replica
 }

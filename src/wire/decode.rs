@@ -241,3 +241,41 @@ fn decode_enum<T: Copy>(
             value: raw.into(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::serialize::DecodeError;
+    use crate::wire::message::*;
+
+    fn snapshot_with_gaps(n: usize) -> Message {
+        let gaps = (0..n as u64)
+            .map(|i| SeqGap {
+                first: 10 * i + 1,
+                last: 10 * i + 5,
+            })
+            .collect();
+        let chunk = SnapshotChunk {
+            snapshot_seq: 1 << 40,
+            first: true,
+            last: true,
+            gaps,
+            entries: Vec::new(),
+        };
+        Message::new(0, Body::Snapshot(chunk))
+    }
+
+    /// A peer cannot make a member hold more than SNAPSHOT_GAPS_MAX gaps.
+    #[test]
+    fn a_snapshot_with_too_many_gaps_is_refused() {
+        let ok = snapshot_with_gaps(SNAPSHOT_GAPS_MAX).to_frame();
+        assert!(Message::from_frame(&ok).is_ok());
+        let over = snapshot_with_gaps(SNAPSHOT_GAPS_MAX + 1).to_frame();
+        match Message::from_frame(&over) {
+            Err(MessageError::BadPayload {
+                source: DecodeError::TooLong { what: "gaps", .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

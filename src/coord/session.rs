@@ -1,0 +1,186 @@
+//! One ZooKeeper session: register, report membership on every change,
+//! and renew the lease until the session ends.
+
+use super::*;
+
+/// Runs one client's session: register (unless `registered` names the
+/// node of a resumed session, confirmed alive at the instant given), then
+/// report membership on every change and renew the lease until the
+/// session ends.
+pub(super) async fn session<F: Fn()>(
+    cfg: &CoordConfig,
+    client: &zk::Client,
+    out: &Outbox<F>,
+    stop: &AtomicBool,
+    registered: Option<(String, Instant)>,
+) -> SessionEnd {
+    let lease = lease_for(cfg.session_timeout, client.session_timeout());
+    let node = match (&cfg.advertise, registered) {
+        (None, _) => None,
+        (Some(_), Some((node, sent))) => {
+            out.send(CoordEvent::Alive { sent, lease });
+            Some(node)
+        }
+        (Some(addr), None) => match register(cfg, client, addr, lease, out).await {
+            Ok(node) => Some(node),
+            Err(reason) => return SessionEnd::Lost(reason),
+        },
+    };
+    let mut state = client.state_watcher();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return SessionEnd::Stopped;
+        }
+        let watcher = match list_members(client, cfg).await {
+            Ok((members, watcher)) => {
+                if let Some(own) = node.as_deref() {
+                    if !members.iter().any(|m| m.name == own) {
+                        // Deleted (or altered) while our session lives: the
+                        // chain no longer counts us; start over as a new
+                        // member rather than stay fenced for good.
+                        let why = format!("own node {own} is gone or no longer valid");
+                        return SessionEnd::Lost(why);
+                    }
+                }
+                out.send(CoordEvent::Members(members));
+                watcher
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "listing members failed; retrying");
+                if let Err(end) = wait_usable(&mut state, stop, node.as_deref()).await {
+                    return end;
+                }
+                continue;
+            }
+        };
+        let lessee = Lessee {
+            root: &cfg.root,
+            lease,
+            node: node.as_deref(),
+        };
+        if let Err(end) = await_change(client, out, stop, &mut state, watcher, &lessee).await {
+            return end;
+        }
+    }
+}
+
+/// What renewing the lease needs: the node to renew it for (none before
+/// registering), the path to read, and the lease each renewal grants.
+struct Lessee<'a> {
+    root: &'a str,
+    lease: Duration,
+    node: Option<&'a str>,
+}
+
+/// Waits for a membership change, or for a reconnection after which the
+/// members must be listed again (`Ok`), renewing the lease every
+/// RECONNECT_DELAY meanwhile; `Err` when the session ends or a stop was
+/// asked for.
+async fn await_change<F: Fn()>(
+    client: &zk::Client,
+    out: &Outbox<F>,
+    stop: &AtomicBool,
+    state: &mut zk::StateWatcher,
+    watcher: zk::OneshotWatcher,
+    lessee: &Lessee<'_>,
+) -> Result<(), SessionEnd> {
+    enum Woke {
+        Children,
+        State(zk::SessionState),
+        Tick,
+    }
+    let mut children = std::pin::pin!(watcher.changed());
+    loop {
+        let woke = async {
+            (&mut children).await;
+            Woke::Children
+        }
+        .or(async { Woke::State(state.changed().await) })
+        .or(async {
+            smol::Timer::after(RECONNECT_DELAY).await;
+            Woke::Tick
+        })
+        .await;
+        match woke {
+            Woke::Children => return Ok(()),
+            Woke::State(zk::SessionState::SyncConnected) => {}
+            // Reconnected after a disconnection: list again, as the
+            // membership may have changed meanwhile.
+            Woke::State(_) => return wait_usable(state, stop, lessee.node).await,
+            Woke::Tick if stop.load(Ordering::SeqCst) => return Err(SessionEnd::Stopped),
+            Woke::Tick => {
+                if lessee.node.is_some() {
+                    renew_lease(client, lessee.root, lessee.lease, out).await;
+                }
+            }
+        }
+    }
+}
+
+/// The lease a session grants: the shorter of what was asked for and what
+/// ZooKeeper negotiated. A longer negotiated timeout is safe but slows
+/// failover; a shorter one must shorten the lease.
+pub(super) fn lease_for(requested: Duration, negotiated: Duration) -> Duration {
+    if negotiated != requested {
+        tracing::warn!(
+            requested_ms = requested.as_millis() as u64,
+            negotiated_ms = negotiated.as_millis() as u64,
+            "ZooKeeper negotiated another session timeout (its minSessionTimeout/\
+             maxSessionTimeout); failures are detected after the negotiated one"
+        );
+    }
+    if negotiated.is_zero() {
+        requested
+    } else {
+        requested.min(negotiated)
+    }
+}
+
+/// Confirms the session with a cheap read; reports the lease on success.
+pub(super) async fn renew_lease<F: Fn()>(
+    client: &zk::Client,
+    root: &str,
+    lease: Duration,
+    out: &Outbox<F>,
+) {
+    let sent = Instant::now();
+    let ok = async { client.check_stat(root).await.is_ok() }
+        .or(async {
+            smol::Timer::after(lease).await;
+            false
+        })
+        .await;
+    if ok {
+        out.send(CoordEvent::Alive { sent, lease });
+    }
+}
+
+/// Waits until the client is connected again (`Ok`), or its session has
+/// ended. No deadline: the member does not serve meanwhile (its lease runs
+/// out), and only ZooKeeper can say whether the session is over.
+pub(super) async fn wait_usable(
+    state: &mut zk::StateWatcher,
+    stop: &AtomicBool,
+    node: Option<&str>,
+) -> Result<(), SessionEnd> {
+    loop {
+        match state.peek_state() {
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => return Ok(()),
+            zk::SessionState::Disconnected => {}
+            zk::SessionState::Expired => {
+                return Err(SessionEnd::Unconfirmed(node.map(str::to_string)))
+            }
+            other => return Err(SessionEnd::Lost(format!("session {other:?}"))),
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err(SessionEnd::Stopped);
+        }
+        async {
+            state.changed().await;
+        }
+        .or(async {
+            smol::Timer::after(RECONNECT_DELAY).await;
+        })
+        .await;
+    }
+}

@@ -2,11 +2,27 @@
 //! standalone server, which is a chain of one that never changes).
 //!
 //! Inputs arrive through `handle_*` methods; outputs are [`Action`]s taken
-//! with [`Replica::poll_action`]. It owns no socket, no thread and no clock,
-//! so the same code runs in the server and in the deterministic simulation
-//! in `tests/chain_sim.rs`.
+//! with [`Replica::poll_action`]. It owns no socket, no thread and no clock:
+//! time arrives as [`Replica::handle_timeout`]`(now)` and the replica says
+//! when it next needs it with [`Replica::poll_timeout`] (see `time.rs`), so
+//! the same code runs in the server, in the deterministic simulation
+//! (`tests/chain_sim.rs`) and under the model checker (`tests/model.rs`).
+//!
+//! | file            | concern                                              |
+//! |-----------------|------------------------------------------------------|
+//! | `client.rs`     | admitting writes at the head, where reads may go     |
+//! | `stream.rs`     | applying, forwarding, acknowledging; neighbour links |
+//! | `snapshot.rs`   | state transfer to and from a joiner                  |
+//! | `membership.rs` | position, head takeover, rewiring, fencing, rejoin   |
+//! | `gaps.rs`       | ids skipped by takeovers, and VERIFY                 |
+//! | `time.rs`       | the lease, the silent-successor watch, redial pace   |
+//! | `sent.rs`       | the paper's Sent list                                |
 //!
 //! Contract with the IO layer (the Ready/advance idea of raft-rs):
+//! - Call `handle_timeout(now)` on every wake-up before its other inputs,
+//!   and drain [`Replica::poll_action`] after every input: the queue is
+//!   bounded by [`ACTIONS_MAX`] and the replica stops (an `assert!`) rather
+//!   than grow it.
 //! - [`Action::Apply`] goes to the worker in order; the worker reports each
 //!   one back with [`Replica::handle_applied`], in the same order.
 //! - [`Action::Snapshot`] goes to the worker behind the applies already

@@ -22,4 +22,5 @@ pub mod serialize;
 pub mod server;
 pub mod table;
 pub mod tls;
+pub mod units;
 pub mod wire;

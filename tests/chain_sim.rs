@@ -53,7 +53,7 @@ fn seeded_schedules_keep_the_invariants_and_stay_linearizable() {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{count} schedules in {secs:.1} s ({:.0}/s): {total:?}",
-        count as f64 / secs
+        f64::from(u32::try_from(count).unwrap_or(u32::MAX)) / secs
     );
     // The schedules did what they are for: writes were acknowledged and
     // every kind of fault happened (a simulator that stopped injecting

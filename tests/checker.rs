@@ -122,9 +122,10 @@ fn a_wrong_existed_flag_is_an_anomaly() {
 fn keys_are_checked_independently_and_quickly() {
     // 10,000 sequential operations over 100 keys.
     let mut h = Vec::new();
-    for i in 0..10_000i64 {
-        let key = (i % 100) as u32;
-        let v = i as u64;
+    for i in 0..10_000u32 {
+        let key = i % 100;
+        let v = u64::from(i);
+        let i = i64::from(i);
         h.push(Recorded {
             client: 1,
             key,
@@ -141,10 +142,10 @@ fn keys_are_checked_independently_and_quickly() {
 #[test]
 fn a_key_over_the_operation_limit_is_refused_not_searched() {
     let writes = |n: usize, key: u32| {
-        (0..n as i64).map(move |i| Recorded {
+        (0..i64::try_from(n).expect("small")).map(move |i| Recorded {
             client: 1,
             key,
-            op: put(i as u64),
+            op: put(i.unsigned_abs()),
             call_ns: i * 10,
             return_ns: Some(i * 10 + 5),
         })
@@ -178,7 +179,7 @@ fn slice_of(h: &[Recorded]) -> (bool, Vec<(KvOp, i64)>) {
 /// `n` sequential writes of 1..=n by client 1, 10 ns apart, then the rest.
 fn after_writes(n: i64, rest: Vec<Recorded>) -> Vec<Recorded> {
     let mut h: Vec<Recorded> = (1..=n)
-        .map(|i| op(1, put(i as u64), i * 10, Some(i * 10 + 5)))
+        .map(|i| op(1, put(i.unsigned_abs()), i * 10, Some(i * 10 + 5)))
         .collect();
     h.extend(rest);
     h

@@ -63,7 +63,7 @@ fn two_hundred_concurrent_clients_end_with_the_model_table() {
         .map(|e| (e.key.into_bytes(), e.value))
         .collect();
     assert_eq!(table, expected);
-    assert_eq!(c.size().unwrap() as usize, expected.len());
+    assert_eq!(c.size().unwrap(), expected.len() as u64);
     let stats = c.stats().unwrap();
     assert!(stats.get_count("ops_served").unwrap() >= (CLIENTS * OPS_PER_CLIENT) as u64);
     assert_eq!(stats.get_count("errors_sent"), Some(0));
@@ -172,7 +172,7 @@ fn a_full_write_queue_answers_busy_instead_of_growing() {
     // BUSY is retriable and nothing was changed: the table holds exactly the admitted keys.
     let admitted_keys = common::wait_for(Duration::from_secs(10), || {
         let n = c.size().ok()?;
-        (n as usize == admitted).then_some(n)
+        (usize::try_from(n).ok() == Some(admitted)).then_some(n)
     });
     assert!(admitted_keys.is_some());
 }

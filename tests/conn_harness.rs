@@ -80,7 +80,7 @@ fn random_sequences_never_panic_nor_pass_a_bound() {
                 break;
             }
         }
-        stayed_open += h.open() as u32;
+        stayed_open += u32::from(h.open());
     }
     eprintln!("{steps_run} steps; {stayed_open} of 300 connections still open at the end");
     assert!(

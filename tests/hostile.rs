@@ -340,7 +340,7 @@ fn out_of_file_descriptors_the_server_backs_off_and_keeps_serving() {
     let flood: Vec<TcpStream> = (0..200)
         .filter_map(|_| TcpStream::connect(&addr).ok())
         .collect();
-    let pid = child.id() as i32;
+    let pid = i32::try_from(child.id()).expect("a pid fits an i32");
     let cpu_before = cpu_seconds(pid);
     std::thread::sleep(Duration::from_secs(2));
     let cpu = cpu_seconds(pid) - cpu_before;

@@ -67,7 +67,7 @@ fn write_rate(chain: &Chain, prefix: &str, secs: u64) -> f64 {
         n += 1;
     }
     c.close();
-    n as f64 / start.elapsed().as_secs_f64()
+    f64::from(u32::try_from(n).unwrap_or(u32::MAX)) / start.elapsed().as_secs_f64()
 }
 
 /// One forged attempt at becoming `target`'s predecessor `pred`: the old

@@ -267,14 +267,15 @@ impl State {
             Action::Install(c) => self.nodes[i].tasks.push_back(Task::Install(c)),
             Action::WriteDone { token, result } => {
                 self.acked.insert(result.op_id);
-                let c = token.conn as u8;
+                let c = u8::try_from(token.conn).expect("a client index");
                 if self.pending.remove(&c).is_some() {
                     let _ = self.tester.on_return(c, RegisterRet::WriteOk);
                 }
             }
             Action::WriteFailed { token, .. } => {
                 // Outcome unknown: the write stays in flight for ever.
-                self.pending.remove(&(token.conn as u8));
+                self.pending
+                    .remove(&u8::try_from(token.conn).expect("a client index"));
             }
             Action::ConnectSuccessor(m) => {
                 self.drop_links(i, true);

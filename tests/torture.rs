@@ -117,7 +117,7 @@ fn print(cfg: &Config, r: &Report) {
 /// segments of at most `segment`, each with the seed `seed × 1000 + part`.
 fn segments(seeds: &[u64], duration: Duration, segment: Duration) -> (Vec<u64>, Duration) {
     let parts = duration.as_secs().div_ceil(segment.as_secs().max(1)).max(1);
-    let part_duration = duration / parts as u32;
+    let part_duration = duration / u32::try_from(parts).unwrap_or(u32::MAX);
     let seeds = seeds
         .iter()
         .flat_map(|seed| (0..parts).map(move |part| seed * 1000 + part))
@@ -191,7 +191,7 @@ fn run_seeds(
     }
     println!(
         "totals: {checked} checked runs, {} s of faults in them, {} ops, {} acknowledged writes, {} unknown-outcome writes, faults {:?}, {anomalies} anomalies, {harness_failures} harness failures (not checked)",
-        (part_duration * checked as u32).as_secs(),
+        (part_duration * u32::try_from(checked).unwrap_or(u32::MAX)).as_secs(),
         totals.ops,
         totals.acked_writes,
         totals.unknown_writes,
@@ -225,7 +225,7 @@ fn main() {
             (Some(s), _) => s,
             _ => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64 % 1_000_000),
+                .map_or(7, |d| u64::from(d.subsec_nanos()) % 1_000_000),
         };
         (0..args.runs as u64).map(|i| base + i).collect()
     } else if args.broken_only {

@@ -35,6 +35,10 @@ fn s<'a>(m: &'a Value, field: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{field} is a string"))
 }
 
+fn n32(m: &Value, field: &str) -> u32 {
+    u32::try_from(n(m, field)).unwrap_or_else(|_| panic!("{field} fits a u32"))
+}
+
 fn n(m: &Value, field: &str) -> u64 {
     m[field]
         .as_u64()
@@ -104,13 +108,13 @@ fn message(m: &Value) -> Message {
             } else {
                 PeerRole::Client
             },
-            features: n(m, "features") as u32,
+            features: n32(m, "features"),
             node: s(m, "node").to_string(),
         }),
         "HELLO_OK" => Body::HelloOk(HelloOk {
-            version: n(m, "version") as u8,
-            features: n(m, "features") as u32,
-            payload_bytes_max: n(m, "payload_bytes_max") as u32,
+            version: u8::try_from(n(m, "version")).expect("a u8"),
+            features: n32(m, "features"),
+            payload_bytes_max: n32(m, "payload_bytes_max"),
             role: node_role(s(m, "role")),
             last_seq: n(m, "last_seq"),
         }),

@@ -61,6 +61,7 @@ pub struct Initiator {
 
 impl Initiator {
     /// Starts a handshake from member `from` to member `to` of chain `root`.
+    #[must_use]
     pub fn new(
         secret: Secret,
         from: &str,
@@ -85,6 +86,12 @@ impl Initiator {
 
     /// Checks the successor's proof; on success returns our proof (for
     /// PEER_PROOF) and the link's MAC state (we send down, receive up).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`] when the successor's proof does not check out: it does not
+    /// hold the cluster secret, or it answers for other node names or another
+    /// chain root.
     pub fn on_challenge(
         self,
         c: &PeerChallenge,
@@ -108,6 +115,7 @@ pub struct Responder {
 }
 
 impl Responder {
+    #[must_use]
     pub fn new(
         secret: Secret,
         hello: &PeerHello,
@@ -126,6 +134,11 @@ impl Responder {
 
     /// Checks the predecessor's proof; on success returns the link's MAC
     /// state (we receive down, send up).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`] when the dialler's proof does not check out (see
+    /// [`Initiator::on_challenge`]).
     pub fn on_proof(self, proof: &[u8; PROOF_BYTES]) -> Result<LinkMac, AuthError> {
         if !self
             .secret

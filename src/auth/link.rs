@@ -72,6 +72,12 @@ impl LinkMac {
 
     /// Checks and strips the tag of the next frame received; advances the
     /// receive counter only if it matches.
+    ///
+    /// # Errors
+    ///
+    /// [`MacError`] when the frame is too short to carry a tag, or its tag is
+    /// not the one the next frame on this link must carry (forged, altered,
+    /// replayed or reordered).
     pub fn open(&mut self, frame: &mut Frame) -> Result<(), MacError> {
         let len = frame.payload.len();
         let Some(body_len) = len.checked_sub(TAG_BYTES) else {

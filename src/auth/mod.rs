@@ -75,16 +75,22 @@ impl Secret {
     }
 
     /// The empty secret: authentication that proves nothing.
+    #[must_use]
     pub fn insecure() -> Secret {
         Secret { bytes: Vec::new() }
     }
 
+    #[must_use]
     pub fn is_insecure(&self) -> bool {
         self.bytes.is_empty()
     }
 
     /// Reads a secret file; surrounding whitespace (a trailing newline from
     /// an editor or `base64`) is not part of the secret.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] when the file cannot be read or holds too short a secret.
     pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
         let shown = path.display().to_string();
         let raw = std::fs::read(path).map_err(|source| SecretError::Read {
@@ -102,6 +108,7 @@ impl Secret {
     }
 
     /// HMAC-SHA256 keyed by the secret over `parts` concatenated.
+    #[must_use]
     pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         hmac_parts(&self.bytes, parts)
     }
@@ -109,11 +116,13 @@ impl Secret {
     /// A value derived from the secret for one purpose (`label`), so the
     /// secret itself never leaves this module (ZooKeeper's digest password,
     /// znode signatures).
+    #[must_use]
     pub fn derive(&self, label: &str) -> [u8; 32] {
         self.mac(&[b"chaintable-derive-v1\0", label.as_bytes()])
     }
 
     /// Constant-time check of `tag` against HMAC(secret, parts).
+    #[must_use]
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         let mut m = new_mac(&self.bytes);
         for p in parts {
@@ -138,6 +147,7 @@ pub(crate) fn hmac_parts(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// A fresh random nonce from the operating system.
+#[must_use]
 pub fn random_nonce() -> [u8; NONCE_BYTES] {
     let mut n = [0u8; NONCE_BYTES];
     if getrandom::getrandom(&mut n).is_err() {
@@ -149,11 +159,13 @@ pub fn random_nonce() -> [u8; NONCE_BYTES] {
 }
 
 /// Lowercase hex, for signatures stored as text.
+#[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses lowercase or uppercase hex; `None` on anything else.
+#[must_use]
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;

@@ -43,6 +43,12 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
+    /// Reads and parses a users file (`--users-file`).
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError`] when the file cannot be read or a line is malformed (the
+    /// error names the line).
     pub fn from_file(path: &Path) -> Result<Users, UsersError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
@@ -57,6 +63,10 @@ impl Users {
     }
 
     /// Parses the file's text; on error, the line number and what is wrong.
+    ///
+    /// # Errors
+    ///
+    /// The 1-based number of the first malformed line and what is wrong with it.
     pub fn parse(text: &str) -> Result<Users, (usize, &'static str)> {
         let mut users = Users::default();
         for (i, line) in text.lines().enumerate() {
@@ -95,10 +105,12 @@ impl Users {
         Ok(users)
     }
 
+    #[must_use]
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
@@ -106,6 +118,7 @@ impl Users {
     /// The user's access if the password is right. The comparison takes the
     /// same time however many bytes match; an unknown user costs the same
     /// hash as a known one.
+    #[must_use]
     pub fn check(&self, user: &str, password: &str) -> Option<Access> {
         let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let (access, expected) = self
@@ -122,6 +135,7 @@ impl Users {
 }
 
 /// The users-file hash of a password: `sha256:<hex>`.
+#[must_use]
 pub fn password_hash(password: &str) -> String {
     format!(
         "sha256:{}",

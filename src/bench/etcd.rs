@@ -11,13 +11,14 @@ pub struct Etcd {
 }
 
 /// Standard base64 (RFC 4648) with padding, as etcd's gateway expects.
+#[must_use]
 pub fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
+        let n = u32::from(c[0]) << 16
+            | u32::from(*c.get(1).unwrap_or(&0)) << 8
+            | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -30,6 +31,11 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 impl Etcd {
+    /// Opens a connection to etcd's JSON gateway at `addr`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error connecting.
     pub fn connect(addr: &str) -> io::Result<Etcd> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
@@ -69,6 +75,11 @@ impl Etcd {
         Ok(())
     }
 
+    /// One PUT through the gateway.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error, or a reply that is not a success.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
         let body = format!(
             "{{\"key\":\"{}\",\"value\":\"{}\"}}",
@@ -79,6 +90,10 @@ impl Etcd {
     }
 
     /// A linearizable read (etcd's default for range).
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error, or a reply that is not a success.
     pub fn get(&mut self, key: &[u8]) -> io::Result<()> {
         let body = format!("{{\"key\":\"{}\"}}", base64(key));
         self.post("/v3/kv/range", &body)

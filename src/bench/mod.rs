@@ -62,12 +62,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)] // a rate to print: 2^52 ops is plenty
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
 /// Keys are 16 bytes: `key:` and 12 digits.
+#[must_use]
 pub fn key_bytes(n: u64) -> Vec<u8> {
     format!("key:{n:012}").into_bytes()
 }
@@ -91,6 +94,7 @@ impl Rng {
         self.next() % n.max(1)
     }
 
+    #[allow(clippy::cast_precision_loss)] // 53 random bits: exact in an f64
     fn chance(&mut self, p: f64) -> bool {
         ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
@@ -236,7 +240,7 @@ fn client_loop(
         }
         let t = Instant::now();
         errors += conn.batch(&ops, &value)?;
-        let us = t.elapsed().as_micros() as u64;
+        let us = crate::units::micros(t.elapsed());
         // Each request of a batch waited for the whole batch.
         let _ = hist.record_n(us.max(1), w.pipeline as u64);
         let total = done.fetch_add(w.pipeline as u64, Ordering::Relaxed) + w.pipeline as u64;
@@ -249,6 +253,10 @@ fn client_loop(
 
 /// Runs one test. `progress` is called about once a second with the
 /// requests done so far.
+///
+/// # Errors
+///
+/// A message when a client cannot connect or a request fails.
 pub fn run(
     target: &Target,
     w: &Workload,
@@ -302,6 +310,7 @@ pub fn run(
 }
 
 /// CPU time (user + system) a process has used so far, in microseconds.
+#[must_use]
 pub fn process_cpu_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at ')'.
@@ -309,8 +318,7 @@ pub fn process_cpu_us(pid: u32) -> Option<u64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()??
-        .max(1) as u64;
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let tick = u64::try_from(tick).ok()?.max(1);
     Some((utime + stime) * 1_000_000 / tick)
 }

@@ -12,6 +12,11 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Opens a RESP connection to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error connecting.
     pub fn connect(addr: &str) -> io::Result<Resp> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
@@ -43,6 +48,10 @@ impl Resp {
     }
 
     /// Sends everything queued and reads `n` replies; errors on `-ERR`.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error, or a reply that cannot be parsed.
     pub fn flush_and_read(&mut self, n: usize) -> io::Result<()> {
         self.writer.write_all(&self.out)?;
         self.out.clear();
@@ -59,9 +68,14 @@ impl Resp {
                         .ok_or_else(|| {
                             io::Error::new(io::ErrorKind::InvalidData, "bad bulk length")
                         })?;
-                    if len >= 0 {
-                        let mut skip = vec![0u8; len as usize + 2];
-                        self.reader.read_exact(&mut skip)?;
+                    // Skipped, not buffered: the length is the server's
+                    // word, and no allocation should follow it.
+                    if let Ok(len) = u64::try_from(len) {
+                        let want = len.saturating_add(2);
+                        let mut body = (&mut self.reader).take(want);
+                        if io::copy(&mut body, &mut io::sink())? < want {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
                     }
                 }
                 _ => {

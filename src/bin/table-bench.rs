@@ -193,6 +193,7 @@ fn run_test(args: &Args, target: &Target, test: &str, mix: Mix) -> Result<(), St
     })
     .map_err(|e| e.to_string())?;
     let cpu_per_op = match (cpu_before, cpu_us(&args.server_pids)) {
+        #[allow(clippy::cast_precision_loss)] // a ratio to print
         (Some(a), Some(b)) if out.ops > 0 => Some((b - a) as f64 / out.ops as f64),
         _ => None,
     };

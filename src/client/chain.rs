@@ -28,6 +28,11 @@ pub struct ChainClient {
 
 impl ChainClient {
     /// Connects to ZooKeeper at `zookeeper` and waits for the chain's members.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when ZooKeeper cannot be reached or no listed member
+    /// answers.
     pub fn connect(zookeeper: &str, root: &str, opts: Options) -> Result<ChainClient, ClientError> {
         let cfg = CoordConfig {
             secret: None,
@@ -119,6 +124,12 @@ impl ChainClient {
 
     /// Sends `body` to the right member; returns the reply and which server
     /// answered. Retriable failures are retried for `retry_for`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when no member answers within the retries, or the
+    /// request is refused for good (an error that is not retriable). A write
+    /// whose outcome is unknown is reported as such, never retried.
     pub fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
         let write = matches!(body, Body::Put { .. } | Body::Del { .. });
         let deadline = Instant::now() + self.retry_for;

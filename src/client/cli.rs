@@ -27,6 +27,11 @@ pub enum Command {
 }
 
 /// Parses one line. `Ok(None)` for a blank line; `Err` explains a usage error.
+///
+/// # Errors
+///
+/// A message saying what is wrong with the line (unknown command, missing
+/// or extra arguments).
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
     let line = line.trim_start();
     if line.trim().is_empty() || line.starts_with('#') {
@@ -114,6 +119,7 @@ fn key_arg(key: &str, usage: &str) -> Result<Key, String> {
 }
 
 /// Bytes as text when they are printable UTF-8, else as `0x` hex.
+#[must_use]
 pub fn show_bytes(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) if s.chars().all(|c| !c.is_control() || c == '\t') => s.to_string(),
@@ -144,6 +150,7 @@ fn show_value(v: &Option<Versioned>) -> String {
 }
 
 /// Renders a reply for people.
+#[must_use]
 pub fn render(reply: &Body) -> String {
     match reply {
         Body::PutOk(w) => show_write(w, true),

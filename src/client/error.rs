@@ -35,6 +35,7 @@ fn name(code: u16) -> String {
 impl ClientError {
     /// What the caller may do next (see the spec's error registry). A
     /// write whose reply never came may have been executed.
+    #[must_use]
     pub fn retry(&self) -> Retry {
         match self {
             ClientError::Refused { .. } | ClientError::Connect { .. } => Retry::Retriable,
@@ -52,6 +53,7 @@ impl ClientError {
     }
 
     /// The registry code of a server error.
+    #[must_use]
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server(e) => e.error_code(),

@@ -108,10 +108,21 @@ pub struct Client {
 
 impl Client {
     /// Connects with default timeouts and performs the handshake.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_with`].
     pub fn connect(addr: &str) -> Result<Client, ClientError> {
         Client::connect_with(addr, Options::default())
     }
 
+    /// Connects to `addr` with `opts` (timeouts, credentials, TLS) and
+    /// performs HELLO (and AUTH).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the address does not resolve, the connection or
+    /// the TLS handshake fails, or the server refuses HELLO or AUTH.
     pub fn connect_with(addr: &str, opts: Options) -> Result<Client, ClientError> {
         let tcp = open(addr, opts.connect_timeout)?;
         let _ = tcp.set_nodelay(true);
@@ -166,22 +177,30 @@ impl Client {
         Ok(client)
     }
 
+    #[must_use]
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
     /// What the server said in its HELLO_OK.
+    #[must_use]
     pub fn server_hello(&self) -> &HelloOk {
         &self.hello
     }
 
     /// What AUTH granted, if credentials were given.
+    #[must_use]
     pub fn access(&self) -> Option<crate::wire::Access> {
         self.access
     }
 
     /// Sends one request and waits for its reply. ERROR replies become
     /// `ClientError::Server`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] on a broken connection, a timeout (the outcome of a
+    /// write is then unknown), or an ERROR reply.
     pub fn call(&mut self, body: Body) -> Result<Body, ClientError> {
         let mut replies = self.pipeline(vec![body])?;
         replies
@@ -191,6 +210,10 @@ impl Client {
 
     /// Sends every request at once, then reads every reply (in order).
     /// The outer error means the connection failed; inner ones are per request.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`], for the first request that fails.
     pub fn pipeline(
         &mut self,
         bodies: Vec<Body>,
@@ -205,11 +228,11 @@ impl Client {
             Message::new(self.next_request_id, body).encode(&mut out);
             self.next_request_id += 1;
         }
-        let timeout_ms = self.opts.read_timeout.as_millis() as u64;
+        let timeout_ms = crate::units::millis(self.opts.read_timeout);
         self.stream
             .write_all(&out)
             .map_err(|e| ClientError::from_io(e, has_write, timeout_ms))?;
-        let mut replies = Vec::with_capacity(count as usize);
+        let mut replies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for i in 0..count {
             let msg = self.read_message(has_write)?;
             if msg.request_id != first_id + i {
@@ -232,7 +255,7 @@ impl Client {
     }
 
     fn read_message(&mut self, write: bool) -> Result<Message, ClientError> {
-        let timeout_ms = self.opts.read_timeout.as_millis() as u64;
+        let timeout_ms = crate::units::millis(self.opts.read_timeout);
         let _ = self
             .stream
             .tcp()
@@ -268,15 +291,28 @@ impl Client {
     }
 
     /// Stores `value` under `key`; returns once executed (by every replica).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a PUT.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<WriteOk, ClientError> {
         self.put_mode(key, value, WriteMode::Sync)
     }
 
     /// Stores without waiting for execution; check the op id with `verify`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a PUT.
     pub fn put_async(&mut self, key: &[u8], value: &[u8]) -> Result<WriteOk, ClientError> {
         self.put_mode(key, value, WriteMode::Async)
     }
 
+    /// PUT, synchronous or asynchronous.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a PUT.
     pub fn put_mode(
         &mut self,
         key: &[u8],
@@ -291,16 +327,30 @@ impl Client {
         })
     }
 
+    /// Synchronous DEL.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a DEL.
     pub fn del(&mut self, key: &[u8]) -> Result<WriteOk, ClientError> {
         self.del_mode(key, WriteMode::Sync)
     }
 
+    /// DEL, synchronous or asynchronous.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a DEL.
     pub fn del_mode(&mut self, key: &[u8], mode: WriteMode) -> Result<WriteOk, ClientError> {
         let key = Key::new(key)?;
         self.write(Body::Del { key, mode })
     }
 
     /// The value and its version, or `None` if the key is absent.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a GET.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Versioned>, ClientError> {
         match self.call(Body::Get {
             key: Key::new(key)?,
@@ -310,6 +360,11 @@ impl Client {
         }
     }
 
+    /// SIZE: the number of entries.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer SIZE.
     pub fn size(&mut self) -> Result<u64, ClientError> {
         match self.call(Body::Size)? {
             Body::SizeOk { entries } => Ok(entries),
@@ -317,6 +372,11 @@ impl Client {
         }
     }
 
+    /// GETKEYS: every key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer GETKEYS.
     pub fn keys(&mut self) -> Result<Vec<Key>, ClientError> {
         match self.call(Body::GetKeys)? {
             Body::Keys(k) => Ok(k),
@@ -324,6 +384,11 @@ impl Client {
         }
     }
 
+    /// GETTABLE: every entry.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer GETTABLE.
     pub fn table(&mut self) -> Result<Vec<Entry>, ClientError> {
         match self.call(Body::GetTable)? {
             Body::Entries(e) => Ok(e),
@@ -331,6 +396,11 @@ impl Client {
         }
     }
 
+    /// STATS: the server's counters and state.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer STATS.
     pub fn stats(&mut self) -> Result<Stats, ClientError> {
         match self.call(Body::Stats)? {
             Body::StatsOk(s) => Ok(s),
@@ -338,6 +408,11 @@ impl Client {
         }
     }
 
+    /// VERIFY: whether the write with `op_id` was executed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer VERIFY.
     pub fn verify(&mut self, op_id: u64) -> Result<OpState, ClientError> {
         match self.call(Body::Verify { op_id })? {
             Body::VerifyOk(s) => Ok(s),
@@ -381,6 +456,7 @@ fn open(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
 }
 
 /// Decodes one whole frame from a buffer (for tests and tools).
+#[must_use]
 pub fn decode_one(bytes: &[u8]) -> Option<Message> {
     let (frame, _) = decode_frame(bytes, usize::MAX).ok()??;
     Message::from_frame(&frame).ok()

@@ -55,6 +55,7 @@ pub(super) async fn list_members(
 /// Orders raw children by sequence number and parses their addresses
 /// leniently (trailing NUL bytes and whitespace are dropped; children whose
 /// name has no sequence number are ignored).
+#[must_use]
 pub fn order_members(raw: Vec<(String, Vec<u8>)>) -> Vec<Member> {
     let mut members: Vec<(u64, Member)> = raw
         .into_iter()

@@ -92,6 +92,10 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Starts the thread. `notify` is called after every event is queued.
+    ///
+    /// # Errors
+    ///
+    /// When the coordination thread cannot be spawned.
     pub fn start(
         cfg: CoordConfig,
         notify: impl Fn() + Send + 'static,

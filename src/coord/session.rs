@@ -123,8 +123,8 @@ async fn await_change<F: Fn()>(
 pub(super) fn lease_for(requested: Duration, negotiated: Duration) -> Duration {
     if negotiated != requested {
         tracing::warn!(
-            requested_ms = requested.as_millis() as u64,
-            negotiated_ms = negotiated.as_millis() as u64,
+            requested_ms = crate::units::millis(requested),
+            negotiated_ms = crate::units::millis(negotiated),
             "ZooKeeper negotiated another session timeout (its minSessionTimeout/\
              maxSessionTimeout); failures are detected after the negotiated one"
         );

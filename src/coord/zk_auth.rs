@@ -26,6 +26,7 @@ pub struct MemberRecord {
 
 /// `user:password` for ZooKeeper's digest scheme; the password is derived
 /// from the secret, so the secret itself never reaches ZooKeeper.
+#[must_use]
 pub fn digest_credentials(secret: &Secret) -> Vec<u8> {
     let password = hex(&secret.derive("zookeeper digest password"));
     format!("{DIGEST_USER}:{password}").into_bytes()
@@ -59,6 +60,7 @@ fn signature(secret: &Secret, root: &str, session: i64, addr: &str) -> [u8; 32] 
 }
 
 /// The signed record a member registers.
+#[must_use]
 pub fn sign_member(secret: &Secret, root: &str, session: i64, addr: &str) -> Vec<u8> {
     let sig = hex(&signature(secret, root, session, addr));
     format!("{addr}\n{SIGNATURE_PREFIX}{sig}").into_bytes()
@@ -88,6 +90,11 @@ pub fn parse_member(data: &[u8]) -> Option<MemberRecord> {
 
 /// The member's address if the record is acceptable: well formed and, with
 /// a secret, signed for this root and the session that owns the node.
+///
+/// # Errors
+///
+/// Why the record is refused: malformed, or (with a secret) not signed for
+/// this root, owning session and address.
 pub fn verify_member(
     secret: Option<&Secret>,
     root: &str,

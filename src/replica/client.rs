@@ -6,6 +6,12 @@ use crate::wire::{ErrorCode, Update, WriteOp};
 impl Replica {
     /// Admits a client write at the head: assigns its sequence number and
     /// queues it. `token` is `Some` for a synchronous write.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] when this member may not take the write now: not the head
+    /// (with a redirect), no lease, joining or fenced, Sent full (BUSY), or
+    /// sequence numbers exhausted.
     pub fn handle_client_write(
         &mut self,
         op: WriteOp,
@@ -66,6 +72,11 @@ impl Replica {
     }
 
     /// Whether this member may answer a read now, or where to send it.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] saying where to go instead (NOT_TAIL with a redirect) or
+    /// why not now (no lease, fenced).
     pub fn check_can_read(&self) -> Result<(), Refusal> {
         let refuse = |code: ErrorCode, redirect| {
             let why = "";

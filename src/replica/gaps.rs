@@ -48,6 +48,7 @@ impl Replica {
     /// VERIFY: executed here, pending, or not in this member's history
     /// (never assigned, or lost with a head that failed before passing it
     /// on: those ids fall in a gap the next head skipped).
+    #[must_use]
     pub fn verify(&self, op_id: u64) -> OpState {
         if op_id == 0 || op_id <= self.verify_floor || self.in_gap(op_id) {
             OpState::Unknown

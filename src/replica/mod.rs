@@ -96,6 +96,7 @@ pub enum StreamViolation {
 /// honest predecessor holds at most its own Sent capacity, itself capped at
 /// [`HEAD_TAKEOVER_SEQ_GAP`] whatever `--sent-max` each member was given;
 /// twice that is refused as [`StreamViolation::Overrun`].
+#[allow(clippy::cast_possible_truncation)] // 2^21 fits any usize we build for
 pub const HELD_UPDATES_MAX: usize = 2 * HEAD_TAKEOVER_SEQ_GAP as usize;
 
 /// Bound on actions produced and not yet taken. The largest burst one
@@ -153,6 +154,7 @@ pub struct Refusal {
 impl Refusal {
     /// A chain member whose coordination lease has lapsed serves nothing:
     /// another member may already have taken its place.
+    #[must_use]
     pub fn no_lease() -> Refusal {
         Refusal {
             code: ErrorCode::Unavailable,
@@ -248,6 +250,7 @@ pub struct Replica {
 
 impl Replica {
     /// A standalone server: head and tail of a chain that never changes.
+    #[must_use]
     pub fn standalone(sent_max: usize) -> Replica {
         Replica::new(false, String::new(), sent_max, Standing::Active)
     }
@@ -274,7 +277,7 @@ impl Replica {
             seq_floor: 0,
             last_applied: 0,
             last_acked: 0,
-            sent: SentList::new(sent_max.min(HEAD_TAKEOVER_SEQ_GAP as usize)),
+            sent: SentList::new(sent_max.min(HELD_UPDATES_MAX / 2)),
             waiting: VecDeque::new(),
             unapplied: 0,
             stale_applies: 0,
@@ -399,6 +402,7 @@ impl Replica {
     }
 
     /// Actions produced and not yet taken.
+    #[must_use]
     pub fn pending_actions(&self) -> usize {
         self.actions.len()
     }
@@ -423,11 +427,13 @@ impl Replica {
         !self.chain || self.my_index() == Some(0)
     }
 
+    #[must_use]
     pub fn predecessor(&self) -> Option<&Member> {
         let i = self.my_index()?;
         i.checked_sub(1).map(|p| &self.members[p])
     }
 
+    #[must_use]
     pub fn successor_member(&self) -> Option<&Member> {
         let i = self.my_index()?;
         self.members.get(i + 1)
@@ -450,6 +456,7 @@ impl Replica {
     }
 
     /// The role reported in HELLO_OK and STATS.
+    #[must_use]
     pub fn role(&self) -> NodeRole {
         if !self.chain {
             return NodeRole::Standalone;
@@ -467,31 +474,38 @@ impl Replica {
         }
     }
 
+    #[must_use]
     pub fn last_applied(&self) -> u64 {
         self.last_applied
     }
 
+    #[must_use]
     pub fn last_acked(&self) -> u64 {
         self.last_acked
     }
 
+    #[must_use]
     pub fn last_queued(&self) -> u64 {
         self.last_queued
     }
 
+    #[must_use]
     pub fn sent_len(&self) -> usize {
         self.sent.len()
     }
 
+    #[must_use]
     pub fn sent(&self) -> &SentList {
         &self.sent
     }
 
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.me
     }
 
     /// `last_seq` for HELLO_OK: 0 while the state is not usable.
+    #[must_use]
     pub fn hello_last_seq(&self) -> u64 {
         match self.standing {
             Standing::Active => self.last_applied,

@@ -19,6 +19,7 @@ pub struct SentList {
 }
 
 impl SentList {
+    #[must_use]
     pub fn new(capacity: usize) -> Self {
         SentList {
             updates: VecDeque::new(),
@@ -27,19 +28,23 @@ impl SentList {
         }
     }
 
+    #[must_use]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
+    #[must_use]
     pub fn len(&self) -> usize {
         self.updates.len()
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.updates.is_empty()
     }
 
     /// Key and value bytes held.
+    #[must_use]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

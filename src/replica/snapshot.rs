@@ -97,6 +97,7 @@ impl Replica {
     }
 
     /// Whether snapshot chunks are waiting for [`Replica::handle_successor_writable`].
+    #[must_use]
     pub fn snapshot_pending(&self) -> bool {
         self.outgoing.is_some()
     }

@@ -58,6 +58,12 @@ impl Replica {
     /// An UPDATE from the predecessor. It must continue this member's
     /// history exactly (its `prev_seq` is our last one); anything else is a
     /// broken or hostile stream, refused whole.
+    ///
+    /// # Errors
+    ///
+    /// A [`StreamViolation`] when the update does not continue this member's
+    /// history, steps too far, or the predecessor overruns [`super::HELD_UPDATES_MAX`];
+    /// the IO layer closes the link.
     pub fn handle_update(&mut self, update: Update) -> Result<(), StreamViolation> {
         if self.standing == Standing::Fenced || update.seq <= self.last_queued {
             return Ok(()); // a resend of something already queued
@@ -105,6 +111,7 @@ impl Replica {
     /// The I/O layer, which has the clock, redials a link that stays silent
     /// meanwhile. A snapshot transfer is not watched: a joiner installing a
     /// large table is slow by design.
+    #[must_use]
     pub fn waiting_on_successor(&self) -> bool {
         match self.successor {
             Successor::Connecting(_) => true,
@@ -222,6 +229,7 @@ impl Replica {
     }
 
     /// Whether a peer HELLO from `node` comes from the expected predecessor.
+    #[must_use]
     pub fn accepts_predecessor(&self, node: &str) -> bool {
         #[cfg(feature = "testing")]
         if self.planted(super::PlantedBug::AcceptStalePredecessor) {

@@ -65,6 +65,7 @@ impl Replica {
 
     /// Whether the lease allows serving clients now: always for a
     /// standalone server; in a chain only before the lease runs out.
+    #[must_use]
     pub fn lease_valid(&self) -> bool {
         #[cfg(feature = "testing")]
         if self.planted(super::PlantedBug::ServeAfterLeaseLapsed) {
@@ -76,11 +77,13 @@ impl Replica {
     }
 
     /// The lease length last granted (STATS `session_timeout_ms`).
+    #[must_use]
     pub fn lease(&self) -> Duration {
         self.timers.lease
     }
 
     /// Successor links dropped because they stayed silent.
+    #[must_use]
     pub fn successor_timeouts(&self) -> u64 {
         self.timers.successor_timeouts
     }
@@ -102,6 +105,7 @@ impl Replica {
     /// The next instant at which [`Replica::handle_timeout`] has something
     /// to do, if any. The lease's end is included so that a member's role
     /// and refusals change on time even when nothing else happens.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let watch = self
             .timers

@@ -51,9 +51,19 @@ pub trait Codec: Sized {
     /// Appends the encoding of `self` to `out`.
     fn encode(&self, out: &mut Vec<u8>);
     /// Reads one value from `r`, advancing it past the bytes consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when the bytes do not hold a valid value: truncated,
+    /// over a limit, or an invalid field.
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
 
     /// Decodes a whole buffer: leftover bytes are an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`Codec::decode`], and [`DecodeError::TrailingBytes`] when bytes are
+    /// left over.
     fn decode_exact(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let value = Self::decode(&mut r)?;
@@ -75,6 +85,10 @@ pub fn encode_data(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Reads data: a `u32` length (at most [`VALUE_BYTES_MAX`]), then the bytes.
+///
+/// # Errors
+///
+/// [`DecodeError`] when truncated or over [`VALUE_BYTES_MAX`].
 pub fn decode_data(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
     let len = r.len_u32("data", VALUE_BYTES_MAX)?;
     Ok(r.take(len, "data")?.to_vec())
@@ -97,6 +111,11 @@ pub fn list_encoded_len(items_encoded_len: impl Iterator<Item = usize>) -> usize
 /// Reads a list. The count is checked against the bytes left (each item
 /// needs at least `min_item_bytes`) before the vector is allocated, so a
 /// forged count cannot reserve more memory than the input could fill.
+///
+/// # Errors
+///
+/// [`DecodeError`] when truncated, when the count is over `max` (or more
+/// than the bytes left could hold), or when an item does not decode.
 pub fn decode_list<T: Codec>(
     r: &mut Reader<'_>,
     what: &'static str,

@@ -12,16 +12,22 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[must_use]
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
     /// Bytes not yet consumed.
+    #[must_use]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// Takes exactly `n` bytes, or reports how many were missing.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] when fewer than `n` bytes are left.
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let left = self.remaining();
         if n > left {
@@ -35,29 +41,59 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    /// One byte.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] at the end of the input.
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
+    /// A big-endian `u16`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] when fewer bytes are left than it needs.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(BigEndian::read_u16(self.take(2, what)?))
     }
 
+    /// A big-endian `u32`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] when fewer bytes are left than it needs.
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(BigEndian::read_u32(self.take(4, what)?))
     }
 
+    /// A big-endian `u64`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] when fewer bytes are left than it needs.
     pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(BigEndian::read_u64(self.take(8, what)?))
     }
 
     /// A `u32` length prefix, capped at `max` as it is read.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`], or [`DecodeError::TooLong`] when the length
+    /// is over `max`.
     pub fn len_u32(&mut self, what: &'static str, max: usize) -> Result<usize, DecodeError> {
         let len = self.u32(what)? as usize;
         check_len(what, len, max)
     }
 
     /// A `u16` length prefix, capped at `max` as it is read.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`], or [`DecodeError::TooLong`] when the length
+    /// is over `max`.
     pub fn len_u16(&mut self, what: &'static str, max: usize) -> Result<usize, DecodeError> {
         let len = self.u16(what)? as usize;
         check_len(what, len, max)
@@ -65,6 +101,11 @@ impl<'a> Reader<'a> {
 
     /// A `u32` item count. Each item takes at least `min_item_bytes`, so a
     /// count the remaining input cannot hold is rejected before allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`], or [`DecodeError::TooLong`] when the count
+    /// is over `max` or more than the bytes left could hold.
     pub fn count_u32(
         &mut self,
         what: &'static str,
@@ -76,6 +117,10 @@ impl<'a> Reader<'a> {
     }
 
     /// Succeeds only if every byte has been consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TrailingBytes`] when bytes are left over.
     pub fn finish(&self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),

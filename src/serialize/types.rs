@@ -18,7 +18,8 @@ use std::fmt;
 
 pub(crate) fn put_u32(out: &mut Vec<u8>, n: usize) {
     // Lengths are validated against limits far below u32::MAX when values
-    // are built, so the conversion cannot truncate.
+    // are built (VALUE_BYTES_MAX, the frame limit), so this cannot truncate.
+    #[allow(clippy::cast_possible_truncation)]
     let _ = out.write_u32::<BigEndian>(n as u32);
 }
 
@@ -28,6 +29,8 @@ pub(crate) fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn put_bytes_u16(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Only keys and short texts, both checked below 2^16 when built.
+    #[allow(clippy::cast_possible_truncation)]
     let _ = out.write_u16::<BigEndian>(bytes.len() as u16);
     out.extend_from_slice(bytes);
 }
@@ -41,6 +44,11 @@ impl Key {
     pub const MIN_ENCODED_LEN: usize = 3;
 
     /// Validates the length; the error says which limit was broken.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Empty`] or [`DecodeError::TooLong`] (over
+    /// [`KEY_BYTES_MAX`]).
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Key, DecodeError> {
         let bytes = bytes.into();
         if bytes.is_empty() {
@@ -56,10 +64,12 @@ impl Key {
         Ok(Key(bytes))
     }
 
+    #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    #[must_use]
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
     }
@@ -73,6 +83,7 @@ impl fmt::Debug for Key {
 
 impl Key {
     /// Bytes its encoding takes: a `u16` length, then the key.
+    #[must_use]
     pub fn encoded_len(&self) -> usize {
         2 + self.0.len()
     }
@@ -117,6 +128,7 @@ impl Entry {
 
 impl Entry {
     /// Bytes its encoding takes: key, `u64` version, `u32` length, value.
+    #[must_use]
     pub fn encoded_len(&self) -> usize {
         self.key.encoded_len() + 8 + 4 + self.value.len()
     }
@@ -207,6 +219,7 @@ impl Stats {
     }
 
     /// The counter called `name`, if present.
+    #[must_use]
     pub fn get_count(&self, name: &str) -> Option<u64> {
         self.fields.iter().find_map(|f| match &f.value {
             StatValue::Count(n) if f.name == name => Some(*n),
@@ -215,6 +228,7 @@ impl Stats {
     }
 
     /// The text field called `name`, if present.
+    #[must_use]
     pub fn get_text(&self, name: &str) -> Option<&str> {
         self.fields.iter().find_map(|f| match &f.value {
             StatValue::Text(t) if f.name == name => Some(t.as_str()),
@@ -228,6 +242,8 @@ const STAT_KIND_TEXT: u8 = 1;
 
 impl Codec for Stats {
     fn encode(&self, out: &mut Vec<u8>) {
+        // `Stats::count`/`text` keep at most STATS_FIELDS_MAX (< 2^16).
+        #[allow(clippy::cast_possible_truncation)]
         let _ = out.write_u16::<BigEndian>(self.fields.len() as u16);
         for field in &self.fields {
             encode_text(out, &field.name);

@@ -93,6 +93,7 @@ impl ServerConfig {
     /// keys and values, and [`crate::replica::HELD_UPDATES_MAX`] frames of
     /// at most 64 bytes of headers each), a few snapshot chunks, and one
     /// frame; a peer that stops reading hits this instead of our memory.
+    #[must_use]
     pub fn peer_output_bytes_max(&self) -> usize {
         self.sent_bytes_max
             .saturating_add(crate::replica::HELD_UPDATES_MAX * 64)

@@ -5,6 +5,11 @@ use super::*;
 
 impl Server {
     /// Serves until a shutdown signal, then drains and returns.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error from `poll` itself (an error on one connection only closes
+    /// that connection).
     pub fn run(mut self) -> io::Result<()> {
         tracing::info!(addr = %self.local_addr, n_lists = self.table.n_lists(), "serving");
         let mut scratch = vec![0u8; READ_CHUNK_BYTES];
@@ -107,7 +112,7 @@ impl Server {
         self.replica.handle_timeout(self.now);
         if self.replica.successor_timeouts() > timeouts {
             tracing::warn!(
-                timeout_ms = self.cfg.peer_timeout.as_millis() as u64,
+                timeout_ms = crate::units::millis(self.cfg.peer_timeout),
                 "successor link silent: redialling"
             );
         }

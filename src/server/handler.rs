@@ -48,7 +48,7 @@ impl Server {
         // request showed up at high request rates.
         let started = Instant::now();
         self.process_frames_untimed(conn);
-        self.counters.serve_time_us += started.elapsed().as_micros() as u64;
+        self.counters.serve_time_us += crate::units::micros(started.elapsed());
     }
 
     fn process_frames_untimed(&mut self, conn: &mut Conn) {
@@ -177,7 +177,7 @@ impl Server {
                 } else {
                     0
                 },
-                payload_bytes_max: self.cfg.payload_bytes_max as u32,
+                payload_bytes_max: u32::try_from(self.cfg.payload_bytes_max).unwrap_or(u32::MAX),
                 role: self.replica.role(),
                 last_seq: self.replica.hello_last_seq(),
             }),
@@ -392,7 +392,7 @@ impl Server {
             s.text("node", self.replica.name());
             s.count(
                 "session_timeout_ms",
-                self.replica.lease().as_millis() as u64,
+                crate::units::millis(self.replica.lease()),
             );
             let pred = self
                 .replica

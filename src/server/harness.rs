@@ -25,6 +25,7 @@ pub struct ConnHarness {
 
 impl ConnHarness {
     /// Small limits, so that a fuzzer reaches every bound in a few steps.
+    #[must_use]
     pub fn small_config() -> ServerConfig {
         ServerConfig {
             payload_bytes_max: 64 * 1024,
@@ -36,6 +37,7 @@ impl ConnHarness {
     }
 
     /// A client's HELLO frame (request id 1).
+    #[must_use]
     pub fn hello_frame() -> Vec<u8> {
         use crate::wire::{Body, Hello, Message, PeerRole};
         let hello = Hello {
@@ -79,6 +81,7 @@ impl ConnHarness {
     }
 
     /// Whether the server still holds the connection.
+    #[must_use]
     pub fn open(&self) -> bool {
         self.server.conns.contains_key(&self.id)
     }
@@ -131,6 +134,7 @@ impl ConnHarness {
     }
 
     /// A one-line description of the connection's state (for debugging).
+    #[must_use]
     pub fn describe(&self) -> String {
         match self.server.conns.get(&self.id) {
             Some(c) => format!(
@@ -147,6 +151,7 @@ impl ConnHarness {
     }
 
     /// Bytes of requests held unread in the decoder, and reply bytes queued.
+    #[must_use]
     pub fn held(&self) -> (usize, usize) {
         self.server
             .conns

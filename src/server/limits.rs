@@ -329,7 +329,7 @@ mod tests {
         let mut g = NoiseGate::new(t0);
         let allowed = (0..1000).filter(|_| g.allow(t0)).count();
         assert_eq!(allowed, NOISE_LINES_MAX as usize);
-        assert_eq!(g.suppressed, 1000 - NOISE_LINES_MAX as u64);
+        assert_eq!(g.suppressed, 1000 - u64::from(NOISE_LINES_MAX));
         // A new window opens after the interval.
         assert!(g.allow(t0 + NOISE_WINDOW));
         assert_eq!(g.suppressed, 0);

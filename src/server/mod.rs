@@ -69,7 +69,7 @@ impl Hasher for IdHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
     fn write_u64(&mut self, n: u64) {
@@ -125,6 +125,13 @@ pub struct Server {
 impl Server {
     /// Binds the listener and starts the worker (and coordinator in chain
     /// mode). `run` then serves until SIGINT/SIGTERM.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Listen`] when the address cannot be bound;
+    /// [`ServerError::Setup`] when the worker, the eventfd, the signal pipe or
+    /// the coordinator cannot be started, or a chain member has no cluster
+    /// secret.
     pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
         let listener = listen(&cfg.listen, cfg.backlog).map_err(|source| ServerError::Listen {
             addr: cfg.listen.clone(),
@@ -189,6 +196,7 @@ impl Server {
         })
     }
 
+    #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

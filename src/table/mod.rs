@@ -35,12 +35,13 @@ fn encoded_sizes(key: &Key, v: &Versioned) -> (usize, usize) {
 /// every write, so replicas can be compared through STATS in O(1).
 fn entry_digest(key: &Key, v: &Versioned) -> u64 {
     let mut h = crc32fast::Hasher::new();
+    #[allow(clippy::cast_possible_truncation)] // keys are under 2^16 bytes
     h.update(&(key.as_bytes().len() as u32).to_be_bytes());
     h.update(key.as_bytes());
     h.update(&v.version.to_be_bytes());
     h.update(&v.value);
     // splitmix64 spreads the 32-bit CRC (and the value length) over 64 bits.
-    let mut z = (h.finalize() as u64) ^ ((v.value.len() as u64) << 32);
+    let mut z = u64::from(h.finalize()) ^ ((v.value.len() as u64) << 32);
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -91,6 +92,7 @@ pub struct Table {
 
 impl Table {
     /// A table with `n_lists` partitions (at least one).
+    #[must_use]
     pub fn new(n_lists: usize) -> Table {
         let n = n_lists.clamp(1, N_LISTS_MAX);
         Table {
@@ -98,6 +100,7 @@ impl Table {
         }
     }
 
+    #[must_use]
     pub fn n_lists(&self) -> usize {
         self.partitions.len()
     }
@@ -119,11 +122,13 @@ impl Table {
         self.lock_index(h % self.partitions.len())
     }
 
+    #[must_use]
     pub fn get(&self, key: &Key) -> Option<Versioned> {
         self.lock_key(key).map.get(key).cloned()
     }
 
     /// Applies one write; `version` is its sequence number.
+    #[must_use]
     pub fn apply(&self, version: u64, op: &WriteOp) -> WriteOutcome {
         let existed = match op {
             WriteOp::Put { key, value } => {
@@ -142,18 +147,21 @@ impl Table {
         }
     }
 
+    #[must_use]
     pub fn len(&self) -> usize {
         (0..self.partitions.len())
             .map(|i| self.lock_index(i).map.len())
             .sum()
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Bytes GETKEYS' list of every key would encode to (see
     /// [`crate::serialize::list_encoded_len`]), without copying a key.
+    #[must_use]
     pub fn keys_encoded_len(&self) -> usize {
         4 + (0..self.partitions.len())
             .map(|i| self.lock_index(i).keys_encoded_bytes)
@@ -163,6 +171,7 @@ impl Table {
     /// Bytes GETTABLE's list of every entry would encode to, without
     /// copying an entry: a reply over the frame limit is refused before
     /// the table is cloned.
+    #[must_use]
     pub fn entries_encoded_len(&self) -> usize {
         4 + (0..self.partitions.len())
             .map(|i| self.lock_index(i).entries_encoded_bytes)
@@ -170,6 +179,7 @@ impl Table {
     }
 
     /// Every key, partition by partition (no global order).
+    #[must_use]
     pub fn keys(&self) -> Vec<Key> {
         let mut keys = Vec::new();
         for i in 0..self.partitions.len() {
@@ -180,6 +190,7 @@ impl Table {
 
     /// Every entry. Not atomic across partitions: callers that need a
     /// consistent cut (state transfer) call it where no write can run.
+    #[must_use]
     pub fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
         for i in 0..self.partitions.len() {
@@ -210,6 +221,7 @@ impl Table {
 
     /// Order-independent digest of every entry (key, version, value):
     /// equal tables have equal digests.
+    #[must_use]
     pub fn digest(&self) -> u64 {
         (0..self.partitions.len())
             .map(|i| self.lock_index(i).digest)
@@ -274,12 +286,12 @@ mod tests {
             key: key(k),
             value: v.to_vec(),
         };
-        a.apply(1, &put("x", b"1"));
-        a.apply(2, &put("y", b"2"));
-        a.apply(3, &WriteOp::Del { key: key("y") });
-        b.apply(1, &put("x", b"1"));
+        let _ = a.apply(1, &put("x", b"1"));
+        let _ = a.apply(2, &put("y", b"2"));
+        let _ = a.apply(3, &WriteOp::Del { key: key("y") });
+        let _ = b.apply(1, &put("x", b"1"));
         assert_eq!(a.digest(), b.digest());
-        b.apply(4, &put("x", b"1"));
+        let _ = b.apply(4, &put("x", b"1"));
         assert_ne!(a.digest(), b.digest(), "versions count");
         a.clear();
         assert_eq!(a.digest(), Table::new(3).digest());
@@ -299,7 +311,7 @@ mod tests {
                 key: Key::new(k).unwrap(),
                 value: vec![1; n],
             };
-            t.apply(seq, &op);
+            let _ = t.apply(seq, &op);
         };
         let sizes_match = |t: &Table| {
             let keys = list_encoded_len(t.keys().iter().map(Key::encoded_len));
@@ -313,13 +325,13 @@ mod tests {
         }
         sizes_match(&t);
         put(&t, "key3", 1000, 99); // overwrite: the old size goes
-        t.apply(
+        let _ = t.apply(
             100,
             &WriteOp::Del {
                 key: Key::new("key4").unwrap(),
             },
         );
-        t.apply(
+        let _ = t.apply(
             101,
             &WriteOp::Del {
                 key: Key::new("absent").unwrap(),

@@ -49,6 +49,11 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// A server configuration from a PEM certificate chain and private key.
+///
+/// # Errors
+///
+/// [`TlsError`] when the certificate or key file cannot be read or parsed,
+/// or rustls refuses them.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
@@ -64,6 +69,11 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 }
 
 /// A client configuration trusting the CA certificates in `ca` (PEM).
+///
+/// # Errors
+///
+/// [`TlsError`] when the CA file cannot be read or holds no usable
+/// certificate.
 pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(ca)? {
@@ -78,6 +88,10 @@ pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
 
 /// The name a client checks the server's certificate against: the host
 /// part of `host:port` (an IP address or a DNS name).
+///
+/// # Errors
+///
+/// [`TlsError`] when the address has no valid host name.
 pub fn server_name(addr: &str) -> Result<ServerName<'static>, TlsError> {
     let host = match addr.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),

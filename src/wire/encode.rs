@@ -64,7 +64,7 @@ fn encode_peer(body: &Body, out: &mut Vec<u8>) {
         Ack { seq } | Handoff { seq } => put_u64(out, *seq),
         Snapshot(s) => {
             put_u64(out, s.snapshot_seq);
-            put_u8(out, (s.first as u8) | ((s.last as u8) << 1));
+            put_u8(out, u8::from(s.first) | (u8::from(s.last) << 1));
             encode_list(out, &s.gaps);
             encode_list(out, &s.entries);
         }

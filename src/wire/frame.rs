@@ -59,6 +59,7 @@ impl Frame {
         });
     }
 
+    #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES + self.payload.len());
         self.encode(&mut out);
@@ -86,6 +87,8 @@ pub fn encode_frame(
     out.extend_from_slice(&[0; 8]); // payload_len and crc32, filled below
     payload(out);
     let len = out.len() - start - HEADER_BYTES;
+    // Every payload we build is under the frame limit (a u32 on the wire).
+    #[allow(clippy::cast_possible_truncation)]
     BigEndian::write_u32(&mut out[start + 16..start + 20], len as u32);
     let (header, rest) = out[start..].split_at(20);
     let crc = crc_of(header, &rest[4..]);
@@ -102,6 +105,11 @@ fn crc_of(header_20: &[u8], payload: &[u8]) -> u32 {
 /// Decodes the first frame of `buf`. Returns the frame and the bytes it
 /// used, `Ok(None)` if `buf` holds only part of a frame, or the error that
 /// makes the stream unusable. Never reads past `buf`.
+///
+/// # Errors
+///
+/// [`FrameError`] for a bad magic or version, a payload over the limit, or
+/// a CRC mismatch; incomplete input is `Ok(None)`, not an error.
 pub fn decode_frame(
     buf: &[u8],
     payload_bytes_max: usize,
@@ -158,6 +166,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    #[must_use]
     pub fn new(payload_bytes_max: usize) -> Self {
         FrameDecoder {
             buf: Vec::new(),
@@ -168,16 +177,19 @@ impl FrameDecoder {
     }
 
     /// Most bytes this decoder ever holds: one header plus one maximum payload.
+    #[must_use]
     pub fn bytes_max(&self) -> usize {
         HEADER_BYTES + self.payload_bytes_max
     }
 
     /// Bytes held that do not yet form a whole frame.
+    #[must_use]
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
 
     /// Memory held by the buffer.
+    #[must_use]
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }
@@ -199,6 +211,7 @@ impl FrameDecoder {
 
     /// Whether a whole frame (or a stream error) is buffered: taking it out
     /// needs no more bytes from the socket.
+    #[must_use]
     pub fn frame_ready(&self) -> bool {
         let buf = &self.buf[self.start..];
         if self.failed.is_some() || buf.len() >= 2 && buf[..2] != MAGIC.to_be_bytes() {
@@ -230,6 +243,10 @@ impl FrameDecoder {
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or the
     /// stream error (which then repeats on every later call).
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_frame`]; the connection is then unusable.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());

@@ -51,6 +51,7 @@ impl NodeRole {
         NodeRole::Fenced,
     ];
 
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             NodeRole::Standalone => "standalone",
@@ -250,6 +251,7 @@ pub enum WriteOp {
 impl WriteOp {
     /// Bytes of key and value this write holds in memory while queued
     /// (what byte bounds on queues count).
+    #[must_use]
     pub fn held_bytes(&self) -> usize {
         match self {
             WriteOp::Put { key, value } => key.as_bytes().len() + value.len(),
@@ -296,6 +298,7 @@ impl ErrorReply {
         }
     }
 
+    #[must_use]
     pub fn error_code(&self) -> Option<ErrorCode> {
         ErrorCode::from_u16(self.code)
     }
@@ -382,6 +385,7 @@ pub enum MessageError {
 
 impl Body {
     /// The opcode this body travels under.
+    #[must_use]
     pub fn opcode(&self) -> u8 {
         use Body::*;
         match self {
@@ -432,11 +436,13 @@ impl Body {
 }
 
 impl Message {
+    #[must_use]
     pub fn new(request_id: u64, body: Body) -> Self {
         Message { request_id, body }
     }
 
     /// The frame that carries this message.
+    #[must_use]
     pub fn to_frame(&self) -> Frame {
         let mut payload = Vec::new();
         encode_body(&self.body, &mut payload);
@@ -456,6 +462,7 @@ impl Message {
         });
     }
 
+    #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);
@@ -476,6 +483,11 @@ impl Message {
 
     /// Interprets a frame's payload. Flags other than ASYNC on PUT/DEL are
     /// ignored, as are the reserved header bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError`] for an unknown opcode, or a payload that does not
+    /// decode or has bytes left over.
     pub fn from_frame(frame: &Frame) -> Result<Message, MessageError> {
         let mut r = Reader::new(&frame.payload);
         let mode = if frame.flags & FLAG_ASYNC != 0 {
@@ -497,6 +509,10 @@ impl Message {
 
 #[cfg(feature = "arbitrary")]
 /// Builds an arbitrary message from fuzzer bytes (used by tests and fuzz targets).
+///
+/// # Errors
+///
+/// When the fuzzer's bytes run out.
 pub fn arbitrary_message(data: &[u8]) -> arbitrary::Result<Message> {
     Message::arbitrary(&mut Unstructured::new(data))
 }

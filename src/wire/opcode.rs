@@ -40,6 +40,7 @@ pub enum OpClass {
 }
 
 impl OpClass {
+    #[must_use]
     pub fn of(opcode: u8) -> OpClass {
         match opcode {
             op::HELLO..=op::AUTH => OpClass::ClientRequest,

@@ -88,11 +88,13 @@ impl ErrorCode {
         ErrorCode::NotPermitted,
     ];
 
+    #[must_use]
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
         ErrorCode::ALL.into_iter().find(|c| *c as u16 == code)
     }
 
     /// The registry's retry class for this code.
+    #[must_use]
     pub fn retry(self) -> Retry {
         use ErrorCode::*;
         match self {
@@ -108,6 +110,7 @@ impl ErrorCode {
     }
 
     /// Whether the server closes the connection after this error.
+    #[must_use]
     pub fn after(self) -> AfterError {
         use ErrorCode::*;
         match self {
@@ -118,6 +121,7 @@ impl ErrorCode {
     }
 
     /// The name used in the spec and the test vectors.
+    #[must_use]
     pub fn name(self) -> &'static str {
         use ErrorCode::*;
         match self {
@@ -150,7 +154,7 @@ mod tests {
     #[test]
     fn codes_are_unique_and_round_trip() {
         for (i, code) in ErrorCode::ALL.iter().enumerate() {
-            assert_eq!(*code as u16, i as u16 + 1);
+            assert_eq!(usize::from(*code as u16), i + 1);
             assert_eq!(ErrorCode::from_u16(*code as u16), Some(*code));
         }
         assert_eq!(ErrorCode::from_u16(0), None);

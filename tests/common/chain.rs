@@ -88,7 +88,7 @@ impl Chain {
             Some(net) => {
                 let (id, ns, ip) = net.host();
                 // Ports are never reused within a chain: see `Net::host`.
-                let port = 20_000 + self.members.len() as u16;
+                let port = 20_000 + u16::try_from(self.members.len()).expect("few members");
                 (ServerProc::start_in(&ns, &ip, port, 4, &args), Some(id))
             }
             None => (ServerProc::start(4, &args), None),

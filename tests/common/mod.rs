@@ -55,7 +55,7 @@ pub fn free_port() -> u16 {
     let offset = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = FIRST_TEST_PORT + ((offset + n) % span) as u16;
+        let port = FIRST_TEST_PORT + u16::try_from((offset + n) % span).expect("under span");
         if TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return port;
         }
@@ -210,7 +210,7 @@ impl ServerProc {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        i32::try_from(self.child.id()).expect("a pid fits an i32")
     }
 
     pub fn client(&self) -> Client {

@@ -74,7 +74,7 @@ struct Shared {
 
 impl Shared {
     fn now_ns(&self) -> i64 {
-        self.start.elapsed().as_nanos() as i64
+        i64::try_from(self.start.elapsed().as_nanos()).unwrap_or(i64::MAX)
     }
 }
 
@@ -173,7 +173,7 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
         return;
     };
     chain.retry_for = Duration::from_secs(3);
-    let mut rng = StdRng::seed_from_u64(cfg.seed * 1000 + id as u64);
+    let mut rng = StdRng::seed_from_u64(cfg.seed * 1000 + u64::from(id));
     let mut counter = 0u64;
     let mut pace = Pace::new(cfg, shared.budget);
     while !shared.stop.load(Ordering::SeqCst) {
@@ -189,7 +189,7 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
             0..=4 => ("get", Body::Get { key: k }),
             5..=8 => {
                 counter += 1;
-                let value = ((id as u64) << 32) | counter;
+                let value = (u64::from(id) << 32) | counter;
                 (
                     "put",
                     Body::Put {
@@ -232,7 +232,9 @@ struct Pace {
 
 impl Pace {
     fn new(cfg: &Config, budget: usize) -> Pace {
-        let per_client = (budget / cfg.clients.max(1) as usize).max(1) as u32;
+        let clients = usize::try_from(cfg.clients.max(1)).unwrap_or(1);
+        let per_client = budget / clients;
+        let per_client = u32::try_from(per_client.max(1)).unwrap_or(u32::MAX);
         Pace {
             interval: cfg.duration / per_client,
             next: Instant::now(),

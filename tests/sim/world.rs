@@ -473,7 +473,7 @@ impl World {
         let Some(at) = p.replica.poll_timeout() else {
             return;
         };
-        let us = (at.saturating_duration_since(self.t0).as_micros() as Us).max(now);
+        let us = chaintable::units::micros(at.saturating_duration_since(self.t0)).max(now);
         if p.tick_at.is_some_and(|t| t >= now && t <= us) {
             return;
         }
@@ -1128,11 +1128,11 @@ impl World {
 
     fn record(&mut self, c: usize, key: u32, op: KvOp, call: Us, ret: Option<Us>) {
         self.history.push(Recorded {
-            client: c as u32,
+            client: u32::try_from(c).expect("few clients"),
             key,
             op,
-            call_ns: (call * 1000) as i64,
-            return_ns: ret.map(|r| (r * 1000) as i64),
+            call_ns: i64::try_from(call * 1000).expect("a short run"),
+            return_ns: ret.map(|r| i64::try_from(r * 1000).expect("a short run")),
         });
     }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B: standalone throughput of two builds of table-server (OLD and NEW bin
 # directories), the same generator (NEW's table-bench), alternating; then
-# client TLS on NEW; then a 3-member chain of each (OLD without a cluster
-# secret, NEW with one). JSON lines on stdout.
+# client TLS on NEW; then a 3-member chain of each, both with a cluster
+# secret (drop the flag from the OLD line for a build older than the
+# secret). JSON lines on stdout.
 # Usage: OLD=/path/to/old/target/release bench/ab.sh [SECONDS]
 # CHAIN_ONLY=1 runs only the chain part.
 # (build the old one with: git worktree add /tmp/old REV && (cd /tmp/old &&
@@ -58,7 +59,7 @@ chain() { # label bin root [secret args]
   done
   kill -9 "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
 }
-chain chain-old $OLD /ab-old
+chain chain-old $OLD /ab-old --cluster-secret-file $tmp/secret
 chain chain-new $NEW /ab-new --cluster-secret-file $tmp/secret
 kill -9 $zkpid 2>/dev/null; pkill -f "zookeeper.*$zk" 2>/dev/null
 rm -rf "$tmp"

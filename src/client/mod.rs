@@ -9,7 +9,7 @@ mod error;
 pub use error::ClientError;
 
 use crate::serialize::{Entry, Key, Stats};
-use crate::wire::{decode_frame, Body, FrameDecoder, Hello, HelloOk, Message, PeerRole};
+use crate::wire::{Body, FrameDecoder, Hello, HelloOk, Message, PeerRole};
 use crate::wire::{OpState, Versioned, WriteMode, WriteOk, PAYLOAD_BYTES_MAX_DEFAULT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -453,11 +453,4 @@ fn open(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
         },
     })
-}
-
-/// Decodes one whole frame from a buffer (for tests and tools).
-#[must_use]
-pub fn decode_one(bytes: &[u8]) -> Option<Message> {
-    let (frame, _) = decode_frame(bytes, usize::MAX).ok()??;
-    Message::from_frame(&frame).ok()
 }

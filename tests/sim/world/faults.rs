@@ -1,0 +1,89 @@
+//! Faults: crashes, joins, partitions (from ZooKeeper, from a peer, from
+//! everything but clients), broken links; never past what a chain survives.
+
+use super::*;
+
+impl World {
+    /// Members that hold the whole state and are reachable: at least one
+    /// must stay so, or the chain loses everything (f+1 members tolerate f
+    /// failures; durability is what covers more).
+    pub(super) fn sound(&self, except: Option<Pid>) -> usize {
+        let listed: BTreeSet<Pid> = self
+            .znodes
+            .iter()
+            .map(|(_, s)| self.sessions[s].pid)
+            .collect();
+        self.procs
+            .iter()
+            .filter(|(pid, p)| {
+                Some(**pid) != except
+                    && listed.contains(pid)
+                    && matches!(
+                        p.replica.role(),
+                        NodeRole::Head | NodeRole::Middle | NodeRole::Tail | NodeRole::Solo
+                    )
+                    && !self
+                        .cuts
+                        .iter()
+                        .any(|(a, b)| *a == End::Proc(**pid) || *b == End::Proc(**pid))
+            })
+            .count()
+    }
+
+    pub(super) fn fault(&mut self) {
+        let pids: Vec<Pid> = self.procs.keys().copied().collect();
+        let pick = self.rng.gen_range(0..pids.len());
+        let victim = pids[pick];
+        let other = pids[(pick + 1 + self.rng.gen_range(0..pids.len().max(2) - 1)) % pids.len()];
+        let healthy = self.cuts.is_empty() && self.sound(Some(victim)) >= 1;
+        match self.rng.gen_range(0..100) {
+            0..=19 if healthy && pids.len() > 1 => self.crash(victim),
+            20..=34 if self.procs.len() < 5 => {
+                self.summary.joins += 1;
+                self.spawn();
+            }
+            35..=49 if healthy => self.partition(vec![(End::Proc(victim), End::Zk)]),
+            50..=64 if healthy && victim != other => {
+                self.partition(vec![(End::Proc(victim), End::Proc(other))])
+            }
+            65..=74 if healthy => {
+                // Cut off from ZooKeeper and every peer; clients still
+                // reach it (the case a lease must cover).
+                let mut cut = vec![(End::Proc(victim), End::Zk)];
+                cut.extend(
+                    pids.iter()
+                        .filter(|p| **p != victim)
+                        .map(|p| (End::Proc(victim), End::Proc(*p))),
+                );
+                self.partition(cut);
+            }
+            75..=89 if !self.links.is_empty() => {
+                let ids: Vec<u64> = self.links.keys().copied().collect();
+                let id = ids[self.rng.gen_range(0..ids.len())];
+                self.note(format!("link {id} breaks"));
+                self.break_link(id);
+            }
+            _ => {}
+        }
+        let next = self.rng.gen_range(20 * MS..120 * MS);
+        self.after(next, Ev::Fault);
+    }
+
+    pub(super) fn partition(&mut self, cut: Vec<(End, End)>) {
+        self.summary.partitions += 1;
+        self.note(format!("partition {cut:?}"));
+        for (a, b) in cut {
+            self.cuts.insert(if a < b { (a, b) } else { (b, a) });
+        }
+        // Shorter or longer than a session: both must be survived.
+        let len = self.rng.gen_range(50 * MS..1200 * MS);
+        self.after(len, Ev::Heal);
+    }
+
+    pub(super) fn heal(&mut self) {
+        if !self.cuts.is_empty() {
+            self.note("heal".into());
+        }
+        self.cuts.clear();
+    }
+}

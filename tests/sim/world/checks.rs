@@ -99,6 +99,24 @@ impl World {
                 .values()
                 .all(|l| l.state == LinkState::Ready && l.down.is_empty() && l.up.is_empty())
             && self.clients.iter().all(|c| c.pending.is_none())
+            && self.views_current()
+    }
+
+    /// Every member sees its neighbours as ZooKeeper lists them (no watch
+    /// still on its way).
+    fn views_current(&self) -> bool {
+        let names: Vec<&str> = self.znodes.iter().map(|(n, _)| n.as_str()).collect();
+        names.iter().enumerate().all(|(i, name)| {
+            let pid = self.sessions[&self.znodes[i].1].pid;
+            let Some(r) = self.procs.get(&pid).map(|p| &p.replica) else {
+                return false;
+            };
+            let pred = r.predecessor().map(|m| m.name.as_str());
+            let succ = r.successor_member().map(|m| m.name.as_str());
+            r.name() == *name
+                && pred == i.checked_sub(1).map(|j| names[j])
+                && succ == names.get(i + 1).copied()
+        })
     }
 
     /// No more faults or client requests: heal and let the chain settle.

@@ -45,6 +45,7 @@ fn seeded_schedules_keep_the_invariants_and_stay_linearizable() {
         total.acked += s.acked;
         total.client_ops += s.client_ops;
         total.crashes += s.crashes;
+        total.restarts += s.restarts;
         total.joins += s.joins;
         total.partitions += s.partitions;
         total.link_breaks += s.link_breaks;
@@ -63,7 +64,10 @@ fn seeded_schedules_keep_the_invariants_and_stay_linearizable() {
         "too few writes: {total:?}"
     );
     if count >= 100 {
-        assert!(total.crashes > 0 && total.joins > 0, "{total:?}");
+        assert!(
+            total.crashes > 0 && total.joins > 0 && total.restarts > 0,
+            "{total:?}"
+        );
         assert!(total.partitions > 0 && total.link_breaks > 0, "{total:?}");
         assert!(total.expiries > 0, "no session ever expired: {total:?}");
     }

@@ -73,6 +73,7 @@ pub struct Summary {
     pub acked: usize,
     pub client_ops: usize,
     pub crashes: u32,
+    pub restarts: u32,
     pub joins: u32,
     pub partitions: u32,
     pub link_breaks: u32,
@@ -196,6 +197,8 @@ enum Ev {
     ClientGiveUp(usize, u64),
     Fault,
     Heal,
+    /// A crashed process starts again at the same address.
+    Restart(Pid),
 }
 
 struct World {
@@ -368,6 +371,13 @@ impl World {
             Ev::ClientGiveUp(c, op) => self.client_give_up(c, op),
             Ev::Fault => self.fault(),
             Ev::Heal => self.heal(),
+            Ev::Restart(pid) => {
+                if !self.procs.contains_key(&pid) && self.procs.len() < 5 {
+                    self.summary.restarts += 1;
+                    self.note(format!("restart p{pid}"));
+                    self.spawn_at(pid);
+                }
+            }
         }
     }
 }

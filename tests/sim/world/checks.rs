@@ -4,10 +4,26 @@
 use super::*;
 
 impl World {
-    pub(super) fn listed_active(&self) -> Vec<Pid> {
+    /// ZooKeeper's members in chain order, as the processes that hold
+    /// their sessions now: a node whose process crashed, or restarted at
+    /// the same address under a new session, is `None`.
+    pub(super) fn listed(&self) -> Vec<Option<Pid>> {
         self.znodes
             .iter()
-            .map(|(_, s)| self.sessions[s].pid)
+            .map(|(_, s)| {
+                let pid = self.sessions[s].pid;
+                self.procs
+                    .get(&pid)
+                    .filter(|p| p.session == *s)
+                    .map(|_| pid)
+            })
+            .collect()
+    }
+
+    pub(super) fn listed_active(&self) -> Vec<Pid> {
+        self.listed()
+            .into_iter()
+            .flatten()
             .filter(|pid| {
                 self.procs.get(pid).is_some_and(|p| {
                     matches!(
@@ -24,16 +40,12 @@ impl World {
     /// predecessor's, and what it lacks is in the predecessor's Sent list.
     pub(super) fn check_invariants(&mut self) {
         let active = self.listed_active();
-        let order: Vec<Pid> = self
-            .znodes
-            .iter()
-            .map(|(_, s)| self.sessions[s].pid)
-            .collect();
+        let order = self.listed();
         for pair in active.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             let (ia, ib) = (
-                order.iter().position(|p| *p == a),
-                order.iter().position(|p| *p == b),
+                order.iter().position(|p| *p == Some(a)),
+                order.iter().position(|p| *p == Some(b)),
             );
             if ia.map(|i| i + 1) != ib {
                 continue; // not adjacent
@@ -76,13 +88,9 @@ impl World {
     }
 
     pub(super) fn quiet(&self) -> bool {
-        let listed: Vec<Pid> = self
-            .znodes
-            .iter()
-            .map(|(_, s)| self.sessions[s].pid)
-            .collect();
-        let all_listed = self.procs.keys().all(|p| listed.contains(p))
-            && listed.iter().all(|p| self.procs.contains_key(p));
+        let listed = self.listed();
+        let all_listed = listed.iter().all(Option::is_some)
+            && self.procs.keys().all(|p| listed.contains(&Some(*p)));
         all_listed
             && self.procs.values().all(|p| {
                 p.tasks.is_empty()
@@ -105,10 +113,13 @@ impl World {
     /// Every member sees its neighbours as ZooKeeper lists them (no watch
     /// still on its way).
     fn views_current(&self) -> bool {
+        let listed = self.listed();
         let names: Vec<&str> = self.znodes.iter().map(|(n, _)| n.as_str()).collect();
         names.iter().enumerate().all(|(i, name)| {
-            let pid = self.sessions[&self.znodes[i].1].pid;
-            let Some(r) = self.procs.get(&pid).map(|p| &p.replica) else {
+            let Some(r) = listed[i]
+                .and_then(|pid| self.procs.get(&pid))
+                .map(|p| &p.replica)
+            else {
                 return false;
             };
             let pred = r.predecessor().map(|m| m.name.as_str());
@@ -152,11 +163,7 @@ impl World {
 
     pub(super) fn final_checks(&mut self) -> Result<(), String> {
         let seed = self.p.seed;
-        let order: Vec<Pid> = self
-            .znodes
-            .iter()
-            .map(|(_, s)| self.sessions[s].pid)
-            .collect();
+        let order: Vec<Pid> = self.listed().into_iter().flatten().collect();
         let first = &self.procs[&order[0]];
         for pid in &order {
             let p = &self.procs[pid];

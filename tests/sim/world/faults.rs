@@ -8,11 +8,7 @@ impl World {
     /// must stay so, or the chain loses everything (f+1 members tolerate f
     /// failures; durability is what covers more).
     pub(super) fn sound(&self, except: Option<Pid>) -> usize {
-        let listed: BTreeSet<Pid> = self
-            .znodes
-            .iter()
-            .map(|(_, s)| self.sessions[s].pid)
-            .collect();
+        let listed: BTreeSet<Pid> = self.listed().into_iter().flatten().collect();
         self.procs
             .iter()
             .filter(|(pid, p)| {
@@ -37,7 +33,13 @@ impl World {
         let other = pids[(pick + 1 + self.rng.gen_range(0..pids.len().max(2) - 1)) % pids.len()];
         let healthy = self.cuts.is_empty() && self.sound(Some(victim)) >= 1;
         match self.rng.gen_range(0..100) {
-            0..=19 if healthy && pids.len() > 1 => self.crash(victim),
+            0..=19 if healthy && pids.len() > 1 => {
+                self.crash(victim);
+                if self.rng.gen_bool(0.5) {
+                    let after = self.rng.gen_range(20 * MS..300 * MS);
+                    self.after(after, Ev::Restart(victim));
+                }
+            }
             20..=34 if self.procs.len() < 5 => {
                 self.summary.joins += 1;
                 self.spawn();

@@ -7,6 +7,13 @@ impl World {
     pub(super) fn spawn(&mut self) {
         let pid = self.next_pid;
         self.next_pid += 1;
+        self.spawn_at(pid);
+    }
+
+    /// A fresh process at address `pid`: a new one, or a restart at the
+    /// address of one that crashed (members with stale views may still
+    /// dial it under its old name).
+    pub(super) fn spawn_at(&mut self, pid: Pid) {
         let mut replica = Replica::chain_member(String::new(), SENT_MAX);
         replica.set_snapshot_chunk_entries(2);
         replica.set_peer_timeout(Duration::from_micros(PEER_TIMEOUT));

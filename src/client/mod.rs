@@ -18,6 +18,7 @@ use std::time::Duration;
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How long to wait for the TCP connection (and TLS handshake).
     pub connect_timeout: Duration,
     /// How long to wait for each reply.
     pub read_timeout: Duration,
@@ -71,7 +72,9 @@ impl Write for Transport {
 /// A user of the server's users file and its password.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The user name, as in the users file.
     pub user: String,
+    /// The password, sent in AUTH (use TLS on an untrusted network).
     pub password: String,
 }
 
@@ -177,6 +180,7 @@ impl Client {
         Ok(client)
     }
 
+    /// The `host:port` this client is connected to.
     #[must_use]
     pub fn addr(&self) -> &str {
         &self.addr

@@ -54,7 +54,12 @@ pub enum CoordEvent {
     /// session timeout: ZooKeeper clamps the request into its own
     /// [min, max], and a lease longer than the real session would let a
     /// member serve after ZooKeeper has removed it.
-    Alive { sent: Instant, lease: Duration },
+    Alive {
+        /// When the confirming request left (not when its answer came).
+        sent: Instant,
+        /// How long after `sent` the member may serve.
+        lease: Duration,
+    },
 }
 
 /// Pause between attempts to reach ZooKeeper (it costs no CPU meanwhile).
@@ -69,6 +74,7 @@ pub struct CoordConfig {
     pub root: String,
     /// `Some(host:port)` to register as a member; `None` only to watch.
     pub advertise: Option<String>,
+    /// The session timeout asked of ZooKeeper (it may clamp it).
     pub session_timeout: Duration,
     /// The cluster secret: ZooKeeper login, node ACLs and signatures.
     /// `None` (or the insecure secret) leaves ZooKeeper open and accepts
@@ -85,6 +91,8 @@ impl CoordConfig {
 
 /// Handle to the coordination thread.
 pub struct Coordinator {
+    /// What the thread reports, in order; the consumer is woken by the
+    /// `notify` callback after each.
     pub events: Receiver<CoordEvent>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,

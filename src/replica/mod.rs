@@ -83,13 +83,34 @@ pub const SEQ_MAX: u64 = 1 << 62;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamViolation {
     #[error("update {seq} follows {prev_seq}, but this member's last update is {last}")]
-    NotNext { seq: u64, prev_seq: u64, last: u64 },
+    /// The update does not follow this member's last one (`last`): a gap
+    /// or a fork.
+    NotNext {
+        /// The update's sequence number.
+        seq: u64,
+        /// The one it claims to follow.
+        prev_seq: u64,
+        /// The last one this member holds.
+        last: u64,
+    },
     #[error("update {seq} after {prev_seq} is not a valid step (at most {HEAD_TAKEOVER_SEQ_GAP} ids skipped, none past {SEQ_MAX})")]
-    BadStep { seq: u64, prev_seq: u64 },
+    /// The step itself is impossible: backwards, too far, or past
+    /// [`SEQ_MAX`].
+    BadStep {
+        /// The update's sequence number.
+        seq: u64,
+        /// The one it claims to follow.
+        prev_seq: u64,
+    },
     /// More unacknowledged work than an honest predecessor can cause (its
     /// own Sent list is bounded by the same capacity).
     #[error("the predecessor sent {held} updates past the last acknowledgement (at most {max})")]
-    Overrun { held: usize, max: usize },
+    Overrun {
+        /// Updates held, applied or queued, not acknowledged.
+        held: usize,
+        /// [`HELD_UPDATES_MAX`].
+        max: usize,
+    },
 }
 
 /// Most updates a member holds applied-or-queued but unacknowledged: an
@@ -109,7 +130,9 @@ pub const ACTIONS_MAX: usize = 4 * HELD_UPDATES_MAX + 4096;
 /// Identifies the client request a synchronous write must answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WriteToken {
+    /// The connection the request came on (the IO layer's id).
     pub conn: u64,
+    /// The request's id on that connection, echoed in the reply.
     pub request_id: u64,
 }
 
@@ -125,9 +148,19 @@ pub enum Action {
     /// [`Replica::handle_snapshot_installed`].
     Install(SnapshotChunk),
     /// A synchronous write has been executed by the tail: answer the client.
-    WriteDone { token: WriteToken, result: WriteOk },
+    WriteDone {
+        /// The request to answer.
+        token: WriteToken,
+        /// Its op id and what it found.
+        result: WriteOk,
+    },
     /// A synchronous write cannot be answered with certainty any more.
-    WriteFailed { token: WriteToken, code: ErrorCode },
+    WriteFailed {
+        /// The request to answer.
+        token: WriteToken,
+        /// OUTCOME_UNKNOWN (fenced) or SHUTTING_DOWN.
+        code: ErrorCode,
+    },
     /// Open a peer connection to this successor and send HELLO; report the
     /// answer with [`Replica::handle_successor_hello`].
     ConnectSuccessor(Member),
@@ -144,6 +177,7 @@ pub enum Action {
 /// Why a client write was refused before getting a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The status to answer with.
     pub code: ErrorCode,
     /// The error message for the client; empty for the code's own text.
     pub why: &'static str,
@@ -193,6 +227,9 @@ enum Standing {
     Fenced,
 }
 
+/// One chain member's replication state (see the module doc for the
+/// contract with the IO layer). Cloneable so that a model checker can
+/// branch on it.
 #[derive(Debug, Clone)]
 pub struct Replica {
     chain: bool,
@@ -428,12 +465,15 @@ impl Replica {
     }
 
     #[must_use]
+    /// The member before this one in its current view (none at the head).
     pub fn predecessor(&self) -> Option<&Member> {
         let i = self.my_index()?;
         i.checked_sub(1).map(|p| &self.members[p])
     }
 
     #[must_use]
+    /// The member after this one in its current view (none at the tail);
+    /// the link to it may not be up.
     pub fn successor_member(&self) -> Option<&Member> {
         let i = self.my_index()?;
         self.members.get(i + 1)
@@ -475,31 +515,37 @@ impl Replica {
     }
 
     #[must_use]
+    /// Highest sequence number the worker has reported applied.
     pub fn last_applied(&self) -> u64 {
         self.last_applied
     }
 
     #[must_use]
+    /// Highest sequence number known to be applied at the tail.
     pub fn last_acked(&self) -> u64 {
         self.last_acked
     }
 
     #[must_use]
+    /// Highest sequence number handed to the worker (STATS `last_assigned`).
     pub fn last_queued(&self) -> u64 {
         self.last_queued
     }
 
     #[must_use]
+    /// Updates in Sent: applied here, not yet acknowledged by the tail.
     pub fn sent_len(&self) -> usize {
         self.sent.len()
     }
 
     #[must_use]
+    /// The Sent list itself (what a new successor is resent).
     pub fn sent(&self) -> &SentList {
         &self.sent
     }
 
     #[must_use]
+    /// This member's node name (empty until it registers).
     pub fn name(&self) -> &str {
         &self.me
     }

@@ -23,6 +23,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
+    /// Every planted bug, for tests that try each.
     pub const ALL: [PlantedBug; 3] = [
         PlantedBug::AckBeforeSuccessor,
         PlantedBug::AcceptStalePredecessor,

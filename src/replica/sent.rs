@@ -20,6 +20,7 @@ pub struct SentList {
 
 impl SentList {
     #[must_use]
+    /// An empty list that holds at most `capacity` updates.
     pub fn new(capacity: usize) -> Self {
         SentList {
             updates: VecDeque::new(),
@@ -29,16 +30,19 @@ impl SentList {
     }
 
     #[must_use]
+    /// The most updates it holds before the head answers BUSY.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     #[must_use]
+    /// Updates held.
     pub fn len(&self) -> usize {
         self.updates.len()
     }
 
     #[must_use]
+    /// Whether every update sent has been acknowledged.
     pub fn is_empty(&self) -> bool {
         self.updates.is_empty()
     }
@@ -73,6 +77,7 @@ impl SentList {
         self.updates.iter().filter(move |u| u.seq > seq)
     }
 
+    /// The updates held, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Update> {
         self.updates.iter()
     }

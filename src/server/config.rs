@@ -57,6 +57,7 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Chain mode: ZooKeeper `host:port` and the chain's root path.
     pub zookeeper: Option<String>,
+    /// The chain's root znode (`--chain-root`): one chain per root.
     pub chain_root: String,
     /// ZooKeeper session timeout: the fencing bound.
     pub session_timeout: Duration,

@@ -77,14 +77,24 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The listening socket could not be set up.
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: io::Error },
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// Why the kernel refused.
+        source: io::Error,
+    },
+    /// Something else the server needs could not be started.
     #[error("cannot start: {0}")]
     Setup(String),
 }
 
+/// A bound `table-server`: its listener, worker, replica and (in chain
+/// mode) coordinator. [`Server::run`] serves until a shutdown signal.
 pub struct Server {
     cfg: ServerConfig,
     listener: Option<TcpListener>,
@@ -197,6 +207,7 @@ impl Server {
     }
 
     #[must_use]
+    /// The address actually bound (the port, when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

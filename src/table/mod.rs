@@ -85,6 +85,9 @@ impl Partition {
     }
 }
 
+/// The key-value table: `n_lists` partitions, each a map behind its own
+/// lock, so that reads on the network thread and writes on the worker
+/// rarely wait for each other.
 #[derive(Debug)]
 pub struct Table {
     partitions: Vec<Mutex<Partition>>,
@@ -100,6 +103,7 @@ impl Table {
         }
     }
 
+    /// Partitions (the server's `n_lists` argument, clamped).
     #[must_use]
     pub fn n_lists(&self) -> usize {
         self.partitions.len()
@@ -122,6 +126,7 @@ impl Table {
         self.lock_index(h % self.partitions.len())
     }
 
+    /// The entry for `key`, if any (a copy: the lock is not held).
     #[must_use]
     pub fn get(&self, key: &Key) -> Option<Versioned> {
         self.lock_key(key).map.get(key).cloned()
@@ -147,6 +152,7 @@ impl Table {
         }
     }
 
+    /// Entries, summed over partitions (not atomic across them).
     #[must_use]
     pub fn len(&self) -> usize {
         (0..self.partitions.len())
@@ -154,6 +160,7 @@ impl Table {
             .sum()
     }
 
+    /// Whether the table holds no entry.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0

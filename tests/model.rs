@@ -418,6 +418,7 @@ impl State {
             let l = self.links.remove(j);
             self.with(l.from, Replica::handle_successor_lost);
         }
+        self.with(to, Replica::handle_predecessor_linked);
     }
 
     fn down(&mut self, k: usize) {

@@ -228,6 +228,19 @@ impl Replica {
         }
     }
 
+    /// A new predecessor link is up (this member sent its HELLO_OK). An
+    /// active member repeats its acknowledgement level on it: the ACK that
+    /// last raised it may have been lost with the old link, and ACKs are
+    /// only sent when the level rises, so without this a predecessor whose
+    /// writes were all acknowledged meanwhile would wait for an ACK that
+    /// never comes, time the link out, redial, and wait again (found by a
+    /// 30,000-schedule simulation run: seed 3192).
+    pub fn handle_predecessor_linked(&mut self) {
+        if self.standing == Standing::Active && self.last_acked > 0 {
+            self.emit(Action::SendUp(self.last_acked));
+        }
+    }
+
     /// Whether a peer HELLO from `node` comes from the expected predecessor.
     #[must_use]
     pub fn accepts_predecessor(&self, node: &str) -> bool {

@@ -393,3 +393,19 @@ fn a_predecessor_cannot_make_a_member_hold_more_than_its_bound() {
     );
     assert_eq!(last - 5, HELD_UPDATES_MAX as u64);
 }
+
+/// A predecessor that reconnects learns the acknowledgement level again:
+/// the ACK that raised it may have died with the old link.
+#[test]
+fn a_new_predecessor_link_repeats_the_acknowledgement_level() {
+    let mut r = middle_at_5();
+    r.last_acked = 5;
+    r.handle_predecessor_linked();
+    assert_eq!(drain(&mut r), vec![Action::SendUp(5)]);
+    // A joiner acknowledges its own progress instead; nothing to repeat.
+    let mut j = leased("n9", 16);
+    j.handle_membership(vec![member("n1"), member("n9")]);
+    drain(&mut j);
+    j.handle_predecessor_linked();
+    assert!(drain(&mut j).is_empty());
+}

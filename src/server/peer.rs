@@ -82,6 +82,9 @@ impl Server {
         conn.decoder
             .set_payload_bytes_max(self.cfg.payload_bytes_max);
         conn.send(&self.hello_ok(0));
+        // Its ACK goes out with the next dispatch, once this connection
+        // is back among the others.
+        self.replica.handle_predecessor_linked();
     }
 
     /// Replication traffic from our predecessor (MAC already checked).

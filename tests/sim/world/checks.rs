@@ -148,6 +148,16 @@ impl World {
                         format!("p{pid} {} {}", p.replica.name(), p.replica.role().name())
                     })
                     .collect();
+                if std::env::var("SIM_DUMP").is_ok() {
+                    for (pid, p) in &self.procs {
+                        eprintln!(
+                            "p{pid}: tasks {} working {} {:#?}",
+                            p.tasks.len(),
+                            p.working,
+                            p.replica
+                        );
+                    }
+                }
                 return Err(format!(
                     "seed {}: the chain never quiesced: {roles:?}, {} links\n{:#?}",
                     self.p.seed,

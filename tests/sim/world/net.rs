@@ -75,6 +75,7 @@ impl World {
             role.name()
         ));
         self.send_on(id, Up::Hello(role, last));
+        self.with(to, Replica::handle_predecessor_linked);
     }
 
     pub(super) fn send_up(&mut self, pid: Pid, up: Up) {

@@ -107,11 +107,16 @@ impl Replica {
     /// and refusals change on time even when nothing else happens.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let watch = self
-            .timers
-            .heard_at
-            .filter(|_| self.waiting_on_successor())
-            .map(|t| t + self.timers.peer_timeout);
+        // Waiting with the watch not started yet: wake now to start it
+        // (else the watch waited for whatever woke the loop next).
+        let watch = if self.waiting_on_successor() {
+            match self.timers.heard_at {
+                Some(t) => Some(t + self.timers.peer_timeout),
+                None => self.timers.now,
+            }
+        } else {
+            None
+        };
         let lease_end = self
             .timers
             .lease_until

@@ -226,6 +226,8 @@ struct World {
     /// Histories of every snapshot cut, by its sequence number.
     snapshots: HashMap<u64, Vec<u64>>,
     summary: Summary,
+    /// Quiescing: clients send nothing new.
+    stopping: bool,
     trace: VecDeque<String>,
     failure: Option<String>,
 }
@@ -255,6 +257,7 @@ impl World {
             acked: BTreeSet::new(),
             snapshots: HashMap::new(),
             summary: Summary::default(),
+            stopping: false,
             trace: VecDeque::new(),
             failure: None,
         }
@@ -350,10 +353,12 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Tick(pid) => {
-                if let Some(p) = self.procs.get_mut(&pid) {
+                // Only the tick armed last counts; earlier ones are stale.
+                let now = self.now;
+                if let Some(p) = self.procs.get_mut(&pid).filter(|p| p.tick_at == Some(now)) {
                     p.tick_at = None;
+                    self.with(pid, |_| {});
                 }
-                self.with(pid, |_| {});
             }
             Ev::Work(pid) => self.work(pid),
             Ev::Deliver(id) => self.deliver(id),

@@ -133,6 +133,7 @@ impl World {
     /// No more faults or client requests: heal and let the chain settle.
     pub(super) fn quiesce(&mut self) -> Result<(), String> {
         self.heal();
+        self.stopping = true;
         let drained: Vec<Reverse<(Us, u64, Ev)>> = std::mem::take(&mut self.queue)
             .into_iter()
             .filter(|Reverse((_, _, e))| !matches!(e, Ev::Fault | Ev::ClientNext(_)))

@@ -5,7 +5,7 @@ use super::*;
 
 impl World {
     pub(super) fn client_next(&mut self, c: usize) {
-        if self.clients[c].pending.is_some() {
+        if self.clients[c].pending.is_some() || self.stopping {
             return;
         }
         let view = self.clients[c].view.clone();

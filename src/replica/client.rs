@@ -36,14 +36,7 @@ impl Replica {
     }
 
     pub(super) fn check_can_write(&self) -> Result<(), Refusal> {
-        let refuse = |code: ErrorCode, redirect| {
-            let why = "";
-            Err(Refusal {
-                code,
-                why,
-                redirect,
-            })
-        };
+        let refuse = |code, redirect| Err(Refusal::new(code, redirect));
         if !self.lease_valid() {
             return Err(Refusal::no_lease());
         }
@@ -78,14 +71,7 @@ impl Replica {
     /// A [`Refusal`] saying where to go instead (NOT_TAIL with a redirect) or
     /// why not now (no lease, fenced).
     pub fn check_can_read(&self) -> Result<(), Refusal> {
-        let refuse = |code: ErrorCode, redirect| {
-            let why = "";
-            Err(Refusal {
-                code,
-                why,
-                redirect,
-            })
-        };
+        let refuse = |code, redirect| Err(Refusal::new(code, redirect));
         if !self.lease_valid() {
             return Err(Refusal::no_lease());
         }

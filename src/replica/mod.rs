@@ -186,6 +186,16 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal with the status code's own text.
+    #[must_use]
+    pub fn new(code: ErrorCode, redirect: Option<String>) -> Refusal {
+        Refusal {
+            code,
+            why: "",
+            redirect,
+        }
+    }
+
     /// A chain member whose coordination lease has lapsed serves nothing:
     /// another member may already have taken its place.
     #[must_use]

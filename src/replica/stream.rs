@@ -108,9 +108,9 @@ impl Replica {
 
     /// Whether this member is waiting on its successor link: connecting
     /// (no HELLO_OK yet) or holding sent updates it has not acknowledged.
-    /// The I/O layer, which has the clock, redials a link that stays silent
-    /// meanwhile. A snapshot transfer is not watched: a joiner installing a
-    /// large table is slow by design.
+    /// The replica's successor watch (`time.rs`) redials a link that stays
+    /// silent meanwhile. A snapshot transfer is not watched: a joiner
+    /// installing a large table is slow by design.
     #[must_use]
     pub fn waiting_on_successor(&self) -> bool {
         match self.successor {
@@ -122,7 +122,7 @@ impl Replica {
 
     /// ACK from the successor.
     pub fn handle_ack(&mut self, seq: u64) {
-        self.successor_heard();
+        self.handle_successor_heard();
         if let Successor::Transferring {
             member,
             snapshot_seq: Some(s),
@@ -176,7 +176,7 @@ impl Replica {
 
     /// The successor answered HELLO_OK.
     pub fn handle_successor_hello(&mut self, role: NodeRole, last_seq: u64) {
-        self.successor_heard();
+        self.handle_successor_heard();
         let Successor::Connecting(member) = &self.successor else {
             return;
         };

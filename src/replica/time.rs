@@ -128,13 +128,9 @@ impl Replica {
     }
 
     /// A frame arrived on the successor link (any frame, the handshake's
-    /// included): it is alive, whatever it says.
+    /// included): it is alive, whatever it says. HELLO_OK and ACK count by
+    /// themselves, for IO layers that report only those.
     pub fn handle_successor_heard(&mut self) {
-        self.successor_heard();
-    }
-
-    /// The successor showed a sign of life (HELLO_OK, ACK).
-    pub(super) fn successor_heard(&mut self) {
         self.timers.heard_at = self.timers.now;
     }
 

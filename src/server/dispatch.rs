@@ -13,6 +13,9 @@ impl Server {
     /// of a batch is sent, as acks are cumulative.
     pub(super) fn dispatch(&mut self) {
         let mut ack_up = None;
+        // Whether anything was queued on a peer link (only then can one
+        // have passed its output bound).
+        let mut peers_written = false;
         // Worker tasks go in one batch: one lock and one wake-up per
         // dispatch instead of one per write.
         let mut tasks = Vec::new();
@@ -48,6 +51,7 @@ impl Server {
                 Action::DropSuccessor => self.drop_links(true),
                 Action::DropPredecessor => self.drop_links(false),
                 Action::SendDown(body) => {
+                    peers_written = true;
                     self.touch_peers();
                     let msg = Message::new(0, body);
                     for c in self.conns.values_mut() {
@@ -61,6 +65,7 @@ impl Server {
         }
         self.queue.push_all(tasks);
         if let Some(seq) = ack_up {
+            peers_written = true;
             self.touch_peers();
             let msg = Message::new(0, Body::Ack { seq });
             for c in self.conns.values_mut() {
@@ -69,7 +74,9 @@ impl Server {
                 }
             }
         }
-        self.close_stuck_peer_links();
+        if peers_written {
+            self.close_stuck_peer_links();
+        }
     }
 
     /// Closes a peer link whose queued output is over

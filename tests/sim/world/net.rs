@@ -28,14 +28,10 @@ impl World {
 
     /// The handshake reaches the successor (or the connect fails).
     pub(super) fn connect(&mut self, id: u64) {
-        let Some(l) = self.links.get(&id) else {
+        // SYNs are retried across a partition.
+        let Some((from, to)) = self.ends_unless_stalled(id, Ev::Connect(id)) else {
             return;
         };
-        let (from, to) = (l.from, l.to);
-        if self.cut(End::Proc(from), End::Proc(to)) {
-            self.after(10 * MS, Ev::Connect(id)); // SYNs retried
-            return;
-        }
         let from_name = match self.procs.get(&from) {
             Some(p) => p.replica.name().to_string(),
             None => return,
@@ -91,25 +87,40 @@ impl World {
 
     pub(super) fn send_on(&mut self, id: u64, up: Up) {
         let d = self.delay();
-        let now = self.now;
         if let Some(l) = self.links.get_mut(&id) {
-            let when = l.up.back().map_or(0, |m| m.0).max(now + d);
+            let when = arrival(&l.up, self.now + d);
             l.up.push_back((when, up));
             self.at(when, Ev::Deliver(id));
         }
     }
 
+    pub(super) fn send_down_on(&mut self, id: u64, body: Body) {
+        let d = self.delay();
+        if let Some(l) = self.links.get_mut(&id) {
+            let when = arrival(&l.down, self.now + d);
+            l.down.push_back((when, body));
+            self.at(when, Ev::Deliver(id));
+        }
+    }
+
+    /// The ends of link `id`, unless it is gone or partitioned: then `ev`
+    /// is tried again in 10 ms (a partitioned TCP link stalls and retries).
+    fn ends_unless_stalled(&mut self, id: u64, ev: Ev) -> Option<(Pid, Pid)> {
+        let l = self.links.get(&id)?;
+        let (from, to) = (l.from, l.to);
+        if self.cut(End::Proc(from), End::Proc(to)) {
+            self.after(10 * MS, ev);
+            return None;
+        }
+        Some((from, to))
+    }
+
     /// Delivers what has arrived on a link, both ways, unless partitioned
     /// (then it stalls, as TCP does, and tries again later).
     pub(super) fn deliver(&mut self, id: u64) {
-        let Some(l) = self.links.get(&id) else {
+        let Some((from, to)) = self.ends_unless_stalled(id, Ev::Deliver(id)) else {
             return;
         };
-        let (from, to) = (l.from, l.to);
-        if self.cut(End::Proc(from), End::Proc(to)) {
-            self.after(10 * MS, Ev::Deliver(id));
-            return;
-        }
         loop {
             let Some(l) = self.links.get_mut(&id) else {
                 return;
@@ -215,4 +226,10 @@ impl World {
             self.with(pid, |r| r.handle_predecessor_lost());
         }
     }
+}
+
+/// When a message sent now with network delay `earliest` arrives: not
+/// before the message ahead of it on the same link (TCP keeps order).
+fn arrival<T>(queue: &VecDeque<(Us, T)>, earliest: Us) -> Us {
+    queue.back().map_or(0, |m| m.0).max(earliest)
 }

@@ -180,17 +180,13 @@ impl World {
             Action::DropSuccessor => self.drop_links(pid, true),
             Action::DropPredecessor => self.drop_links(pid, false),
             Action::SendDown(body) => {
-                let d = self.delay();
-                let now = self.now;
-                if let Some((id, l)) = self
+                let ready = self
                     .links
-                    .iter_mut()
+                    .iter()
                     .find(|(_, l)| l.from == pid && l.state == LinkState::Ready)
-                {
-                    let when = l.down.back().map_or(0, |m| m.0).max(now + d);
-                    l.down.push_back((when, body));
-                    let id = *id;
-                    self.at(when, Ev::Deliver(id));
+                    .map(|(id, _)| *id);
+                if let Some(id) = ready {
+                    self.send_down_on(id, body);
                 }
             }
             Action::SendUp(seq) => self.send_up(pid, Up::Ack(seq)),

@@ -20,6 +20,7 @@ pub mod member;
 pub mod replica;
 pub mod serialize;
 pub mod server;
+pub mod storage;
 pub mod table;
 pub mod tls;
 pub mod units;

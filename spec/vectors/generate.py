@@ -29,7 +29,7 @@ ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPC
               BAD_REQUEST=5, HANDSHAKE_REQUIRED=6, TOO_MANY_CONNECTIONS=7, BUSY=8,
               NOT_HEAD=9, NOT_TAIL=10, UNAVAILABLE=11, SHUTTING_DOWN=12,
               RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15, AUTH_REQUIRED=16,
-              AUTH_FAILED=17, NOT_PERMITTED=18)
+              AUTH_FAILED=17, NOT_PERMITTED=18, STORAGE_UNAVAILABLE=19)
 ACCESS = dict(readonly=1, readwrite=2)
 
 
@@ -150,6 +150,7 @@ VALID = [
     ("auth-ok", dict(type="AUTH_OK", request_id=2, access="readwrite")),
     ("error-auth-required", dict(type="ERROR", request_id=3, code="AUTH_REQUIRED", message="send AUTH first", redirect="")),
     ("error-not-tail", dict(type="ERROR", request_id=4, code="NOT_TAIL", message="not the tail", redirect="127.0.0.1:9002")),
+    ("error-storage-unavailable", dict(type="ERROR", request_id=12, code="STORAGE_UNAVAILABLE", message="cannot write the log: No space left on device (os error 28)", redirect="")),
     ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
     ("update-put", dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")),
     ("update-del", dict(type="UPDATE", request_id=0, seq=44, prev_seq=43, op="del", key="foo")),

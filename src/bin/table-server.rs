@@ -2,6 +2,7 @@
 //! ZooKeeper when a third argument names it.
 
 use chaintable::server::{Server, ServerConfig};
+use chaintable::storage::StorageConfig;
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -115,6 +116,30 @@ struct Args {
     /// Entries per chunk when sending state to a joining member.
     #[arg(long, default_value_t = 4096)]
     snapshot_chunk_entries: usize,
+    /// Durability: keep a write-ahead log and snapshots in DIR, and recover
+    /// the table from it at start (spec/STORAGE.md). Without it the table
+    /// lives in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// When a logged write is on disk: `always` (fdatasync before the write
+    /// is acknowledged; writes arriving together share one), `everysec`
+    /// (at most a second later), `no` (when the kernel likes).
+    #[arg(long, default_value = "always", requires = "data_dir")]
+    fsync: chaintable::storage::FsyncPolicy,
+    /// Limit: a log segment is closed at this many bytes.
+    #[arg(long, default_value_t = chaintable::storage::SEGMENT_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(4096..=(1u64 << 32)))]
+    segment_bytes_max: u64,
+    /// A snapshot is written after this many writes (and the log before it
+    /// deleted).
+    #[arg(long, default_value_t = chaintable::storage::SNAPSHOT_EVERY_WRITES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every_writes: u64,
+    /// Also write a snapshot this many seconds after the last one, if any
+    /// write came since.
+    #[arg(long, value_name = "SECONDS", requires = "data_dir",
+          value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    snapshot_every: Option<u64>,
     /// TEST ONLY: answer reads on any member. Breaks linearizability; exists
     /// so the fault-injection suite can show its checker catches that.
     #[cfg(feature = "testing")]
@@ -224,6 +249,13 @@ fn config(
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
+        storage: args.data_dir.map(|dir| StorageConfig {
+            dir,
+            fsync: args.fsync,
+            segment_bytes_max: args.segment_bytes_max,
+            snapshot_every_writes: args.snapshot_every_writes,
+            snapshot_every: args.snapshot_every.map(Duration::from_secs),
+        }),
         #[cfg(feature = "testing")]
         test: chaintable::server::TestSwitches {
             unsafe_reads_anywhere: args.unsafe_reads_anywhere,

@@ -374,6 +374,22 @@ impl Replica {
         self.clear_table();
     }
 
+    /// A standalone server restarted from its data directory: its history
+    /// ends at `last_seq` with `gaps` in it. After a `restart`, the ids
+    /// after `last_seq` may have been handed to asynchronous writes that
+    /// were never logged, so they are skipped (as a new head skips its
+    /// predecessor's, see [`HEAD_TAKEOVER_SEQ_GAP`]): VERIFY answers
+    /// unknown for them instead of calling another write's id executed.
+    pub fn resume(&mut self, last_seq: u64, gaps: &[SeqGap], restart: bool) {
+        self.last_queued = last_seq;
+        self.last_applied = last_seq;
+        self.last_acked = last_seq;
+        self.adopt_gaps(gaps, last_seq.saturating_add(1));
+        if restart {
+            self.seq_floor = last_seq.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
+        }
+    }
+
     /// Marks every apply still with the worker as stale (see
     /// `stale_applies`).
     pub(super) fn forget_unapplied(&mut self) {

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub peer_timeout: Duration,
     /// Entries per SNAPSHOT chunk during state transfer.
     pub snapshot_chunk_entries: usize,
+    /// `--data-dir` and its settings: a durable server (see `storage`).
+    pub storage: Option<crate::storage::StorageConfig>,
     /// Switches that exist only in test builds (cargo feature `testing`).
     #[cfg(feature = "testing")]
     pub test: TestSwitches,
@@ -131,6 +133,7 @@ impl Default for ServerConfig {
             session_timeout: Duration::from_millis(2000),
             peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,
+            storage: None,
             #[cfg(feature = "testing")]
             test: TestSwitches::default(),
         }

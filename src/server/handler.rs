@@ -292,6 +292,12 @@ impl Server {
 
     fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
         let is_put = matches!(op, WriteOp::Put { .. });
+        if let Some(h) = self.health.as_ref().filter(|h| h.failing()) {
+            self.counters.errors_sent += 1;
+            let why = format!("cannot write the log: {}", h.why());
+            conn.reply(&error(request_id, ErrorCode::StorageUnavailable, why));
+            return;
+        }
         if !self.queue_has_room() {
             self.counters.errors_sent += 1;
             let why = "write queue full; retry later";
@@ -407,6 +413,18 @@ impl Server {
             s.count("last_applied", self.replica.last_applied());
             s.count("last_acked", self.replica.last_acked());
             s.count("sent_len", self.replica.sent_len() as u64);
+        }
+        if let (Some(h), Some(st)) = (&self.health, &self.cfg.storage) {
+            use std::sync::atomic::Ordering::Relaxed;
+            s.text("fsync", st.fsync.name());
+            s.count("storage_failing", u64::from(h.failing()));
+            s.count("logged_seq", h.logged_seq.load(Relaxed));
+            s.count("snapshots", h.snapshots.load(Relaxed));
+            s.count("snapshot_seq", h.snapshot_seq.load(Relaxed));
+            s.count(
+                "snapshot_pause_us_max",
+                h.snapshot_pause_us_max.load(Relaxed),
+            );
         }
         s
     }

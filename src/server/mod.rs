@@ -107,6 +107,9 @@ pub struct Server {
     worker: Option<std::thread::JoinHandle<()>>,
     replica: Replica,
     coord: Option<Coordinator>,
+    /// The data directory's state (`--data-dir`): writes are refused while
+    /// the log cannot be written.
+    health: Option<Arc<crate::storage::Health>>,
     conns: HashMap<u64, Conn, BuildHasherDefault<IdHasher>>,
     /// Connections with something to do since the last pump (events,
     /// completed writes, peer traffic): only these are pumped, so an idle
@@ -164,6 +167,14 @@ impl Server {
             ));
         }
         let table = Arc::new(Table::new(cfg.n_lists));
+        let opened = open_storage(&cfg, &table)?;
+        let (store, resume) = match opened {
+            Some(o) => (
+                Some(o.store),
+                Some((o.last_seq, o.gaps, o.restarted, o.health)),
+            ),
+            None => (None, None),
+        };
         let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max, cfg.queue_bytes_max));
         let completions = Arc::new(Completions::new(wake.clone()));
         let worker = worker::spawn(
@@ -174,10 +185,16 @@ impl Server {
             cfg.test.worker_delay,
             #[cfg(not(feature = "testing"))]
             Duration::ZERO,
+            resume.as_ref().map_or(0, |r| r.0),
+            store,
         )
         .map_err(|e| ServerError::Setup(e.to_string()))?;
         let coord = start_coordinator(&cfg, &wake)?;
-        let replica = new_replica(&cfg);
+        let mut replica = new_replica(&cfg);
+        let health = resume.map(|(last_seq, gaps, restarted, health)| {
+            replica.resume(last_seq, &gaps, restarted);
+            health
+        });
         Ok(Server {
             cfg,
             listener: Some(listener),
@@ -190,6 +207,7 @@ impl Server {
             worker: Some(worker),
             replica,
             coord,
+            health,
             conns: HashMap::default(),
             dirty: Vec::new(),
             next_conn_id: 1,
@@ -226,6 +244,26 @@ fn signal_pipe(handle: bool) -> Result<UnixStream, ServerError> {
         }
     }
     Ok(signals)
+}
+
+/// With `--data-dir`: locks the directory and recovers the table from it.
+fn open_storage(
+    cfg: &ServerConfig,
+    table: &Arc<Table>,
+) -> Result<Option<crate::storage::Opened>, ServerError> {
+    let Some(storage) = &cfg.storage else {
+        return Ok(None);
+    };
+    if cfg.zookeeper.is_some() {
+        return Err(ServerError::Setup(
+            "--data-dir is for standalone servers for now: chain members restart empty \
+             and receive the state from the chain"
+                .into(),
+        ));
+    }
+    crate::storage::Store::open(storage.clone(), table)
+        .map(Some)
+        .map_err(|e| ServerError::Setup(format!("data directory: {e}")))
 }
 
 /// Chain mode: the coordination thread, which wakes the loop through

@@ -4,12 +4,14 @@
 //! through a second queue and the poll loop's wake-up descriptor.
 
 use crate::serialize::Entry;
+use crate::storage::Store;
 use crate::table::Table;
 use crate::wire::{SnapshotChunk, Update, WriteOutcome};
 use nix::sys::eventfd::EventFd;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// Work for the worker, executed strictly in queue order.
 #[derive(Debug)]
@@ -106,17 +108,40 @@ impl TaskQueue {
         self.cond.notify_all();
     }
 
-    fn pop(&self) -> Option<Task> {
+    /// Whether the server has asked the worker to stop.
+    fn is_closed(&self) -> bool {
+        lock(&self.inner).closed
+    }
+
+    /// Takes up to `max` queued tasks, waiting for one until `deadline`
+    /// (forever without one). `None` once closed and empty; an empty batch
+    /// when the deadline passed first.
+    fn pop_batch(&self, max: usize, deadline: Option<Instant>) -> Option<Vec<Task>> {
         let mut q = lock(&self.inner);
         loop {
-            if let Some(task) = q.items.pop_front() {
-                q.bytes -= task.held_bytes();
-                return Some(task);
+            if !q.items.is_empty() {
+                let n = q.items.len().min(max);
+                let batch: Vec<Task> = q.items.drain(..n).collect();
+                q.bytes -= batch.iter().map(Task::held_bytes).sum::<usize>();
+                return Some(batch);
             }
             if q.closed {
                 return None;
             }
-            q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = match deadline {
+                None => self.cond.wait(q).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Some(Vec::new());
+                    }
+                    let (q, _) = self
+                        .cond
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|p| p.into_inner());
+                    q
+                }
+            };
         }
     }
 }
@@ -155,49 +180,124 @@ impl Completions {
     }
 }
 
+/// Most tasks the worker takes at once: the writes among them share one
+/// log write and one sync (group commit).
+const BATCH_TASKS_MAX: usize = 4096;
+
 /// Starts the worker thread; it exits when the queue is closed and empty.
+/// `table_seq` is the sequence number the table already reflects (what
+/// recovery loaded), and `store` the data directory's log, if any.
 pub fn spawn(
     table: Arc<Table>,
     queue: Arc<TaskQueue>,
     completions: Arc<Completions>,
     delay: std::time::Duration,
+    table_seq: u64,
+    store: Option<Store>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let mut worker = Worker {
+        table,
+        completions,
+        delay,
+        table_seq,
+        store,
+        applies: Vec::new(),
+    };
     std::thread::Builder::new()
         .name("worker".into())
-        .spawn(move || {
-            // The sequence number the table reflects, for snapshots.
-            let mut table_seq = 0u64;
-            while let Some(task) = queue.pop() {
-                let done = match task {
-                    Task::Apply(update) => {
-                        if !delay.is_zero() {
-                            std::thread::sleep(delay);
+        .spawn(move || worker.run(&queue))
+}
+
+struct Worker {
+    table: Arc<Table>,
+    completions: Arc<Completions>,
+    delay: std::time::Duration,
+    /// The sequence number the table reflects, for snapshots.
+    table_seq: u64,
+    store: Option<Store>,
+    /// Writes taken from the queue, not yet logged and applied.
+    applies: Vec<Update>,
+}
+
+impl Worker {
+    fn run(&mut self, queue: &TaskQueue) {
+        loop {
+            let deadline = self.store.as_ref().and_then(Store::next_deadline);
+            let Some(batch) = queue.pop_batch(BATCH_TASKS_MAX, deadline) else {
+                break;
+            };
+            for task in batch {
+                match task {
+                    Task::Apply(update) => self.applies.push(update),
+                    other => {
+                        if !self.flush(queue) {
+                            return;
                         }
-                        let outcome = table.apply(update.seq, &update.op);
-                        table_seq = update.seq;
-                        Completion::Applied(update, outcome)
+                        self.run_other(other);
                     }
-                    Task::Snapshot => Completion::Snapshot {
-                        seq: table_seq,
-                        entries: table.entries(),
-                    },
-                    Task::Install(chunk) => {
-                        if chunk.first {
-                            table.clear();
-                        }
-                        for entry in chunk.entries {
-                            table.install(entry);
-                        }
-                        if !chunk.last {
-                            continue;
-                        }
-                        table_seq = chunk.snapshot_seq;
-                        Completion::Installed {
-                            seq: chunk.snapshot_seq,
-                        }
-                    }
-                };
-                completions.push(done);
+                }
             }
-        })
+            if !self.flush(queue) {
+                return;
+            }
+            if let Some(store) = self.store.as_mut() {
+                store.tick(Instant::now());
+            }
+        }
+        if let Some(store) = self.store.as_mut() {
+            store.close();
+        }
+    }
+
+    /// Logs the writes taken (one log write, at most one sync), then
+    /// applies them and reports each: nothing is reported applied, and so
+    /// nothing acknowledged, before the log holds it. False when the log
+    /// could not be written and the server is stopping.
+    fn flush(&mut self, queue: &TaskQueue) -> bool {
+        if self.applies.is_empty() {
+            return true;
+        }
+        if let Some(store) = self.store.as_mut() {
+            if !store.log(&self.applies, || queue.is_closed()) {
+                self.applies.clear();
+                return false;
+            }
+        }
+        for update in self.applies.drain(..) {
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
+            let outcome = self.table.apply(update.seq, &update.op);
+            self.table_seq = update.seq;
+            self.completions.push(Completion::Applied(update, outcome));
+        }
+        true
+    }
+
+    /// State-transfer tasks, in order with the writes around them.
+    fn run_other(&mut self, task: Task) {
+        let done = match task {
+            Task::Apply(_) => return, // batched by `run`
+            Task::Snapshot => Completion::Snapshot {
+                seq: self.table_seq,
+                entries: self.table.entries(),
+            },
+            Task::Install(chunk) => {
+                if chunk.first {
+                    self.table.clear();
+                }
+                for entry in chunk.entries {
+                    self.table.install(entry);
+                }
+                if !chunk.last {
+                    return;
+                }
+                self.table_seq = chunk.snapshot_seq;
+                Completion::Installed {
+                    seq: chunk.snapshot_seq,
+                }
+            }
+        };
+        self.completions.push(done);
+    }
 }

@@ -210,6 +210,19 @@ impl Table {
         out
     }
 
+    /// Calls `f` on every entry of partition `index` (of
+    /// [`Table::n_lists`]) under its lock, and returns the partition's
+    /// digest at that moment: the digest of exactly the entries visited.
+    /// A background snapshot copies the table this way one partition at a
+    /// time, so a write waits at most for one partition's visit.
+    pub fn visit_partition(&self, index: usize, mut f: impl FnMut(&Key, &Versioned)) -> u64 {
+        let p = self.lock_index(index);
+        for (k, v) in &p.map {
+            f(k, v);
+        }
+        p.digest
+    }
+
     /// Removes everything (a joining member starting a new snapshot).
     pub fn clear(&self) {
         for i in 0..self.partitions.len() {

@@ -72,26 +72,7 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
 
 fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
     Ok(match opcode {
-        op::UPDATE => {
-            let seq = r.u64("seq")?;
-            let prev_seq = r.u64("prev seq")?;
-            let op = match r.u8("update kind")? {
-                op::PUT => WriteOp::Put {
-                    key: Key::decode(r)?,
-                    value: decode_data(r)?,
-                },
-                op::DEL => WriteOp::Del {
-                    key: Key::decode(r)?,
-                },
-                other => {
-                    return Err(DecodeError::Invalid {
-                        what: "update kind",
-                        value: other.into(),
-                    })
-                }
-            };
-            Body::Update(Update { seq, prev_seq, op })
-        }
+        op::UPDATE => Body::Update(Update::decode(r)?),
         op::ACK => Body::Ack { seq: r.u64("seq")? },
         op::HANDOFF => Body::Handoff { seq: r.u64("seq")? },
         op::PEER_HELLO => Body::PeerHello(PeerHello {

@@ -2,8 +2,8 @@
 //! messages, §4 replies). Encoding cannot fail: every value a `Body` can
 //! hold has an encoding, and size limits are the sender's to check.
 
-use super::message::{Body, WriteOp};
-use super::opcode::{op, OpClass};
+use super::message::Body;
+use super::opcode::OpClass;
 use crate::serialize::types::encode_text;
 use crate::serialize::{encode_data, encode_list, Codec};
 use byteorder::{BigEndian, WriteBytesExt};
@@ -46,21 +46,7 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
 fn encode_peer(body: &Body, out: &mut Vec<u8>) {
     use Body::*;
     match body {
-        Update(u) => {
-            put_u64(out, u.seq);
-            put_u64(out, u.prev_seq);
-            match &u.op {
-                WriteOp::Put { key, value } => {
-                    put_u8(out, op::PUT);
-                    key.encode(out);
-                    encode_data(out, value);
-                }
-                WriteOp::Del { key } => {
-                    put_u8(out, op::DEL);
-                    key.encode(out);
-                }
-            }
-        }
+        Update(u) => u.encode(out),
         Ack { seq } | Handoff { seq } => put_u64(out, *seq),
         Snapshot(s) => {
             put_u64(out, s.snapshot_seq);

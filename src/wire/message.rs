@@ -163,6 +163,47 @@ pub struct Update {
     pub op: WriteOp,
 }
 
+/// An UPDATE's payload (spec §5.2), also the payload of a write-ahead log
+/// record (spec/STORAGE.md): `seq`, `prev_seq`, then the write as a kind
+/// byte (PUT's or DEL's opcode), the key, and for a PUT the value.
+impl Codec for Update {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.prev_seq.to_be_bytes());
+        match &self.op {
+            WriteOp::Put { key, value } => {
+                out.push(op::PUT);
+                key.encode(out);
+                crate::serialize::encode_data(out, value);
+            }
+            WriteOp::Del { key } => {
+                out.push(op::DEL);
+                key.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let seq = r.u64("seq")?;
+        let prev_seq = r.u64("prev seq")?;
+        let op = match r.u8("update kind")? {
+            op::PUT => WriteOp::Put {
+                key: Key::decode(r)?,
+                value: crate::serialize::decode_data(r)?,
+            },
+            op::DEL => WriteOp::Del {
+                key: Key::decode(r)?,
+            },
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "update kind",
+                    value: other.into(),
+                })
+            }
+        };
+        Ok(Update { seq, prev_seq, op })
+    }
+}
+
 /// Sequence numbers `first..=last` that are not in a member's history: a
 /// new head skipped them (see `HEAD_TAKEOVER_SEQ_GAP`). VERIFY answers
 /// unknown for them, whatever the head that failed had promised.

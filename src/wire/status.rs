@@ -64,10 +64,12 @@ pub enum ErrorCode {
     AuthFailed = 17,
     #[error("not permitted for this user")]
     NotPermitted = 18,
+    #[error("the server cannot write its log (disk full or failing); reads still work")]
+    StorageUnavailable = 19,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
@@ -86,6 +88,7 @@ impl ErrorCode {
         ErrorCode::AuthRequired,
         ErrorCode::AuthFailed,
         ErrorCode::NotPermitted,
+        ErrorCode::StorageUnavailable,
     ];
 
     #[must_use]
@@ -98,9 +101,8 @@ impl ErrorCode {
     pub fn retry(self) -> Retry {
         use ErrorCode::*;
         match self {
-            TooManyConnections | Busy | NotHead | NotTail | Unavailable | ShuttingDown => {
-                Retry::Retriable
-            }
+            TooManyConnections | Busy | NotHead | NotTail | Unavailable | ShuttingDown
+            | StorageUnavailable => Retry::Retriable,
             OutcomeUnknown | Internal => Retry::OutcomeUnknown,
             BadFrame | UnsupportedVersion | FrameTooLarge | UnknownOpcode | BadRequest
             | HandshakeRequired | ResultTooLarge | AuthRequired | AuthFailed | NotPermitted => {
@@ -143,6 +145,7 @@ impl ErrorCode {
             AuthRequired => "AUTH_REQUIRED",
             AuthFailed => "AUTH_FAILED",
             NotPermitted => "NOT_PERMITTED",
+            StorageUnavailable => "STORAGE_UNAVAILABLE",
         }
     }
 }

@@ -179,6 +179,9 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 pub(crate) struct Listing {
     pub segments: Vec<(u64, PathBuf)>,
     pub snapshots: Vec<(u64, PathBuf)>,
+    /// Snapshots being written, or whose writing a crash interrupted
+    /// (never renamed, so never used): recovery removes them.
+    pub unfinished: Vec<PathBuf>,
 }
 
 pub(crate) fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
@@ -199,8 +202,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
         } else if let Some(seq) = numbered(".snap") {
             listing.snapshots.push((seq, path));
         } else if name.ends_with(".snap.tmp") {
-            // A snapshot a crash interrupted: never renamed, never used.
-            let _ = std::fs::remove_file(&path);
+            listing.unfinished.push(path);
         }
     }
     listing.segments.sort();

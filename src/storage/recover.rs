@@ -46,6 +46,9 @@ pub fn recover(cfg: &StorageConfig, table: &Table) -> Result<Recovered, StorageE
     let started = Instant::now();
     let dir = cfg.dir.as_path();
     let listing = list_dir(dir)?;
+    for path in &listing.unfinished {
+        let _ = std::fs::remove_file(path);
+    }
     let snapshot = match listing.snapshots.last() {
         Some((_, path)) => Some(read_snapshot(path, table)?),
         None => None,

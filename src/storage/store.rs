@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// (ENOSPC, EIO). Writes are refused meanwhile (`STORAGE_UNAVAILABLE`).
 pub const STORAGE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often the worker looks whether a running snapshot has finished.
+const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The storage's state as the network thread and STATS see it.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -177,10 +180,16 @@ impl Store {
             .snapshot_every
             .filter(|_| self.writes_since_snapshot > 0)
             .map(|every| self.last_snapshot_at + every);
-        match (self.wal.sync_due(), periodic) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A snapshot in progress is looked at every so often, so that it
+        // is reported (and the next can start) even if no write comes.
+        let reap = self
+            .snapshot
+            .as_ref()
+            .map(|_| Instant::now() + SNAPSHOT_POLL_INTERVAL);
+        [self.wal.sync_due(), periodic, reap]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Time-driven work, and a snapshot when one is due. Called by the

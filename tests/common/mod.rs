@@ -24,6 +24,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// The environment variable that lets a test skip a scenario this
+/// environment cannot stage (`netns`: network namespaces; `tmpfs`: a small
+/// tmpfs mount), e.g. `CHAINTABLE_ALLOW_SKIP=netns,tmpfs`. Without it such
+/// a test fails, so a scenario that did not run never passes for one that
+/// did.
+pub const ALLOW_SKIP_ENV: &str = "CHAINTABLE_ALLOW_SKIP";
+
+/// Whether a test that needs `needs` (which this environment lacks) may
+/// skip, saying so loudly, rather than fail; panics with the reason
+/// otherwise.
+pub fn skip_allowed(kind: &str, needs: &str, what: &str, why: &str) -> bool {
+    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v.split(',').any(|s| s == kind));
+    if !allowed {
+        panic!(
+            "{what} needs {needs}, which this environment cannot provide: {why}\n\
+             (run as root, as scripts/test.sh does, or set {ALLOW_SKIP_ENV}={kind} to skip it)"
+        );
+    }
+    eprintln!("SKIPPED ({what}, allowed by {ALLOW_SKIP_ENV}={kind}): {why}");
+    true
+}
+
 pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_table-server"))
 }

@@ -276,24 +276,10 @@ impl Drop for Net {
     }
 }
 
-/// The environment variable that lets a test skip its network-namespace
-/// scenario where namespaces cannot be created (no root, no iproute2):
-/// `CHAINTABLE_ALLOW_SKIP=netns`. Without it such a test fails, so a
-/// scenario that did not run never passes for one that did.
-pub const ALLOW_SKIP_ENV: &str = "CHAINTABLE_ALLOW_SKIP";
-
 /// Whether a test that cannot build its test network may skip (saying so
 /// loudly) rather than fail; panics with the reason otherwise.
 pub fn skip_allowed(what: &str, why: &str) -> bool {
-    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v.split(',').any(|s| s == "netns"));
-    if !allowed {
-        panic!(
-            "{what} needs network namespaces, which this environment cannot create: {why}\n\
-             (run as root with iproute2, as scripts/test.sh does, or set {ALLOW_SKIP_ENV}=netns to skip it)"
-        );
-    }
-    eprintln!("SKIPPED ({what}, allowed by {ALLOW_SKIP_ENV}=netns): {why}");
-    true
+    super::skip_allowed("netns", "network namespaces (root and iproute2)", what, why)
 }
 
 /// Runs `f` on a thread inside a fresh test network's hub (namespaces are

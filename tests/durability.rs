@@ -1,0 +1,546 @@
+//! Durability scenarios with real processes: a standalone `table-server`
+//! with `--data-dir`, killed with SIGKILL, restarted on the same directory,
+//! its log torn or corrupted by hand, its disk filled up.
+
+mod common;
+
+use chaintable::client::{Client, Options};
+use chaintable::wire::{ErrorCode, OpState};
+use common::{server_bin, wait_for, ServerProc};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A scratch data directory, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(tag: &str) -> DataDir {
+        let path = std::env::temp_dir().join(format!(
+            "chaintable-durability-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        DataDir(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The log segments, oldest first.
+    fn segments(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn durable(dir: &DataDir, extra: &[&str]) -> ServerProc {
+    let mut args = vec!["--data-dir", dir.arg()];
+    args.extend_from_slice(extra);
+    ServerProc::start(4, &args)
+}
+
+fn stat(c: &mut Client, name: &str) -> u64 {
+    c.stats()
+        .unwrap()
+        .get_count(name)
+        .unwrap_or_else(|| panic!("no stat {name}"))
+}
+
+fn value_of(c: &mut Client, key: &str) -> Option<Vec<u8>> {
+    c.get(key.as_bytes()).unwrap().map(|v| v.value)
+}
+
+/// What one writer knows of a key: the value it last had acknowledged
+/// (`None`: absent), and a write in flight when the server died.
+#[derive(Default, Clone)]
+struct KeyLog {
+    acked: Option<Vec<u8>>,
+    in_flight: Option<Option<Vec<u8>>>,
+}
+
+/// Writers doing synchronous PUTs and DELs over their own keys until the
+/// server dies; returns every key's log and the number acknowledged.
+fn write_until_killed(
+    server: &mut ServerProc,
+    run_for: Duration,
+) -> (HashMap<String, KeyLog>, u64) {
+    let logs = Arc::new(Mutex::new(HashMap::<String, KeyLog>::new()));
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (addr, logs, acked, stop) = (server.addr(), logs.clone(), acked.clone(), stop.clone());
+        writers.push(std::thread::spawn(move || {
+            let Ok(mut c) = Client::connect_with(&addr, common::quick_opts()) else {
+                return;
+            };
+            for i in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let key = format!("w{w}-k{}", i % 25);
+                let value =
+                    (i % 7 != 6).then(|| format!("{w}:{i}:{}", "x".repeat(100)).into_bytes());
+                logs.lock()
+                    .unwrap()
+                    .entry(key.clone())
+                    .or_default()
+                    .in_flight = Some(value.clone());
+                let result = match &value {
+                    Some(v) => c.put(key.as_bytes(), v),
+                    None => c.del(key.as_bytes()),
+                };
+                if result.is_err() {
+                    return; // the server died: this write stays in flight
+                }
+                let mut logs = logs.lock().unwrap();
+                let log = logs.get_mut(&key).unwrap();
+                log.acked = value;
+                log.in_flight = None;
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    std::thread::sleep(run_for);
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let logs = logs.lock().unwrap().clone();
+    (logs, acked.load(Ordering::Relaxed))
+}
+
+fn every_acknowledged_write_survives_kill9(policy: &str) {
+    let dir = DataDir::new(policy);
+    // Small segments and frequent snapshots, so the kill lands among rolls,
+    // snapshots and deleted segments, not in one quiet file.
+    let opts = [
+        "--fsync",
+        policy,
+        "--snapshot-every-writes",
+        "600",
+        "--segment-bytes-max",
+        "32768",
+    ];
+    let mut server = durable(&dir, &opts);
+    let (logs, acked) = write_until_killed(&mut server, Duration::from_millis(2500));
+    assert!(
+        acked > 500,
+        "only {acked} writes acknowledged: the scenario did not run"
+    );
+
+    let restarted = durable(&dir, &opts);
+    let mut c = restarted.client();
+    assert!(
+        stat(&mut c, "snapshot_seq") > 0,
+        "recovery did not start from a snapshot; log:\n{}",
+        restarted.log_text()
+    );
+    for (key, log) in &logs {
+        let got = value_of(&mut c, key);
+        let in_flight_matches = log.in_flight.as_ref().is_some_and(|v| *v == got);
+        assert!(
+            got == log.acked || in_flight_matches,
+            "{policy}: {key} holds {:?} after the restart; acknowledged {:?}, in flight {:?}",
+            got.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            log.acked
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            log.in_flight
+        );
+    }
+    // The restarted server keeps taking writes, and they are durable too.
+    c.put(b"after-restart", b"1").unwrap();
+    eprintln!(
+        "{policy}: {acked} writes acknowledged before SIGKILL; all present after the restart"
+    );
+}
+
+#[test]
+fn fsync_always_keeps_every_acknowledged_write_across_kill9() {
+    every_acknowledged_write_survives_kill9("always");
+}
+
+#[test]
+fn fsync_everysec_keeps_every_acknowledged_write_across_kill9() {
+    // SIGKILL does not lose the page cache: `everysec` loses writes only
+    // to a power cut, which a test cannot stage.
+    every_acknowledged_write_survives_kill9("everysec");
+}
+
+#[test]
+fn fsync_no_keeps_every_acknowledged_write_across_kill9() {
+    every_acknowledged_write_survives_kill9("no");
+}
+
+/// Writes `n` synchronous PUTs `k<i>` = `v<i>` (i from 1) and kills the
+/// server; returns the directory.
+fn log_of_puts(tag: &str, n: usize) -> DataDir {
+    let dir = DataDir::new(tag);
+    let mut server = durable(&dir, &[]);
+    let mut c = server.client();
+    for i in 1..=n {
+        c.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
+    }
+    server.kill9();
+    dir
+}
+
+/// Where each record of a segment ends, read per spec/STORAGE.md (an
+/// 8-byte magic, then records of u32 length, u32 CRC, payload).
+fn record_ends(segment: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 8;
+    while at + 8 <= segment.len() {
+        let len = u32::from_be_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+        ends.push(at);
+    }
+    assert_eq!(at, segment.len(), "the test's own reading of the segment");
+    ends
+}
+
+#[test]
+fn a_torn_final_record_is_cut_off_at_the_last_good_record() {
+    let n = 40;
+    let original = log_of_puts("torn", n);
+    let segment = original.segments().pop().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let ends = record_ends(&bytes);
+    assert_eq!(ends.len(), n);
+    let seed: u64 = rand::random();
+    eprintln!("torn-tail offsets from seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // One cut inside the last record, the rest anywhere after the magic.
+    let mut cuts = vec![bytes.len() - 1];
+    cuts.extend((0..5).map(|_| rng.gen_range(8..bytes.len())));
+    for cut in cuts {
+        let dir = DataDir::new("torn-trial");
+        let copy = dir.0.join(segment.file_name().unwrap());
+        std::fs::write(&copy, &bytes[..cut]).unwrap();
+        let kept = ends.iter().filter(|e| **e <= cut).count();
+
+        let mut server = durable(&dir, &[]);
+        let mut c = server.client();
+        assert_eq!(c.size().unwrap(), kept as u64, "cut at {cut}");
+        if kept > 0 {
+            assert_eq!(
+                value_of(&mut c, &format!("k{kept}")),
+                Some(format!("v{kept}").into_bytes())
+            );
+        }
+        let boundary = if kept == 0 { 8 } else { ends[kept - 1] };
+        if boundary < cut {
+            assert!(
+                server.log_text().contains("torn record"),
+                "cut at {cut}: no warning logged"
+            );
+        }
+        let len = std::fs::metadata(&copy).unwrap().len();
+        assert_eq!(
+            len, boundary as u64,
+            "cut at {cut}: the torn bytes must be gone from the file"
+        );
+        // Writing after the cut appends where the good records end: the
+        // next restart reads the new write, not garbage.
+        c.put(b"after", b"cut").unwrap();
+        server.kill9();
+        let server = durable(&dir, &[]);
+        let mut c = server.client();
+        assert_eq!(
+            c.size().unwrap(),
+            kept as u64 + 1,
+            "cut at {cut}, then one write"
+        );
+        assert_eq!(value_of(&mut c, "after"), Some(b"cut".to_vec()));
+    }
+}
+
+/// Runs `table-server` on `dir` expecting it to refuse to start; returns
+/// its stderr.
+fn refused_start(dir: &DataDir) -> String {
+    let out = Command::new(server_bin())
+        .args([
+            &common::free_port().to_string(),
+            "4",
+            "--data-dir",
+            dir.arg(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = out.id();
+    let waiter = std::thread::spawn(move || out.wait_with_output().unwrap());
+    let done = wait_for(Duration::from_secs(10), || {
+        waiter.is_finished().then_some(())
+    });
+    if done.is_none() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("table-server started on a damaged data directory");
+    }
+    let output = waiter.join().unwrap();
+    assert!(
+        !output.status.success(),
+        "table-server exited 0 on a damaged data directory"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_corrupted_record_in_the_middle_stops_the_start_naming_file_and_offset() {
+    let dir = log_of_puts("corrupt", 40);
+    let segment = dir.segments().pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let ends = record_ends(&bytes);
+    // Flip a bit in the value of record 20 (its last payload byte).
+    let (start, end) = (ends[18], ends[19]);
+    bytes[end - 1] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let stderr = refused_start(&dir);
+    assert!(
+        stderr.contains(segment.to_str().unwrap()) && stderr.contains(&format!("offset {start}")),
+        "the error must name the file and the record's offset {start}:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        bytes.len() as u64,
+        "a refused start must not truncate the log"
+    );
+}
+
+#[test]
+fn a_missing_segment_is_a_hole_in_the_history_not_a_shorter_table() {
+    let dir = DataDir::new("hole");
+    let mut server = durable(&dir, &["--segment-bytes-max", "4096"]);
+    let mut c = server.client();
+    for i in 0..200 {
+        c.put(format!("k{i}").as_bytes(), &[7u8; 64]).unwrap();
+    }
+    server.kill9();
+    let segments = dir.segments();
+    assert!(
+        segments.len() >= 3,
+        "expected several segments, got {}",
+        segments.len()
+    );
+    std::fs::remove_file(&segments[1]).unwrap();
+    let stderr = refused_start(&dir);
+    assert!(
+        stderr.contains(segments[2].to_str().unwrap()) && stderr.contains("segment starts after"),
+        "the error must name the segment after the hole:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_data_directory_serves_one_process_at_a_time() {
+    let dir = DataDir::new("lock");
+    let _first = durable(&dir, &[]);
+    let stderr = refused_start(&dir);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
+fn ids_handed_to_writes_lost_in_a_crash_are_never_reused() {
+    let dir = DataDir::new("ids");
+    // A slow worker keeps asynchronous writes queued, unlogged, when the
+    // SIGKILL lands; some get logged first. Whichever: VERIFY after the
+    // restart must agree with the table, and no old id may name a new write.
+    let mut server = durable(&dir, &["--test-worker-delay-ms", "20"]);
+    let mut c = server.client();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let key = format!("async-{i}");
+        ids.push((
+            key.clone(),
+            c.put_async(key.as_bytes(), b"v").unwrap().op_id,
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill9();
+
+    let server = durable(&dir, &[]);
+    let mut c = server.client();
+    let mut executed = 0;
+    for (key, id) in &ids {
+        let state = c.verify(*id).unwrap();
+        let present = value_of(&mut c, key).is_some();
+        assert_ne!(state, OpState::Pending, "op {id} pending after a restart");
+        assert_eq!(
+            state == OpState::Executed,
+            present,
+            "VERIFY({id}) says {state:?}; {key} present: {present}"
+        );
+        executed += usize::from(present);
+    }
+    assert!(
+        executed < ids.len(),
+        "every write was logged before the kill; the test proved nothing"
+    );
+    let max_old = ids.iter().map(|(_, id)| *id).max().unwrap();
+    let new = c.put(b"new", b"1").unwrap().op_id;
+    assert!(
+        new > max_old,
+        "new write got id {new}, not above the ids handed out before ({max_old})"
+    );
+    let unlogged = ids
+        .iter()
+        .find(|(k, _)| value_of(&mut c, k).is_none())
+        .unwrap();
+    assert_eq!(
+        c.verify(unlogged.1).unwrap(),
+        OpState::Unknown,
+        "a lost write's id after new writes"
+    );
+}
+
+/// A tmpfs of `size` mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("chaintable-tmpfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::piped())
+            .output();
+        match status {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+            Ok(o) => {
+                let why = String::from_utf8_lossy(&o.stderr).into_owned();
+                common::skip_allowed(
+                    "tmpfs",
+                    "a tmpfs mount (root)",
+                    "the full-disk scenario",
+                    &why,
+                );
+                None
+            }
+            Err(e) => {
+                common::skip_allowed(
+                    "tmpfs",
+                    "a tmpfs mount (root)",
+                    "the full-disk scenario",
+                    &e.to_string(),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Fills the file system holding `path` with a file there.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xAAu8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    // Whatever a partial chunk left: fill it byte by byte.
+    while f.write_all(&[0xAA]).is_ok() {}
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let data = DataDir(fs.0.join("data"));
+    std::fs::create_dir_all(&data.0).unwrap();
+    let mut server = durable(&data, &[]);
+    let mut c = server.client();
+    c.put(b"before", b"1").unwrap();
+
+    let ballast = fs.0.join("ballast");
+    fill(&ballast);
+    // This write cannot be logged: it must wait, unacknowledged.
+    let addr = server.addr();
+    let blocked = std::thread::spawn(move || {
+        let opts = Options {
+            read_timeout: Duration::from_secs(60),
+            ..common::quick_opts()
+        };
+        let mut c = Client::connect_with(&addr, opts).unwrap();
+        c.put(b"blocked", &[1u8; 8192]).map(|ok| ok.op_id)
+    });
+    let failing = wait_for(Duration::from_secs(10), || {
+        (stat(&mut c, "storage_failing") == 1).then_some(())
+    });
+    assert!(failing.is_some(), "the server never noticed the full disk");
+    let err = c.put(b"refused", b"x").unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::StorageUnavailable), "{err}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(
+        value_of(&mut c, "before"),
+        Some(b"1".to_vec()),
+        "reads must go on"
+    );
+    assert_eq!(
+        value_of(&mut c, "blocked"),
+        None,
+        "an unlogged write is not applied"
+    );
+    assert!(
+        !blocked.is_finished(),
+        "a write that could not be logged was answered"
+    );
+
+    std::fs::remove_file(&ballast).unwrap();
+    let op = blocked
+        .join()
+        .unwrap()
+        .expect("the blocked write completes once space returns");
+    assert!(op > 0);
+    let resumed = wait_for(Duration::from_secs(10), || {
+        (stat(&mut c, "storage_failing") == 0).then_some(())
+    });
+    assert!(resumed.is_some());
+    c.put(b"after", b"2").unwrap();
+    server.kill9();
+
+    let server = durable(&data, &[]);
+    let mut c = server.client();
+    for (k, v) in [
+        ("before", &b"1"[..]),
+        ("blocked", &[1u8; 8192][..]),
+        ("after", &b"2"[..]),
+    ] {
+        assert_eq!(
+            value_of(&mut c, k).as_deref(),
+            Some(v),
+            "{k} after the restart"
+        );
+    }
+    assert_eq!(value_of(&mut c, "refused"), None);
+    drop(server);
+    drop(data);
+}

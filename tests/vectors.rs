@@ -307,8 +307,6 @@ fn every_malformed_vector_fails_the_documented_way() {
 /// a fenced block whose lines hold hex bytes, then optionally `|` and a note.
 #[test]
 fn every_hex_dump_in_the_spec_is_a_checked_vector() {
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/PROTOCOL.md"))
-        .expect("spec/PROTOCOL.md is readable");
     let v = vectors();
     let mut by_name = HashMap::new();
     for group in ["valid", "malformed"] {
@@ -319,12 +317,36 @@ fn every_hex_dump_in_the_spec_is_a_checked_vector() {
     for vector in v["handshake"]["frames"].as_array().unwrap() {
         by_name.insert(s(vector, "name").to_string(), s(vector, "hex").to_string());
     }
+    let checked = check_dumps("PROTOCOL.md", "<!-- vector: ", &by_name);
+    assert!(
+        checked >= 5,
+        "the spec should quote vectors; found {checked}"
+    );
+}
+
+#[test]
+fn every_hex_dump_in_the_storage_spec_is_a_checked_vector() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/vectors/storage.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let by_name: HashMap<String, String> = ["segment", "snapshot", "after_snapshot"]
+        .iter()
+        .map(|name| (name.to_string(), s(&v, name).to_string()))
+        .collect();
+    let checked = check_dumps("STORAGE.md", "<!-- storage vector: ", &by_name);
+    assert_eq!(checked, 2, "STORAGE.md quotes the segment and the snapshot");
+}
+
+/// Checks every hex dump in `spec/<file>` that follows a `marker NAME -->`
+/// line against the vector NAME; returns how many it checked.
+fn check_dumps(file: &str, marker: &str, by_name: &HashMap<String, String>) -> usize {
+    let path = format!("{}/spec/{file}", env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(&path).expect("the spec is readable");
     let mut checked = 0;
     let mut lines = spec.lines();
     while let Some(line) = lines.next() {
         let Some(name) = line
             .trim()
-            .strip_prefix("<!-- vector: ")
+            .strip_prefix(marker)
             .and_then(|l| l.strip_suffix(" -->"))
         else {
             continue;
@@ -341,17 +363,14 @@ fn every_hex_dump_in_the_spec_is_a_checked_vector() {
         }
         let expected = by_name
             .get(name)
-            .unwrap_or_else(|| panic!("spec quotes unknown vector {name}"));
+            .unwrap_or_else(|| panic!("{file} quotes unknown vector {name}"));
         assert_eq!(
             &hex, expected,
-            "spec dump of {name} differs from the vector"
+            "{file}: dump of {name} differs from the vector"
         );
         checked += 1;
     }
-    assert!(
-        checked >= 5,
-        "the spec should quote vectors; found {checked}"
-    );
+    checked
 }
 
 /// The handshake section: proofs, keys and MACed frames computed by the
@@ -435,4 +454,140 @@ fn peer_hello(m: &Message) -> PeerHello {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ----- spec/STORAGE.md ------------------------------------------------------
+
+mod storage {
+    use super::{n, s, unhex};
+    use chaintable::serialize::Key;
+    use chaintable::storage::{
+        recover, write_snapshot, FsyncPolicy, SnapshotJob, StorageConfig, Wal,
+    };
+    use chaintable::table::Table;
+    use chaintable::wire::{SeqGap, Update, WriteOp};
+    use serde_json::Value;
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
+
+    fn vectors() -> Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/vectors/storage.json");
+        let text = std::fs::read_to_string(path).expect("storage.json is readable");
+        serde_json::from_str(&text).expect("storage.json is JSON")
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("chaintable-vectors-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn update(u: &Value) -> Update {
+        let key = Key::new(s(u, "key").as_bytes()).unwrap();
+        let op = match s(u, "op") {
+            "put" => WriteOp::Put {
+                key,
+                value: s(u, "value").as_bytes().to_vec(),
+            },
+            _ => WriteOp::Del { key },
+        };
+        Update {
+            seq: n(u, "seq"),
+            prev_seq: n(u, "prev_seq"),
+            op,
+        }
+    }
+
+    #[test]
+    fn the_log_writes_the_segment_of_the_vectors() {
+        let v = vectors();
+        let dir = scratch("segment");
+        let mut wal = Wal::open(&dir, FsyncPolicy::Always, 1 << 20, None, 0).unwrap();
+        for u in v["updates"].as_array().unwrap() {
+            wal.append(&update(u));
+        }
+        wal.commit(Instant::now()).unwrap();
+        let written = std::fs::read(dir.join(s(&v, "segment_name"))).unwrap();
+        assert_eq!(written, unhex(s(&v, "segment")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_snapshot_writes_the_snapshot_of_the_vectors() {
+        let v = vectors();
+        let dir = scratch("snapshot");
+        let table = Table::new(1);
+        for u in &v["updates"].as_array().unwrap()[..2] {
+            let u = update(u);
+            let _ = table.apply(u.seq, &u.op);
+        }
+        let written_seq = AtomicU64::new(2);
+        let job = SnapshotJob {
+            table: &table,
+            dir: &dir,
+            seq: 2,
+            gaps: Vec::new(),
+            written_seq: &written_seq,
+        };
+        write_snapshot(&job).unwrap();
+        let written = std::fs::read(dir.join(s(&v, "snapshot_name"))).unwrap();
+        assert_eq!(written, unhex(s(&v, "snapshot")));
+        assert_eq!(table.digest(), n(&v, "snapshot_digest"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn recovers_to_the_table_of_the_vectors(files: &[(&str, &str)]) {
+        let v = vectors();
+        let dir = scratch(files[0].0);
+        for (name, hex) in files {
+            std::fs::write(dir.join(s(&v, name)), unhex(s(&v, hex))).unwrap();
+        }
+        let table = Table::new(4);
+        let r = recover(&StorageConfig::new(&dir), &table).unwrap();
+        assert_eq!(r.last_seq, n(&v, "last_seq"));
+        let want: Vec<SeqGap> = v["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| SeqGap {
+                first: n(g, "first"),
+                last: n(g, "last"),
+            })
+            .collect();
+        assert_eq!(r.gaps, want);
+        let mut entries = table.entries();
+        entries.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+        let want: Vec<(String, u64, String)> = v["table"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (s(e, "key").into(), n(e, "version"), s(e, "value").into()))
+            .collect();
+        let got: Vec<(String, u64, String)> = entries
+            .iter()
+            .map(|e| {
+                let k = String::from_utf8(e.key.as_bytes().to_vec()).unwrap();
+                (k, e.version, String::from_utf8(e.value.clone()).unwrap())
+            })
+            .collect();
+        assert_eq!(got, want);
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_segment_of_the_vectors_recovers_to_their_table() {
+        recovers_to_the_table_of_the_vectors(&[("segment_name", "segment")]);
+    }
+
+    #[test]
+    fn the_snapshot_and_its_segment_recover_to_the_same_table() {
+        recovers_to_the_table_of_the_vectors(&[
+            ("snapshot_name", "snapshot"),
+            ("after_snapshot_name", "after_snapshot"),
+        ]);
+    }
 }

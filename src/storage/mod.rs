@@ -25,9 +25,12 @@ mod wal;
 
 pub use record::{BadRecord, RECORD_PAYLOAD_BYTES_MAX};
 pub use recover::{recover, Recovered};
-pub use snapshot::{read_snapshot, SnapshotFile, SNAPSHOT_RECORD_BYTES};
+pub use snapshot::{
+    read_snapshot, write_snapshot, SnapshotFile, SnapshotJob, SnapshotWritten,
+    SNAPSHOT_RECORD_BYTES,
+};
 pub use store::{Health, Opened, Store, STORAGE_RETRY_INTERVAL};
-pub use wal::{EVERYSEC_INTERVAL, UNSYNCED_BYTES_MAX};
+pub use wal::{Wal, EVERYSEC_INTERVAL, UNSYNCED_BYTES_MAX};
 
 use std::fs::File;
 use std::io;

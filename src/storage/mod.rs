@@ -17,6 +17,7 @@
 //! the policy. So nothing is acknowledged that the log does not hold, and
 //! everything in the table is in the log.
 
+mod apply;
 mod record;
 mod recover;
 mod snapshot;

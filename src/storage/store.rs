@@ -92,16 +92,17 @@ impl Store {
         let listing = super::list_dir(&cfg.dir)?;
         let restarted = !listing.segments.is_empty() || !listing.snapshots.is_empty();
         let r: Recovered = recover(&cfg, table)?;
-        let secs = r.took.as_secs_f64().max(1e-6);
+        let log_secs = (r.took - r.snapshot_took).as_secs_f64().max(1e-6);
         #[allow(clippy::cast_precision_loss)]
         let mb = r.replayed_bytes as f64 / 1e6;
         tracing::info!(
             dir = %cfg.dir.display(),
             snapshot_seq = r.snapshot.as_ref().map_or(0, |s| s.seq),
             snapshot_entries = r.snapshot.as_ref().map_or(0, |s| s.entries),
+            snapshot_ms = r.snapshot_took.as_millis(),
             replayed_records = r.replayed_records,
             replayed_mb = format!("{mb:.1}"),
-            replay_mb_per_s = format!("{:.0}", mb / secs),
+            replay_mb_per_s = format!("{:.0}", mb / log_secs),
             last_seq = r.last_seq,
             took_ms = r.took.as_millis(),
             "recovered the table from the data directory"

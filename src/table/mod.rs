@@ -50,16 +50,27 @@ fn entry_digest(key: &Key, v: &Versioned) -> u64 {
 
 impl Partition {
     fn insert(&mut self, key: Key, v: Versioned) -> bool {
+        use std::collections::hash_map::Entry as Slot;
         self.digest = self.digest.wrapping_add(entry_digest(&key, &v));
         self.count(&key, &v, true);
-        match self.map.insert(key.clone(), v) {
-            Some(old) => {
-                self.digest = self.digest.wrapping_sub(entry_digest(&key, &old));
-                self.count(&key, &old, false);
-                true
+        // One lookup, and the key is moved in, never cloned.
+        let (old_digest, old_sizes) = match self.map.entry(key) {
+            Slot::Occupied(mut slot) => {
+                let old = slot.insert(v);
+                (
+                    entry_digest(slot.key(), &old),
+                    encoded_sizes(slot.key(), &old),
+                )
             }
-            None => false,
-        }
+            Slot::Vacant(slot) => {
+                slot.insert(v);
+                return false;
+            }
+        };
+        self.digest = self.digest.wrapping_sub(old_digest);
+        self.keys_encoded_bytes -= old_sizes.0;
+        self.entries_encoded_bytes -= old_sizes.1;
+        true
     }
 
     fn remove(&mut self, key: &Key) -> bool {
@@ -122,8 +133,19 @@ impl Table {
     /// spread keys over lock stripes; the maps themselves keep std's keyed
     /// SipHash, which is what protects them from chosen-key collisions.
     fn lock_key(&self, key: &Key) -> MutexGuard<'_, Partition> {
-        let h = crc32fast::hash(key.as_bytes()) as usize;
-        self.lock_index(h % self.partitions.len())
+        self.lock_index(self.partition_of(key))
+    }
+
+    /// The index of the partition that holds `key`.
+    #[must_use]
+    pub fn partition_of(&self, key: &Key) -> usize {
+        self.partition_of_bytes(key.as_bytes())
+    }
+
+    /// [`Table::partition_of`] for a key's bytes (not yet a [`Key`]).
+    #[must_use]
+    pub fn partition_of_bytes(&self, key: &[u8]) -> usize {
+        crc32fast::hash(key) as usize % self.partitions.len()
     }
 
     /// The entry for `key`, if any (a copy: the lock is not held).
@@ -135,15 +157,19 @@ impl Table {
     /// Applies one write; `version` is its sequence number.
     #[must_use]
     pub fn apply(&self, version: u64, op: &WriteOp) -> WriteOutcome {
+        self.apply_owned(version, op.clone())
+    }
+
+    /// [`Table::apply`] for a write the caller no longer needs (log
+    /// replay): key and value move into the table without a copy.
+    #[must_use]
+    pub fn apply_owned(&self, version: u64, op: WriteOp) -> WriteOutcome {
         let existed = match op {
             WriteOp::Put { key, value } => {
-                let v = Versioned {
-                    version,
-                    value: value.clone(),
-                };
-                self.lock_key(key).insert(key.clone(), v)
+                let v = Versioned { version, value };
+                self.lock_key(&key).insert(key, v)
             }
-            WriteOp::Del { key } => self.lock_key(key).remove(key),
+            WriteOp::Del { key } => self.lock_key(&key).remove(&key),
         };
         if existed {
             WriteOutcome::Existed

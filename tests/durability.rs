@@ -544,3 +544,146 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
     drop(server);
     drop(data);
 }
+
+// ----- backups: table-client snapshot save, table-server --restore ---------
+
+/// Runs `table-client <addr> snapshot save <file>`; returns the op id the
+/// backup is as of and the digest the client computed.
+fn snapshot_save(addr: &str, file: &Path) -> (u64, u64) {
+    let out = common::table_client(&[addr, "snapshot", "save", file.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "snapshot save failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |after: &str| -> u64 {
+        let rest = text
+            .split(after)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no '{after}' in {text}"));
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (field("as of op"), field("table_digest"))
+}
+
+#[test]
+fn a_backup_under_writes_restores_to_exactly_the_table_as_of_its_last_write() {
+    let source = ServerProc::start(64, &[]);
+    let mut c = source.client();
+    // A table big enough that the copy takes many steps.
+    let preload: Vec<chaintable::wire::Body> = (0..20_000)
+        .map(|i| chaintable::wire::Body::Put {
+            key: chaintable::serialize::Key::new(format!("pre{i}").as_bytes()).unwrap(),
+            value: vec![b'p'; 200],
+            mode: chaintable::wire::WriteMode::Sync,
+        })
+        .collect();
+    for chunk in preload.chunks(1000) {
+        for r in c.pipeline(chunk.to_vec()).unwrap() {
+            r.unwrap();
+        }
+    }
+    // One writer overwriting keys while the backup runs; it records every
+    // write's op id, so the table as of any op id can be rebuilt.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, stop2) = (source.addr(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut c = Client::connect(&addr).unwrap();
+        let mut log = Vec::new();
+        for i in 0u64.. {
+            if stop2.load(Ordering::Relaxed) && i > 200 {
+                break;
+            }
+            let key = format!("pre{}", (i * 7919) % 20_000);
+            let value = format!("w{i}").into_bytes();
+            let op = c.put(key.as_bytes(), &value).unwrap().op_id;
+            log.push((op, key, value));
+        }
+        log
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let dir = DataDir::new("backup");
+    let file = dir.0.join("table.backup");
+    let (as_of, digest) = snapshot_save(&source.addr(), &file);
+    stop.store(true, Ordering::Relaxed);
+    let log = writer.join().unwrap();
+    assert!(
+        log.iter().any(|(op, ..)| *op > as_of),
+        "no write after the backup; the test proved little"
+    );
+
+    let mut expected: HashMap<String, Vec<u8>> = (0..20_000)
+        .map(|i| (format!("pre{i}"), vec![b'p'; 200]))
+        .collect();
+    for (op, key, value) in &log {
+        if *op <= as_of {
+            expected.insert(key.clone(), value.clone());
+        }
+    }
+    let restored_dir = DataDir::new("restored");
+    let file_arg = file.to_str().unwrap().to_string();
+    let restored = durable(&restored_dir, &["--restore", &file_arg]);
+    let mut r = restored.client();
+    assert_eq!(stat(&mut r, "last_executed"), as_of);
+    assert_eq!(
+        stat(&mut r, "table_digest"),
+        digest,
+        "the digest the client printed"
+    );
+    let table = r.table().unwrap();
+    assert_eq!(table.len(), expected.len());
+    for e in table {
+        let key = String::from_utf8(e.key.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            Some(&e.value),
+            expected.get(&key),
+            "{key} in the restored table"
+        );
+    }
+    // The restored server is durable from there on.
+    r.put(b"after-restore", b"1").unwrap();
+}
+
+#[test]
+fn a_quiet_server_restores_to_the_same_digest_and_a_used_directory_is_refused() {
+    let source = ServerProc::start(4, &[]);
+    let mut c = source.client();
+    for i in 0..500 {
+        c.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
+    }
+    c.del(b"k7").unwrap();
+    let dir = DataDir::new("quiet");
+    let file = dir.0.join("b.snap");
+    let (as_of, _) = snapshot_save(&source.addr(), &file);
+    assert_eq!(as_of, stat(&mut c, "last_executed"));
+    let want = stat(&mut c, "table_digest");
+
+    // Without a data directory, the backup is loaded into memory.
+    let file_arg = file.to_str().unwrap().to_string();
+    let mem = ServerProc::start(8, &["--restore", &file_arg]);
+    assert_eq!(stat(&mut mem.client(), "table_digest"), want);
+
+    let used = log_of_puts("used", 3);
+    let out = Command::new(server_bin())
+        .args([
+            &common::free_port().to_string(),
+            "4",
+            "--data-dir",
+            used.arg(),
+            "--restore",
+            &file_arg,
+        ])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without history"), "{stderr}");
+}

@@ -132,6 +132,11 @@ fn message(m: &Value) -> Message {
         "GETKEYS" => Body::GetKeys,
         "GETTABLE" => Body::GetTable,
         "STATS" => Body::Stats,
+        "BACKUP" => Body::Backup,
+        "BACKUP_CHUNK" => Body::BackupChunk {
+            last: m["last"].as_bool().unwrap(),
+            data: unhex(s(m, "data_hex")),
+        },
         "VERIFY" => Body::Verify {
             op_id: n(m, "op_id"),
         },

@@ -17,7 +17,7 @@ import zlib
 
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
-          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, UPDATE=0x40, ACK=0x41,
+          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, BACKUP=0x0B, UPDATE=0x40, ACK=0x41,
           SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
           PEER_PROOF=0x46, ERROR=0xFF)
 REPLY = 0x80
@@ -76,7 +76,7 @@ def encode(m):
         p = key(k) + data(m["value"].encode())
     elif t in ("GET", "DEL"):
         p = key(k)
-    elif t in ("SIZE", "GETKEYS", "GETTABLE", "STATS"):
+    elif t in ("SIZE", "GETKEYS", "GETTABLE", "STATS", "BACKUP"):
         p = b""
     elif t == "VERIFY":
         p = struct.pack(">Q", m["op_id"])
@@ -112,13 +112,15 @@ def encode(m):
         p = struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
     elif t == "STATS_OK":
         p = stats([(f["name"], f["value"]) for f in m["fields"]])
+    elif t == "BACKUP_CHUNK":
+        p = bytes([int(m["last"])]) + data(bytes.fromhex(m["data_hex"]))
     elif t == "VERIFY_OK":
         p = bytes([OP_STATES[m["state"]]])
     elif t == "ERROR":
         p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
     else:
         raise ValueError(t)
-    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH"}[t]] | REPLY
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP"}[t]] | REPLY
     return frame(opcode, rid, p, flags)
 
 
@@ -145,6 +147,9 @@ VALID = [
     ("stats-ok", dict(type="STATS_OK", request_id=9, fields=[dict(name="ops", value=7), dict(name="role", value="head")])),
     ("verify", dict(type="VERIFY", request_id=10, op_id=43)),
     ("verify-ok", dict(type="VERIFY_OK", request_id=10, state="executed")),
+    ("backup", dict(type="BACKUP", request_id=13)),
+    # A whole backup in one chunk: the snapshot file of vectors/storage.json.
+    ("backup-chunk-last", dict(type="BACKUP_CHUNK", request_id=13, last=True, data_hex=None)),
     ("hello-ok-auth-required", dict(type="HELLO_OK", request_id=1, version=1, features=1, payload_bytes_max=16777216, role="standalone", last_seq=0)),
     ("auth", dict(type="AUTH", request_id=2, user="alice", password="wonderland")),
     ("auth-ok", dict(type="AUTH_OK", request_id=2, access="readwrite")),
@@ -295,6 +300,9 @@ def storage():
 
 
 def main():
+    for _, m in VALID:
+        if m.get("data_hex", "") is None:
+            m["data_hex"] = storage()["snapshot"]
     vectors = {
         "about": "Test vectors for spec/PROTOCOL.md. 'valid' frames decode to 'message' and 'message' encodes to exactly 'hex'. "
                  "'malformed' frames must produce 'error' (decoder result) and the server answers 'server_reply' "

@@ -84,6 +84,48 @@ impl Backend {
             Backend::Chain(c) => c.call(body),
         }
     }
+
+    fn backup_to(&mut self, out: &mut dyn std::io::Write) -> Result<(u64, String), ClientError> {
+        match self {
+            Backend::Single(c) => {
+                let addr = c.addr().to_string();
+                c.backup_to(out).map(|n| (n, addr))
+            }
+            Backend::Chain(c) => c.backup_to(out),
+        }
+    }
+}
+
+/// `snapshot save FILE`: the backup goes to FILE.tmp, is read back whole
+/// (which checks every record and computes the table's digest), and only
+/// then renamed to FILE.
+fn snapshot_save(backend: &mut Backend, path: &std::path::Path) -> Result<String, String> {
+    let tmp = path.with_extension("tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let saved = backend.backup_to(&mut out).and_then(|(n, addr)| {
+        std::io::Write::flush(&mut out)
+            .and_then(|()| out.get_ref().sync_all())
+            .map(|()| (n, addr))
+            .map_err(|e| ClientError::Protocol(format!("cannot write the backup: {e}")))
+    });
+    let (bytes, addr) = saved.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{e}")
+    })?;
+    let table = chaintable::table::Table::new(16);
+    let snap = chaintable::storage::read_snapshot(&tmp, &table).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("the backup does not read back: {e}")
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!(
+        "saved {}: {} entries as of op {}, table_digest {}, {bytes} bytes from {addr}",
+        path.display(),
+        table.len(),
+        snap.applied_through,
+        table.digest()
+    ))
 }
 
 /// What running one line did, for the exit code.
@@ -116,6 +158,16 @@ impl Shell {
                 (Outcome::Ok, false)
             }
             Command::Quit => (Outcome::Ok, true),
+            Command::SnapshotSave(path) => match snapshot_save(&mut self.backend, &path) {
+                Ok(done) => {
+                    println!("{done}");
+                    (Outcome::Ok, false)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    (Outcome::Failed, false)
+                }
+            },
             Command::Request(body) => match self.backend.call(body) {
                 Ok((reply, addr)) => {
                     println!("{}", cli::render(&reply));

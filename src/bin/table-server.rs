@@ -140,6 +140,11 @@ struct Args {
     #[arg(long, value_name = "SECONDS", requires = "data_dir",
           value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     snapshot_every: Option<u64>,
+    /// Start from this backup (`table-client ADDR snapshot save FILE`). With
+    /// --data-dir, the directory must hold no history: the backup becomes
+    /// its first snapshot.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<std::path::PathBuf>,
     /// TEST ONLY: answer reads on any member. Breaks linearizability; exists
     /// so the fault-injection suite can show its checker catches that.
     #[cfg(feature = "testing")]
@@ -249,6 +254,7 @@ fn config(
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
+        restore: args.restore,
         storage: args.data_dir.map(|dir| StorageConfig {
             dir,
             fsync: args.fsync,

@@ -197,6 +197,24 @@ impl ChainClient {
         reply.map(|b| (b, addr))
     }
 
+    /// BACKUP from the tail (see [`Client::backup_to`]); returns the bytes
+    /// written and the member that sent them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::backup_to`]; not retried (a backup is simply run again).
+    pub fn backup_to(
+        &mut self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(u64, String), ClientError> {
+        self.refresh();
+        let addr = self.target(false).ok_or_else(|| ClientError::NoChain {
+            root: self.root.clone(),
+        })?;
+        let mut client = Client::connect_with(&addr, self.opts.clone())?;
+        client.backup_to(out).map(|n| (n, addr))
+    }
+
     /// Stops the ZooKeeper watcher.
     pub fn close(self) {
         self.coord.stop();

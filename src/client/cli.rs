@@ -15,6 +15,8 @@ commands (alias):
   gettable (t)                all entries
   stats (st)                  server statistics
   verify <op_id>              has write <op_id> been executed?
+  snapshot save <file>        save a consistent backup of the table (from the
+                              tail) to <file>; table-server --restore <file>
   help (h)                    this text
   quit (q)                    leave";
 
@@ -22,6 +24,8 @@ commands (alias):
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Request(Body),
+    /// `snapshot save FILE`: BACKUP into a file.
+    SnapshotSave(std::path::PathBuf),
     Help,
     Quit,
 }
@@ -69,6 +73,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                 .parse()
                 .map_err(|_| format!("verify: '{n}' is not an operation number"))?;
             Command::Request(Body::Verify { op_id })
+        }
+        "snapshot" => {
+            let (sub, file) = split_word(rest);
+            let file = file.trim();
+            if sub != "save" || file.is_empty() || file.contains(char::is_whitespace) {
+                return Err("usage: snapshot save <file>".into());
+            }
+            Command::SnapshotSave(file.into())
         }
         "help" | "h" | "?" => Command::Help,
         "quit" | "q" | "exit" => Command::Quit,

@@ -412,6 +412,49 @@ impl Client {
         }
     }
 
+    /// BACKUP: streams a consistent snapshot of the table (a snapshot file,
+    /// spec/STORAGE.md) into `out`; returns the bytes written.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; an ERROR reply ends the stream (BUSY when a
+    /// backup is already running or writes outpaced it; NOT_TAIL in a chain
+    /// at a member that is not the tail), and so does a failed write to
+    /// `out` ([`ClientError::Protocol`]).
+    pub fn backup_to(&mut self, out: &mut dyn std::io::Write) -> Result<u64, ClientError> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut frame = Vec::new();
+        Message::new(id, Body::Backup).encode(&mut frame);
+        let timeout_ms = crate::units::millis(self.opts.read_timeout);
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| ClientError::from_io(e, false, timeout_ms))?;
+        let mut bytes = 0u64;
+        loop {
+            let msg = self.read_message(false)?;
+            match msg.body {
+                Body::Error(e) => return Err(ClientError::Server(e)),
+                _ if msg.request_id != id => {
+                    return Err(ClientError::Protocol(format!(
+                        "reply for request {} during backup {id}",
+                        msg.request_id
+                    )))
+                }
+                Body::BackupChunk { last, data } => {
+                    out.write_all(&data).map_err(|e| {
+                        ClientError::Protocol(format!("cannot write the backup: {e}"))
+                    })?;
+                    bytes += data.len() as u64;
+                    if last {
+                        return Ok(bytes);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
     /// VERIFY: whether the write with `op_id` was executed.
     ///
     /// # Errors

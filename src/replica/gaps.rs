@@ -40,6 +40,13 @@ impl Replica {
         }
     }
 
+    /// The gaps below `seq` in this member's history (what a backup of the
+    /// table as of `seq` carries, for VERIFY after a restore).
+    #[must_use]
+    pub fn history_gaps(&self, seq: u64) -> Vec<crate::wire::SeqGap> {
+        self.gaps_through(seq)
+    }
+
     /// The gaps at or below `seq` (what a snapshot taken at `seq` carries).
     pub(super) fn gaps_through(&self, seq: u64) -> Vec<SeqGap> {
         self.gaps.iter().filter(|g| g.last < seq).copied().collect()

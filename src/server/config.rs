@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub snapshot_chunk_entries: usize,
     /// `--data-dir` and its settings: a durable server (see `storage`).
     pub storage: Option<crate::storage::StorageConfig>,
+    /// `--restore FILE`: start from this backup (standalone servers).
+    pub restore: Option<std::path::PathBuf>,
     /// Switches that exist only in test builds (cargo feature `testing`).
     #[cfg(feature = "testing")]
     pub test: TestSwitches,
@@ -134,6 +136,7 @@ impl Default for ServerConfig {
             peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,
             storage: None,
+            restore: None,
             #[cfg(feature = "testing")]
             test: TestSwitches::default(),
         }

@@ -99,6 +99,9 @@ pub enum Slot {
     /// A read queued behind a waiting write, evaluated when it reaches the
     /// front so that it sees the writes sent before it on this connection.
     Read(Message),
+    /// A BACKUP streaming its chunks (see `backup.rs`); the replies after
+    /// it wait until it ends.
+    Backup,
 }
 
 #[derive(Debug)]
@@ -383,7 +386,7 @@ impl Conn {
                 return;
             }
             match slot {
-                Slot::Write { .. } => return,
+                Slot::Write { .. } | Slot::Backup => return,
                 Slot::Ready(bytes) => {
                     self.slot_bytes -= bytes.len();
                     self.out.extend_from_slice(bytes)
@@ -403,7 +406,7 @@ impl Conn {
             && self
                 .slots
                 .front()
-                .is_some_and(|s| !matches!(s, Slot::Write { .. }))
+                .is_some_and(|s| !matches!(s, Slot::Write { .. } | Slot::Backup))
     }
 
     /// Fills the first waiting write slot with `request_id`.

@@ -102,7 +102,14 @@ impl Server {
 
     pub(super) fn on_completion(&mut self, c: Completion) {
         match c {
-            Completion::Applied(update, outcome) => self.replica.handle_applied(update, outcome),
+            Completion::Applied(update, outcome) => {
+                if let Some(b) = self.backup.as_mut() {
+                    b.on_applied(&update);
+                    let id = b.conn;
+                    self.touch(id);
+                }
+                self.replica.handle_applied(update, outcome);
+            }
             Completion::Snapshot { seq, entries } => {
                 tracing::info!(seq, entries = entries.len(), "snapshot taken for successor");
                 self.replica.handle_snapshot_taken(seq, entries);

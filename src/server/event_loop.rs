@@ -250,6 +250,8 @@ impl Server {
             }
             let budget = self.cfg.output_bytes_max;
             conn.flush_slots(budget, |m| self.eval_read(m));
+            self.pump_backup(&mut conn);
+            conn.flush_slots(budget, |m| self.eval_read(m));
             if !conn.connecting {
                 if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
                     self.close(conn, &format!("write failed: {e}"));

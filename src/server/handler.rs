@@ -22,7 +22,7 @@ pub(super) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>
     Message::new(request_id, Body::Error(ErrorReply::new(code, message)))
 }
 
-fn refusal(request_id: u64, r: Refusal) -> Message {
+pub(super) fn refusal(request_id: u64, r: Refusal) -> Message {
     let why = if r.why.is_empty() {
         r.code.to_string()
     } else {
@@ -282,6 +282,12 @@ impl Server {
                 self.write(conn, msg.request_id, WriteOp::Put { key, value }, mode)
             }
             Body::Del { key, mode } => self.write(conn, msg.request_id, WriteOp::Del { key }, mode),
+            Body::Backup => {
+                if let Some(refused) = self.start_backup(conn, msg.request_id) {
+                    self.counters.errors_sent += 1;
+                    conn.reply(&refused);
+                }
+            }
             _ if conn.slots.is_empty() => {
                 let reply = self.eval_read(&msg);
                 conn.reply(&reply);

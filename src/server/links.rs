@@ -16,6 +16,9 @@ impl Server {
         if conn.counted {
             self.clients_connected -= 1;
         }
+        if self.backup.as_ref().is_some_and(|b| b.conn == conn.id) {
+            self.backup = None;
+        }
         if conn.peer_only {
             self.peer_only_open -= 1;
         }

@@ -3,6 +3,7 @@
 //! coordination thread talking to ZooKeeper. The chain logic lives in the
 //! sans-IO [`Replica`]; this module only moves bytes and time.
 
+mod backup;
 pub mod config;
 mod conn;
 mod dispatch;
@@ -110,6 +111,11 @@ pub struct Server {
     /// The data directory's state (`--data-dir`): writes are refused while
     /// the log cannot be written.
     health: Option<Arc<crate::storage::Health>>,
+    /// The BACKUP in progress, if any (one at a time).
+    backup: Option<backup::BackupRun>,
+    /// The worker's last applied sequence number (BACKUP waits for its
+    /// completions to catch up with it).
+    worker_applied: Arc<std::sync::atomic::AtomicU64>,
     conns: HashMap<u64, Conn, BuildHasherDefault<IdHasher>>,
     /// Connections with something to do since the last pump (events,
     /// completed writes, peer traffic): only these are pumped, so an idle
@@ -167,17 +173,23 @@ impl Server {
             ));
         }
         let table = Arc::new(Table::new(cfg.n_lists));
+        let restored = restore_backup(&cfg, &table)?;
         let opened = open_storage(&cfg, &table)?;
-        let (store, resume) = match opened {
-            Some(o) => (
+        let (store, resume) = match (opened, restored) {
+            (Some(o), _) => (
                 Some(o.store),
-                Some((o.last_seq, o.gaps, o.restarted, o.health)),
+                Some((o.last_seq, o.gaps, o.restarted, Some(o.health))),
             ),
-            None => (None, None),
+            (None, Some((seq, gaps))) => (None, Some((seq, gaps, true, None))),
+            (None, None) => (None, None),
         };
         let queue = Arc::new(TaskQueue::new(cfg.queue_depth_max, cfg.queue_bytes_max));
         let completions = Arc::new(Completions::new(wake.clone()));
+        let worker_applied = Arc::new(std::sync::atomic::AtomicU64::new(
+            resume.as_ref().map_or(0, |r| r.0),
+        ));
         let worker = worker::spawn(
+            worker_applied.clone(),
             table.clone(),
             queue.clone(),
             completions.clone(),
@@ -191,7 +203,7 @@ impl Server {
         .map_err(|e| ServerError::Setup(e.to_string()))?;
         let coord = start_coordinator(&cfg, &wake)?;
         let mut replica = new_replica(&cfg);
-        let health = resume.map(|(last_seq, gaps, restarted, health)| {
+        let health = resume.and_then(|(last_seq, gaps, restarted, health)| {
             replica.resume(last_seq, &gaps, restarted);
             health
         });
@@ -208,6 +220,8 @@ impl Server {
             replica,
             coord,
             health,
+            backup: None,
+            worker_applied,
             conns: HashMap::default(),
             dirty: Vec::new(),
             next_conn_id: 1,
@@ -244,6 +258,28 @@ fn signal_pipe(handle: bool) -> Result<UnixStream, ServerError> {
         }
     }
     Ok(signals)
+}
+
+/// `--restore FILE`: the backup seeds the data directory (or, without one,
+/// the table itself); returns what to resume from when there is no data
+/// directory.
+fn restore_backup(
+    cfg: &ServerConfig,
+    table: &Arc<Table>,
+) -> Result<Option<(u64, Vec<crate::wire::SeqGap>)>, ServerError> {
+    let Some(file) = &cfg.restore else {
+        return Ok(None);
+    };
+    if cfg.zookeeper.is_some() {
+        return Err(ServerError::Setup(
+            "--restore is for standalone servers: chain members receive the state from the chain"
+                .into(),
+        ));
+    }
+    let (seq, gaps) = crate::storage::restore(file, cfg.storage.as_ref(), table)
+        .map_err(|e| ServerError::Setup(format!("--restore {}: {e}", file.display())))?;
+    tracing::info!(file = %file.display(), seq, "restored from a backup");
+    Ok(cfg.storage.is_none().then_some((seq, gaps)))
 }
 
 /// With `--data-dir`: locks the directory and recovers the table from it.

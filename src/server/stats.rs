@@ -31,7 +31,7 @@ pub struct Counters {
     /// Successor links dropped and redialled for staying silent.
     pub successor_timeouts: u64,
     /// Per request opcode 0x01..=0x0A.
-    pub per_op: [u64; 11],
+    pub per_op: [u64; 12],
 }
 
 impl Counters {
@@ -73,6 +73,7 @@ impl Counters {
             (op::STATS, "ops_stats"),
             (op::VERIFY, "ops_verify"),
             (op::AUTH, "ops_auth"),
+            (op::BACKUP, "ops_backup"),
         ];
         for (code, name) in names {
             s.count(name, self.per_op[code as usize]);

@@ -9,6 +9,7 @@ use crate::table::Table;
 use crate::wire::{SnapshotChunk, Update, WriteOutcome};
 use nix::sys::eventfd::EventFd;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -188,6 +189,7 @@ const BATCH_TASKS_MAX: usize = 4096;
 /// `table_seq` is the sequence number the table already reflects (what
 /// recovery loaded), and `store` the data directory's log, if any.
 pub fn spawn(
+    applied: Arc<AtomicU64>,
     table: Arc<Table>,
     queue: Arc<TaskQueue>,
     completions: Arc<Completions>,
@@ -196,6 +198,7 @@ pub fn spawn(
     store: Option<Store>,
 ) -> std::io::Result<JoinHandle<()>> {
     let mut worker = Worker {
+        applied,
         table,
         completions,
         delay,
@@ -209,6 +212,8 @@ pub fn spawn(
 }
 
 struct Worker {
+    /// The last write applied, published for BACKUP (see `backup.rs`).
+    applied: Arc<AtomicU64>,
     table: Arc<Table>,
     completions: Arc<Completions>,
     delay: std::time::Duration,
@@ -276,6 +281,7 @@ impl Worker {
         for update in self.applies.drain(..) {
             let outcome = self.table.apply(update.seq, &update.op);
             self.table_seq = update.seq;
+            self.applied.store(update.seq, Ordering::Release);
             self.completions.push(Completion::Applied(update, outcome));
         }
         true

@@ -26,6 +26,7 @@ mod wal;
 
 pub use record::{BadRecord, RECORD_PAYLOAD_BYTES_MAX};
 pub use recover::{recover, Recovered};
+pub use snapshot::parts as backup_parts;
 pub use snapshot::{
     read_snapshot, write_snapshot, SnapshotFile, SnapshotJob, SnapshotWritten,
     SNAPSHOT_RECORD_BYTES,
@@ -260,4 +261,45 @@ pub(crate) fn push_gap(
         first: prev + 1,
         last: seq - 1,
     });
+}
+
+/// `table-server --restore FILE`: a backup (`table-client snapshot save`)
+/// becomes the server's starting state. With a data directory, which must
+/// hold no history, the backup is rewritten there as an ordinary snapshot
+/// (so the log continues from it); without one, it is loaded into `table`.
+/// Returns the last write the restored table reflects and the gaps before
+/// it.
+///
+/// # Errors
+///
+/// [`StorageError`] when the backup does not read back whole, or the data
+/// directory already holds history or cannot be written.
+pub fn restore(
+    file: &Path,
+    storage: Option<&StorageConfig>,
+    table: &crate::table::Table,
+) -> Result<(u64, Vec<crate::wire::SeqGap>), StorageError> {
+    let Some(cfg) = storage else {
+        let snap = read_snapshot(file, table)?;
+        return Ok((snap.applied_through, snap.gaps));
+    };
+    let _lock = DirLock::acquire(&cfg.dir)?;
+    let listing = list_dir(&cfg.dir)?;
+    if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
+        let why =
+            "--restore needs a data directory without history (this one has a log or snapshots)";
+        return Err(StorageError::corrupt(&cfg.dir, 0, why));
+    }
+    let scratch = crate::table::Table::new(table.n_lists());
+    let snap = read_snapshot(file, &scratch)?;
+    let seq = snap.applied_through;
+    let written = std::sync::atomic::AtomicU64::new(seq);
+    write_snapshot(&SnapshotJob {
+        table: &scratch,
+        dir: &cfg.dir,
+        seq,
+        gaps: snap.gaps.clone(),
+        written_seq: &written,
+    })?;
+    Ok((seq, snap.gaps))
 }

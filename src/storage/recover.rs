@@ -56,7 +56,7 @@ pub fn recover(cfg: &StorageConfig, table: &Table) -> Result<Recovered, StorageE
         Some((_, path)) => Some(read_snapshot(path, table)?),
         None => None,
     };
-    let snap_seq = snapshot.as_ref().map_or(0, |s| s.seq);
+    let snap_seq = snapshot.as_ref().map_or(0, |s| s.applied_through);
     let mut gaps: VecDeque<SeqGap> = snapshot
         .as_ref()
         .map(|s| s.gaps.iter().copied().collect())

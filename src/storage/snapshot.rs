@@ -11,14 +11,14 @@
 //! the snapshot brings every key to its latest state, whichever moment it
 //! was copied at. Recovery checks the log reaches `end_seq`.
 
-use super::record::{begin_record, end_record, put_record, RecordReader};
+use super::record::{begin_record, end_record, RecordReader};
 use super::{
     list_dir, snapshot_path, sync_dir, StorageError, KIND_SNAP_END, KIND_SNAP_ENTRIES,
-    KIND_SNAP_HEADER, SNAP_MAGIC,
+    KIND_SNAP_HEADER, KIND_UPDATE, SNAP_MAGIC,
 };
-use crate::serialize::{decode_list, encode_data, encode_list, Codec, Entry, Reader};
+use crate::serialize::{decode_list, encode_data, Codec, Entry, Reader};
 use crate::table::Table;
-use crate::wire::{SeqGap, SNAPSHOT_GAPS_MAX};
+use crate::wire::{SeqGap, Update, SNAPSHOT_GAPS_MAX};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -71,11 +71,8 @@ pub fn write_snapshot(job: &SnapshotJob<'_>) -> Result<SnapshotWritten, StorageE
         .truncate(true)
         .open(&tmp)
         .map_err(io)?;
-    let mut out = SNAP_MAGIC.to_vec();
-    put_record(&mut out, KIND_SNAP_HEADER, |o| {
-        o.extend_from_slice(&job.seq.to_be_bytes());
-        encode_list(o, &job.gaps);
-    });
+    let mut out = Vec::new();
+    parts::header(&mut out, job.seq, &job.gaps);
     let (mut entries, mut digest, mut bytes) = (0u64, 0u64, 0u64);
     let mut longest_pause = Duration::ZERO;
     for i in 0..job.table.n_lists() {
@@ -90,11 +87,7 @@ pub fn write_snapshot(job: &SnapshotJob<'_>) -> Result<SnapshotWritten, StorageE
     }
     let end_seq = job.written_seq.load(Ordering::Acquire);
     sync_log_since(job.dir, job.seq)?;
-    put_record(&mut out, KIND_SNAP_END, |o| {
-        o.extend_from_slice(&entries.to_be_bytes());
-        o.extend_from_slice(&digest.to_be_bytes());
-        o.extend_from_slice(&end_seq.to_be_bytes());
-    });
+    parts::end(&mut out, entries, digest, end_seq);
     file.write_all(&out).map_err(io)?;
     bytes += out.len() as u64;
     file.sync_all().map_err(io)?;
@@ -111,6 +104,44 @@ pub fn write_snapshot(job: &SnapshotJob<'_>) -> Result<SnapshotWritten, StorageE
         took: started.elapsed(),
         path,
     })
+}
+
+/// The pieces of a snapshot file, for writers that assemble one (the
+/// snapshot thread, and BACKUP, which streams one to a client).
+pub mod parts {
+    use super::super::record::put_record;
+    use super::super::{KIND_SNAP_END, KIND_SNAP_HEADER, KIND_UPDATE, SNAP_MAGIC};
+    use crate::serialize::{encode_list, Codec};
+    use crate::table::Table;
+    use crate::wire::{SeqGap, Update};
+
+    /// The magic and the HEADER record: the copy starts at `seq`.
+    pub fn header(out: &mut Vec<u8>, seq: u64, gaps: &[SeqGap]) {
+        out.extend_from_slice(SNAP_MAGIC);
+        put_record(out, KIND_SNAP_HEADER, |o| {
+            o.extend_from_slice(&seq.to_be_bytes());
+            encode_list(o, gaps);
+        });
+    }
+
+    /// Partition `i` as ENTRIES records (see [`super::encode_partition`]).
+    pub fn partition(table: &Table, i: usize, out: &mut Vec<u8>) -> (u64, u64) {
+        super::encode_partition(table, i, out)
+    }
+
+    /// A write applied after the copy began (a self-contained snapshot).
+    pub fn update_record(out: &mut Vec<u8>, update: &Update) {
+        put_record(out, KIND_UPDATE, |o| update.encode(o));
+    }
+
+    /// The END record.
+    pub fn end(out: &mut Vec<u8>, entries: u64, digest: u64, end_seq: u64) {
+        put_record(out, KIND_SNAP_END, |o| {
+            o.extend_from_slice(&entries.to_be_bytes());
+            o.extend_from_slice(&digest.to_be_bytes());
+            o.extend_from_slice(&end_seq.to_be_bytes());
+        });
+    }
 }
 
 /// Encodes partition `i` as records of entries onto `out`, under the
@@ -183,16 +214,22 @@ fn remove_replaced(dir: &Path, seq: u64) -> Result<(), StorageError> {
 /// A snapshot read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFile {
-    /// Replay the log after this.
+    /// The copy began after this write.
     pub seq: u64,
     /// The log must reach at least this.
     pub end_seq: u64,
+    /// Gaps in the history, newest last (the header's, then any in the
+    /// file's own UPDATE records).
     pub gaps: Vec<SeqGap>,
     pub entries: u64,
     pub digest: u64,
+    /// The last write the table now reflects exactly: `seq`, or the last
+    /// UPDATE record of a self-contained snapshot (a backup).
+    pub applied_through: u64,
 }
 
-/// Reads the snapshot at `path` into `table` (which should be empty).
+/// Reads the snapshot at `path` into `table` (which should be empty): its
+/// entries, then any UPDATE records after them, in order.
 ///
 /// # Errors
 ///
@@ -208,8 +245,7 @@ pub fn read_snapshot(path: &Path, table: &Table) -> Result<SnapshotFile, Storage
         return Err(StorageError::corrupt(path, 0, "not a chaintable snapshot"));
     }
     let mut records = RecordReader::new(file, 8, len);
-    let mut header: Option<(u64, Vec<SeqGap>)> = None;
-    let mut installed = 0u64;
+    let mut s = SnapshotRead::default();
     loop {
         let at = records.offset();
         let corrupt = |why: String| StorageError::corrupt(path, at, why);
@@ -219,25 +255,92 @@ pub fn read_snapshot(path: &Path, table: &Table) -> Result<SnapshotFile, Storage
             Err(Ok(bad)) => return Err(StorageError::corrupt(path, bad.offset, bad.why)),
             Err(Err(e)) => return Err(io(e)),
         };
+        let end = s.record(payload, table).map_err(corrupt)?;
+        let Some((entries, digest, end_seq)) = end else {
+            continue;
+        };
+        if !matches!(records.next_record(), Ok(None)) {
+            return Err(corrupt("bytes after the END record".into()));
+        }
+        if entries != s.installed || digest != s.digest {
+            return Err(corrupt(format!(
+                "END says {entries} entries with digest {digest:016x}; read {} with digest {:016x}",
+                s.installed, s.digest
+            )));
+        }
+        if s.has_updates && end_seq != s.last {
+            let why = format!(
+                "END says {end_seq}, but the UPDATE records end at {}",
+                s.last
+            );
+            return Err(corrupt(why));
+        }
+        return Ok(SnapshotFile {
+            seq: s.seq,
+            end_seq,
+            gaps: s.gaps.into_iter().collect(),
+            entries,
+            digest,
+            applied_through: s.last,
+        });
+    }
+}
+
+/// What reading a snapshot has seen so far.
+#[derive(Default)]
+struct SnapshotRead {
+    header: bool,
+    seq: u64,
+    gaps: std::collections::VecDeque<SeqGap>,
+    installed: u64,
+    /// Digest of the entries installed (before any UPDATE applies).
+    digest: u64,
+    has_updates: bool,
+    /// The last write the table reflects exactly.
+    last: u64,
+}
+
+impl SnapshotRead {
+    /// One record; the END record's fields when it is the END.
+    fn record(&mut self, payload: &[u8], table: &Table) -> Result<Option<(u64, u64, u64)>, String> {
         let mut r = Reader::new(&payload[1..]);
-        let bad = |e: crate::serialize::DecodeError| corrupt(e.to_string());
+        let bad = |e: crate::serialize::DecodeError| e.to_string();
         let mut end = None;
-        match (payload[0], header.is_some()) {
+        match (payload[0], self.header) {
             (KIND_SNAP_HEADER, false) => {
-                let seq = r.u64("snapshot seq").map_err(bad)?;
+                self.seq = r.u64("snapshot seq").map_err(bad)?;
                 let gaps = decode_list::<SeqGap>(&mut r, "gaps", SeqGap::ENCODED_LEN);
                 let gaps = gaps.map_err(bad)?;
                 if gaps.len() > SNAPSHOT_GAPS_MAX {
-                    return Err(corrupt(format!("{} gaps", gaps.len())));
+                    return Err(format!("{} gaps", gaps.len()));
                 }
-                header = Some((seq, gaps));
+                self.gaps = gaps.into_iter().collect();
+                self.last = self.seq;
+                self.header = true;
             }
-            (KIND_SNAP_ENTRIES, true) => {
+            (KIND_SNAP_ENTRIES, true) if !self.has_updates => {
                 let list = decode_list::<Entry>(&mut r, "entries", Entry::MIN_ENCODED_LEN);
-                for entry in list.map_err(bad)? {
-                    table.install(entry);
-                    installed += 1;
+                for e in list.map_err(bad)? {
+                    self.digest = self
+                        .digest
+                        .wrapping_add(crate::table::digest_of(&e.key, e.version, &e.value));
+                    self.installed += 1;
+                    table.install(e);
                 }
+            }
+            (KIND_UPDATE, true) => {
+                let u = Update::decode(&mut r).map_err(bad)?;
+                if u.prev_seq != self.last || u.seq <= u.prev_seq {
+                    let last = self.last;
+                    return Err(format!(
+                        "update {} follows {}, but the snapshot is at {last}",
+                        u.seq, u.prev_seq
+                    ));
+                }
+                super::push_gap(&mut self.gaps, u.prev_seq, u.seq);
+                self.last = u.seq;
+                self.has_updates = true;
+                let _ = table.apply_owned(u.seq, u.op);
             }
             (KIND_SNAP_END, true) => {
                 let entries = r.u64("entry count").map_err(bad)?;
@@ -245,29 +348,9 @@ pub fn read_snapshot(path: &Path, table: &Table) -> Result<SnapshotFile, Storage
                 let end_seq = r.u64("end seq").map_err(bad)?;
                 end = Some((entries, digest, end_seq));
             }
-            (kind, _) => return Err(corrupt(format!("unexpected record kind {kind}"))),
+            (kind, _) => return Err(format!("unexpected record kind {kind}")),
         }
         r.finish().map_err(bad)?;
-        let Some((entries, digest, end_seq)) = end else {
-            continue;
-        };
-        if !matches!(records.next_record(), Ok(None)) {
-            return Err(corrupt("bytes after the END record".into()));
-        }
-        if entries != installed || digest != table.digest() {
-            return Err(corrupt(format!(
-                "END says {entries} entries with digest {digest:016x}; \
-                 read {installed} with digest {:016x}",
-                table.digest()
-            )));
-        }
-        let (seq, gaps) = header.unwrap_or_default();
-        return Ok(SnapshotFile {
-            seq,
-            end_seq,
-            gaps,
-            entries,
-            digest,
-        });
+        Ok(end)
     }
 }

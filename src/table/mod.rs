@@ -34,14 +34,21 @@ fn encoded_sizes(key: &Key, v: &Versioned) -> (usize, usize) {
 /// gives an order-independent digest of the table, kept up to date on
 /// every write, so replicas can be compared through STATS in O(1).
 fn entry_digest(key: &Key, v: &Versioned) -> u64 {
+    digest_of(key, v.version, &v.value)
+}
+
+/// The digest of one entry (spec/STORAGE.md §4 gives the formula); the
+/// table's digest is the wrapping sum over its entries.
+#[must_use]
+pub fn digest_of(key: &Key, version: u64, value: &[u8]) -> u64 {
     let mut h = crc32fast::Hasher::new();
     #[allow(clippy::cast_possible_truncation)] // keys are under 2^16 bytes
     h.update(&(key.as_bytes().len() as u32).to_be_bytes());
     h.update(key.as_bytes());
-    h.update(&v.version.to_be_bytes());
-    h.update(&v.value);
+    h.update(&version.to_be_bytes());
+    h.update(value);
     // splitmix64 spreads the 32-bit CRC (and the value length) over 64 bits.
-    let mut z = u64::from(h.finalize()) ^ ((v.value.len() as u64) << 32);
+    let mut z = u64::from(h.finalize()) ^ ((value.len() as u64) << 32);
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

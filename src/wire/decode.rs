@@ -24,7 +24,8 @@ pub(super) fn decode_body(
         | op::GETTABLE
         | op::STATS
         | op::VERIFY
-        | op::AUTH => decode_request(opcode, mode, r).map_err(bad),
+        | op::AUTH
+        | op::BACKUP => decode_request(opcode, mode, r).map_err(bad),
         op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
@@ -60,6 +61,7 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         op::GETKEYS => Body::GetKeys,
         op::GETTABLE => Body::GetTable,
         op::STATS => Body::Stats,
+        op::BACKUP => Body::Backup,
         op::AUTH => Body::Auth {
             user: decode_text(r, "user")?,
             password: decode_text(r, "password")?,
@@ -145,9 +147,27 @@ fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeEr
             *v as u8
         })
         .map(Body::AuthOk),
+        op::BACKUP => decode_backup_chunk(r),
         _ => return None,
     };
     Some(body)
+}
+
+fn decode_backup_chunk(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    let last = match r.u8("last")? {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "last (0 or 1)",
+                value: other.into(),
+            })
+        }
+    };
+    Ok(Body::BackupChunk {
+        last,
+        data: decode_data(r)?,
+    })
 }
 
 fn decode_hello_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {

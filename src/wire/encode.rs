@@ -31,7 +31,7 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
             encode_data(out, value);
         }
         Get { key } | Del { key, .. } => key.encode(out),
-        Size | GetKeys | GetTable | Stats => {}
+        Size | GetKeys | GetTable | Stats | Backup => {}
         Verify { op_id } => put_u64(out, *op_id),
         Auth { user, password } => {
             encode_text(out, user);
@@ -97,6 +97,10 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
         Entries(entries) => encode_list(out, entries),
         StatsOk(s) => s.encode(out),
         VerifyOk(state) => put_u8(out, *state as u8),
+        BackupChunk { last, data } => {
+            put_u8(out, u8::from(*last));
+            encode_data(out, data);
+        }
         Error(e) => {
             let _ = out.write_u16::<BigEndian>(e.code);
             encode_text(out, &e.message);

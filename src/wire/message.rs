@@ -376,6 +376,8 @@ pub enum Body {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
         password: String,
     },
+    /// Stream a consistent snapshot of the table (spec §4.1, BACKUP).
+    Backup,
     Update(Update),
     Ack {
         seq: u64,
@@ -403,6 +405,11 @@ pub enum Body {
     StatsOk(Stats),
     VerifyOk(OpState),
     AuthOk(Access),
+    /// One piece of a BACKUP's snapshot file; `last` ends the stream.
+    BackupChunk {
+        last: bool,
+        data: Vec<u8>,
+    },
     Error(ErrorReply),
 }
 
@@ -440,6 +447,7 @@ impl Body {
             Stats => op::STATS,
             Verify { .. } => op::VERIFY,
             Auth { .. } => op::AUTH,
+            Backup => op::BACKUP,
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
@@ -457,6 +465,7 @@ impl Body {
             StatsOk(_) => op::REPLY | op::STATS,
             VerifyOk(_) => op::REPLY | op::VERIFY,
             AuthOk(_) => op::REPLY | op::AUTH,
+            BackupChunk { .. } => op::REPLY | op::BACKUP,
             Error(_) => op::ERROR,
         }
     }

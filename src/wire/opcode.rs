@@ -13,6 +13,7 @@ pub mod op {
     pub const STATS: u8 = 0x08;
     pub const VERIFY: u8 = 0x09;
     pub const AUTH: u8 = 0x0A;
+    pub const BACKUP: u8 = 0x0B;
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
@@ -43,10 +44,10 @@ impl OpClass {
     #[must_use]
     pub fn of(opcode: u8) -> OpClass {
         match opcode {
-            op::HELLO..=op::AUTH => OpClass::ClientRequest,
+            op::HELLO..=op::BACKUP => OpClass::ClientRequest,
             op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
             op::ERROR => OpClass::Reply,
-            o if o & op::REPLY != 0 && (op::HELLO..=op::AUTH).contains(&(o & !op::REPLY)) => {
+            o if o & op::REPLY != 0 && (op::HELLO..=op::BACKUP).contains(&(o & !op::REPLY)) => {
                 OpClass::Reply
             }
             _ => OpClass::Unknown,

@@ -75,7 +75,7 @@ pub fn write_snapshot(job: &SnapshotJob<'_>) -> Result<SnapshotWritten, StorageE
     parts::header(&mut out, job.seq, &job.gaps);
     let (mut entries, mut digest, mut bytes) = (0u64, 0u64, 0u64);
     let mut longest_pause = Duration::ZERO;
-    for i in 0..job.table.n_lists() {
+    for i in 0..job.table.partitions() {
         let t0 = Instant::now();
         let (n, d) = encode_partition(job.table, i, &mut out);
         longest_pause = longest_pause.max(t0.elapsed());

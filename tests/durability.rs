@@ -276,9 +276,9 @@ fn a_torn_final_record_is_cut_off_at_the_last_good_record() {
     }
 }
 
-/// Runs `table-server` on `dir` expecting it to refuse to start; returns
-/// its stderr.
-fn refused_start(dir: &DataDir) -> String {
+/// Runs `table-server` on `dir` (with `extra` flags) expecting it to
+/// refuse to start; returns its stderr.
+fn refused_start(dir: &DataDir, extra: &[&str]) -> String {
     let out = Command::new(server_bin())
         .args([
             &common::free_port().to_string(),
@@ -286,6 +286,7 @@ fn refused_start(dir: &DataDir) -> String {
             "--data-dir",
             dir.arg(),
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -318,7 +319,7 @@ fn a_corrupted_record_in_the_middle_stops_the_start_naming_file_and_offset() {
     bytes[end - 1] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let stderr = refused_start(&dir);
+    let stderr = refused_start(&dir, &[]);
     assert!(
         stderr.contains(segment.to_str().unwrap()) && stderr.contains(&format!("offset {start}")),
         "the error must name the file and the record's offset {start}:\n{stderr}"
@@ -346,7 +347,7 @@ fn a_missing_segment_is_a_hole_in_the_history_not_a_shorter_table() {
         segments.len()
     );
     std::fs::remove_file(&segments[1]).unwrap();
-    let stderr = refused_start(&dir);
+    let stderr = refused_start(&dir, &[]);
     assert!(
         stderr.contains(segments[2].to_str().unwrap()) && stderr.contains("segment starts after"),
         "the error must name the segment after the hole:\n{stderr}"
@@ -357,7 +358,7 @@ fn a_missing_segment_is_a_hole_in_the_history_not_a_shorter_table() {
 fn a_data_directory_serves_one_process_at_a_time() {
     let dir = DataDir::new("lock");
     let _first = durable(&dir, &[]);
-    let stderr = refused_start(&dir);
+    let stderr = refused_start(&dir, &[]);
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
@@ -671,19 +672,6 @@ fn a_quiet_server_restores_to_the_same_digest_and_a_used_directory_is_refused() 
     assert_eq!(stat(&mut mem.client(), "table_digest"), want);
 
     let used = log_of_puts("used", 3);
-    let out = Command::new(server_bin())
-        .args([
-            &common::free_port().to_string(),
-            "4",
-            "--data-dir",
-            used.arg(),
-            "--restore",
-            &file_arg,
-        ])
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(&used, &["--restore", &file_arg]);
     assert!(stderr.contains("without history"), "{stderr}");
 }

@@ -45,6 +45,19 @@ fn n(m: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} is a number"))
 }
 
+/// A vector's `gaps` field.
+fn gaps(m: &Value) -> Vec<SeqGap> {
+    m["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| SeqGap {
+            first: n(g, "first"),
+            last: n(g, "last"),
+        })
+        .collect()
+}
+
 fn bytes32(hex: &str) -> [u8; 32] {
     unhex(hex).try_into().expect("32 bytes")
 }
@@ -209,15 +222,7 @@ fn message(m: &Value) -> Message {
             snapshot_seq: n(m, "snapshot_seq"),
             first: m["first"].as_bool().unwrap(),
             last: m["last"].as_bool().unwrap(),
-            gaps: m["gaps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|g| SeqGap {
-                    first: n(g, "first"),
-                    last: n(g, "last"),
-                })
-                .collect(),
+            gaps: gaps(m),
             entries: entries(&m["entries"]),
         }),
         "PEER_HELLO" => Body::PeerHello(PeerHello {
@@ -470,7 +475,7 @@ mod storage {
         recover, write_snapshot, FsyncPolicy, SnapshotJob, StorageConfig, Wal,
     };
     use chaintable::table::Table;
-    use chaintable::wire::{SeqGap, Update, WriteOp};
+    use chaintable::wire::{Update, WriteOp};
     use serde_json::Value;
     use std::path::PathBuf;
     use std::sync::atomic::AtomicU64;
@@ -553,16 +558,7 @@ mod storage {
         let table = Table::new(4);
         let r = recover(&StorageConfig::new(&dir), &table).unwrap();
         assert_eq!(r.last_seq, n(&v, "last_seq"));
-        let want: Vec<SeqGap> = v["gaps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| SeqGap {
-                first: n(g, "first"),
-                last: n(g, "last"),
-            })
-            .collect();
-        assert_eq!(r.gaps, want);
+        assert_eq!(r.gaps, super::gaps(&v));
         let mut entries = table.entries();
         entries.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         let want: Vec<(String, u64, String)> = v["table"]

@@ -675,3 +675,48 @@ fn a_quiet_server_restores_to_the_same_digest_and_a_used_directory_is_refused() 
     let stderr = refused_start(&used, &["--restore", &file_arg]);
     assert!(stderr.contains("without history"), "{stderr}");
 }
+
+#[test]
+fn a_client_that_starts_a_backup_and_stops_reading_loses_the_slot_after_the_send_timeout() {
+    // The attack: take the server's one backup slot and never read, so
+    // nobody else can back up. The defence is the send timeout every
+    // client is held to.
+    let server = ServerProc::start(4, &["--send-timeout-ms", "1000"]);
+    let mut c = server.client();
+    let bodies: Vec<chaintable::wire::Body> = (0..40_000)
+        .map(|i| chaintable::wire::Body::Put {
+            key: chaintable::serialize::Key::new(format!("big{i}").as_bytes()).unwrap(),
+            value: vec![b'b'; 1000],
+            mode: chaintable::wire::WriteMode::Async,
+        })
+        .collect();
+    for chunk in bodies.chunks(2000) {
+        for r in c.pipeline(chunk.to_vec()).unwrap() {
+            r.unwrap();
+        }
+    }
+    wait_for(Duration::from_secs(10), || {
+        (stat(&mut c, "entries") == 40_000).then_some(())
+    })
+    .expect("the table loaded");
+
+    let mut hog = common::Raw::hello(&server.addr());
+    hog.send(&chaintable::wire::Message::new(
+        9,
+        chaintable::wire::Body::Backup,
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sink = Vec::new();
+    let err = c.backup_to(&mut sink).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+
+    let freed = wait_for(Duration::from_secs(10), || {
+        let mut out = Vec::new();
+        let mut c = server.client();
+        c.backup_to(&mut out).ok().map(|n| (n, out))
+    });
+    let (bytes, _) = freed.expect("the slot came back once the hog was cut off");
+    assert!(bytes > 40_000_000, "a whole backup: {bytes} bytes");
+    assert!(stat(&mut c, "disconnected_slow_readers") >= 1);
+    drop(hog);
+}

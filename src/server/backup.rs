@@ -131,13 +131,16 @@ impl Server {
     }
 
     /// Moves the backup of `conn` forward while its client keeps up; ends
-    /// it (with the last chunk, or an error) when it is done.
-    pub(super) fn pump_backup(&mut self, conn: &mut Conn) {
+    /// it (with the last chunk, or an error) when it is done. Returns
+    /// whether it stopped only because enough is queued: the caller pumps
+    /// again once the output drains below [`BACKUP_QUEUE_BYTES`] (no
+    /// socket event says so when it drains completely).
+    pub(super) fn pump_backup(&mut self, conn: &mut Conn) -> bool {
         let Some(run) = self.backup.as_mut().filter(|b| b.conn == conn.id) else {
-            return;
+            return false;
         };
         if !matches!(conn.slots.front(), Some(Slot::Backup)) {
-            return;
+            return false;
         }
         let chunk_max =
             BACKUP_CHUNK_BYTES.min(self.cfg.payload_bytes_max.saturating_sub(16).max(1));
@@ -145,13 +148,14 @@ impl Server {
             let applied = self.worker_applied.load(Ordering::Acquire);
             let (data, last) = match run.step(&self.table, applied) {
                 Step::Data(data, last) => (data, last),
-                Step::Wait => return,
+                // A completion of the worker's touches this connection.
+                Step::Wait => return false,
                 Step::Failed(why) => {
                     let id = run.request_id;
                     conn.slots.pop_front();
                     conn.reply(&super::handler::error(id, ErrorCode::Busy, why));
                     self.backup = None;
-                    return;
+                    return false;
                 }
             };
             send_chunks(conn, run.request_id, &data, last, chunk_max);
@@ -164,9 +168,15 @@ impl Server {
                 );
                 conn.slots.pop_front();
                 self.backup = None;
-                return;
+                return false;
             }
         }
+        true
+    }
+
+    /// Whether a backup that paused on a full output may go on now.
+    pub(super) fn backup_may_resume(conn: &Conn) -> bool {
+        conn.out_len() < BACKUP_QUEUE_BYTES
     }
 }
 

@@ -250,7 +250,7 @@ impl Server {
             }
             let budget = self.cfg.output_bytes_max;
             conn.flush_slots(budget, |m| self.eval_read(m));
-            self.pump_backup(&mut conn);
+            let backup_paused = self.pump_backup(&mut conn);
             conn.flush_slots(budget, |m| self.eval_read(m));
             if !conn.connecting {
                 if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
@@ -266,7 +266,8 @@ impl Server {
             // budget, inflight limit) and may go now: no socket event will
             // come for them, so come back next round.
             let held_frames = conn.decoder.frame_ready() && self.wants_read(&conn);
-            if held_frames || conn.slots_flushable(budget) {
+            let backup_resumes = backup_paused && Self::backup_may_resume(&conn);
+            if held_frames || backup_resumes || conn.slots_flushable(budget) {
                 self.dirty.push(id);
             }
             conn.shrink_idle_buffers();

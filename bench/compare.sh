@@ -110,3 +110,7 @@ echo "{\"target\":\"chain\",\"test\":\"state_transfer\",\"bytes\":$bytes,\"ms\":
 
 echo
 python3 bench/report.py "$out" "$secs"
+
+echo
+echo "== durable rows (bench/durable.sh): --data-dir vs Redis's append-only file"
+OUT="${out%.jsonl}-durable.jsonl" bash bench/durable.sh "$secs"

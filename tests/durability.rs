@@ -720,3 +720,26 @@ fn a_client_that_starts_a_backup_and_stops_reading_loses_the_slot_after_the_send
     assert!(stat(&mut c, "disconnected_slow_readers") >= 1);
     drop(hog);
 }
+
+#[test]
+fn sigusr1_takes_a_snapshot_now_and_the_log_before_it_goes() {
+    let dir = DataDir::new("sigusr1");
+    let server = durable(&dir, &["--segment-bytes-max", "4096"]);
+    let mut c = server.client();
+    for i in 0..300 {
+        c.put(format!("k{i}").as_bytes(), &[1u8; 50]).unwrap();
+    }
+    assert_eq!(stat(&mut c, "snapshots"), 0);
+    let segments_before = dir.segments().len();
+    assert!(segments_before > 3, "{segments_before} segments");
+    server.signal(nix::sys::signal::Signal::SIGUSR1);
+    let taken = wait_for(Duration::from_secs(10), || {
+        (stat(&mut c, "snapshots") == 1).then_some(())
+    });
+    assert!(taken.is_some(), "no snapshot after SIGUSR1");
+    assert_eq!(stat(&mut c, "snapshot_seq"), 300);
+    assert!(
+        dir.segments().len() < segments_before,
+        "the log before the snapshot was kept"
+    );
+}

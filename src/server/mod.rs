@@ -175,6 +175,16 @@ impl Server {
         let table = Arc::new(Table::new(cfg.n_lists));
         let restored = restore_backup(&cfg, &table)?;
         let opened = open_storage(&cfg, &table)?;
+        let opened = opened.map(|mut o| {
+            if cfg.handle_signals {
+                let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                match signal_hook::flag::register(signal_hook::consts::SIGUSR1, flag.clone()) {
+                    Ok(_) => o.store.snapshot_on(flag),
+                    Err(e) => tracing::warn!(error = %e, "no SIGUSR1 snapshots"),
+                }
+            }
+            o
+        });
         let (store, resume) = match (opened, restored) {
             (Some(o), _) => (
                 Some(o.store),

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 /// (ENOSPC, EIO). Writes are refused meanwhile (`STORAGE_UNAVAILABLE`).
 pub const STORAGE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How often the worker looks whether a running snapshot has finished.
+/// How often the worker looks whether a running snapshot has finished,
+/// and whether one was asked for (SIGUSR1).
 const SNAPSHOT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The storage's state as the network thread and STATS see it.
@@ -66,6 +67,8 @@ pub struct Store {
     writes_since_snapshot: u64,
     last_snapshot_at: Instant,
     snapshot: Option<JoinHandle<Result<SnapshotWritten, StorageError>>>,
+    /// Set (by SIGUSR1) to ask for a snapshot now.
+    requested: Option<Arc<AtomicBool>>,
     _lock: DirLock,
 }
 
@@ -121,6 +124,7 @@ impl Store {
             writes_since_snapshot: r.replayed_records,
             last_snapshot_at: Instant::now(),
             snapshot: None,
+            requested: None,
             _lock: lock,
         };
         Ok(Opened {
@@ -183,10 +187,8 @@ impl Store {
             .map(|every| self.last_snapshot_at + every);
         // A snapshot in progress is looked at every so often, so that it
         // is reported (and the next can start) even if no write comes.
-        let reap = self
-            .snapshot
-            .as_ref()
-            .map(|_| Instant::now() + SNAPSHOT_POLL_INTERVAL);
+        let reap = (self.snapshot.is_some() || self.requested.is_some())
+            .then(|| Instant::now() + SNAPSHOT_POLL_INTERVAL);
         [self.wal.sync_due(), periodic, reap]
             .into_iter()
             .flatten()
@@ -201,6 +203,15 @@ impl Store {
             self.health.set_failing(e.to_string());
         }
         self.reap_snapshot();
+        let asked = self
+            .requested
+            .as_ref()
+            .is_some_and(|r| self.snapshot.is_none() && r.swap(false, Ordering::AcqRel));
+        if asked {
+            tracing::info!("snapshot asked for (SIGUSR1)");
+            self.start_snapshot(now);
+            return;
+        }
         let by_count = self.writes_since_snapshot >= self.cfg.snapshot_every_writes;
         let by_time = self
             .cfg
@@ -288,11 +299,9 @@ impl Store {
         self.snapshot = None;
     }
 
-    /// Starts a snapshot now if none is running (tests, and SIGUSR1 later).
-    pub fn snapshot_now(&mut self) {
-        self.reap_snapshot();
-        if self.snapshot.is_none() {
-            self.start_snapshot(Instant::now());
-        }
+    /// Takes a snapshot whenever `flag` is set (the server sets it on
+    /// SIGUSR1), as soon as no other is running.
+    pub fn snapshot_on(&mut self, flag: Arc<AtomicBool>) {
+        self.requested = Some(flag);
     }
 }

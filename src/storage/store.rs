@@ -198,9 +198,17 @@ impl Store {
     /// Time-driven work, and a snapshot when one is due. Called by the
     /// worker between batches, when every logged write is applied.
     pub fn tick(&mut self, now: Instant) {
-        if let Err(e) = self.wal.sync_if_due(now, false) {
-            tracing::error!(error = %e, "cannot sync the log; will retry");
-            self.health.set_failing(e.to_string());
+        match self.wal.sync_if_due(now, false) {
+            Err(e) => {
+                if !self.health.failing() {
+                    tracing::error!(error = %e, "cannot sync the log: refusing writes until it can");
+                }
+                self.health.set_failing(e.to_string());
+            }
+            // Writes are refused while failing, so no batch would come to
+            // clear it: a good background sync must.
+            Ok(()) if self.wal.sync_due().is_none() => self.recovered(),
+            Ok(()) => {}
         }
         self.reap_snapshot();
         let asked = self

@@ -548,6 +548,28 @@ fn a_full_disk_refuses_writes_keeps_reads_and_resumes_when_space_returns() {
 
 // ----- backups: table-client snapshot save, table-server --restore ---------
 
+/// PUTs `<prefix><i>` = `value` for i in 0..n, pipelined 1,000 at a time.
+fn preload(
+    c: &mut Client,
+    prefix: &str,
+    n: usize,
+    value: &[u8],
+    mode: chaintable::wire::WriteMode,
+) {
+    let bodies: Vec<chaintable::wire::Body> = (0..n)
+        .map(|i| chaintable::wire::Body::Put {
+            key: chaintable::serialize::Key::new(format!("{prefix}{i}").as_bytes()).unwrap(),
+            value: value.to_vec(),
+            mode,
+        })
+        .collect();
+    for chunk in bodies.chunks(1000) {
+        for r in c.pipeline(chunk.to_vec()).unwrap() {
+            r.unwrap();
+        }
+    }
+}
+
 /// Runs `table-client <addr> snapshot save <file>`; returns the op id the
 /// backup is as of and the digest the client computed.
 fn snapshot_save(addr: &str, file: &Path) -> (u64, u64) {
@@ -578,18 +600,13 @@ fn a_backup_under_writes_restores_to_exactly_the_table_as_of_its_last_write() {
     let source = ServerProc::start(64, &[]);
     let mut c = source.client();
     // A table big enough that the copy takes many steps.
-    let preload: Vec<chaintable::wire::Body> = (0..20_000)
-        .map(|i| chaintable::wire::Body::Put {
-            key: chaintable::serialize::Key::new(format!("pre{i}").as_bytes()).unwrap(),
-            value: vec![b'p'; 200],
-            mode: chaintable::wire::WriteMode::Sync,
-        })
-        .collect();
-    for chunk in preload.chunks(1000) {
-        for r in c.pipeline(chunk.to_vec()).unwrap() {
-            r.unwrap();
-        }
-    }
+    preload(
+        &mut c,
+        "pre",
+        20_000,
+        &[b'p'; 200],
+        chaintable::wire::WriteMode::Sync,
+    );
     // One writer overwriting keys while the backup runs; it records every
     // write's op id, so the table as of any op id can be rebuilt.
     let stop = Arc::new(AtomicBool::new(false));
@@ -683,18 +700,13 @@ fn a_client_that_starts_a_backup_and_stops_reading_loses_the_slot_after_the_send
     // client is held to.
     let server = ServerProc::start(4, &["--send-timeout-ms", "1000"]);
     let mut c = server.client();
-    let bodies: Vec<chaintable::wire::Body> = (0..40_000)
-        .map(|i| chaintable::wire::Body::Put {
-            key: chaintable::serialize::Key::new(format!("big{i}").as_bytes()).unwrap(),
-            value: vec![b'b'; 1000],
-            mode: chaintable::wire::WriteMode::Async,
-        })
-        .collect();
-    for chunk in bodies.chunks(2000) {
-        for r in c.pipeline(chunk.to_vec()).unwrap() {
-            r.unwrap();
-        }
-    }
+    preload(
+        &mut c,
+        "big",
+        40_000,
+        &[b'b'; 1000],
+        chaintable::wire::WriteMode::Async,
+    );
     wait_for(Duration::from_secs(10), || {
         (stat(&mut c, "entries") == 40_000).then_some(())
     })

@@ -23,7 +23,7 @@ impl Replica {
             return; // not listed yet: wait
         }
         if self.predecessor().is_none() {
-            self.becomes_head(was_head);
+            self.becomes_head(was_head, old_pred.is_some());
         }
         if old_pred.is_some() && old_pred.as_ref() != self.predecessor() {
             self.emit(Action::DropPredecessor);
@@ -32,7 +32,7 @@ impl Replica {
         self.rewire_successor();
     }
 
-    pub(super) fn becomes_head(&mut self, was_head: bool) {
+    pub(super) fn becomes_head(&mut self, was_head: bool, had_predecessor: bool) {
         if let Standing::Joining { .. } = self.standing {
             // No member is left before it. Every member after it joined
             // later and holds less, so what it holds is the best state
@@ -51,7 +51,11 @@ impl Replica {
             }
             self.standing = Standing::Active;
         }
-        if !was_head && self.last_queued > 0 {
+        // Also with an empty history when this member had a predecessor:
+        // the head that failed may have handed out ids it never saw (seed
+        // 42234 of a 100,000-schedule run: it had seen none, and gave id 1
+        // again). The first member of a new chain has had no predecessor.
+        if !was_head && (self.last_queued > 0 || had_predecessor) {
             // Skip the ids the failed head may have handed out, and say so
             // down the chain before handing out any: a NOOP at the new
             // floor. Were this head to fail before a successor had the

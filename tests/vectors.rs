@@ -199,13 +199,13 @@ fn message(m: &Value) -> Message {
         "UPDATE" => Body::Update(Update {
             seq: n(m, "seq"),
             prev_seq: n(m, "prev_seq"),
-            op: match s(m, "op") {
-                "put" => WriteOp::Put {
+            op: if s(m, "op") == "put" {
+                WriteOp::Put {
                     key: key(m),
                     value: s(m, "value").as_bytes().to_vec(),
-                },
-                "del" => WriteOp::Del { key: key(m) },
-                _ => WriteOp::Noop,
+                }
+            } else {
+                WriteOp::Del { key: key(m) }
             },
         }),
         "ACK" => Body::Ack { seq: n(m, "seq") },

@@ -144,7 +144,7 @@ impl Store {
     pub fn log(&mut self, updates: &[Update], stop: impl Fn() -> bool) -> bool {
         for u in updates {
             self.wal.append(u);
-            push_gap(&mut self.gaps, u.prev_seq, u.skipped_until());
+            push_gap(&mut self.gaps, u.prev_seq, u.seq);
         }
         loop {
             match self.wal.commit(Instant::now()) {

@@ -1,7 +1,7 @@
 //! Ids a head takeover skipped, and what VERIFY can say because of them.
 
 use super::Replica;
-use crate::wire::{OpState, SeqGap, SNAPSHOT_GAPS_MAX};
+use crate::wire::{OpState, SeqGap};
 
 impl Replica {
     pub(super) fn forget_gaps(&mut self) {
@@ -10,25 +10,16 @@ impl Replica {
     }
 
     /// Records ids skipped between `prev` and `seq`, keeping the newest
-    /// [`SNAPSHOT_GAPS_MAX`].
+    /// [`crate::wire::SNAPSHOT_GAPS_MAX`].
     pub(super) fn note_gap(&mut self, prev: u64, seq: u64) {
-        if seq <= prev.saturating_add(1) {
-            return;
+        if let Some(old) = SeqGap::record(&mut self.gaps, prev, seq) {
+            self.verify_floor = old.last;
         }
-        if self.gaps.len() == SNAPSHOT_GAPS_MAX {
-            if let Some(old) = self.gaps.pop_front() {
-                self.verify_floor = old.last;
-            }
-        }
-        self.gaps.push_back(SeqGap {
-            first: prev + 1,
-            last: seq - 1,
-        });
     }
 
     /// Takes a snapshot's gaps as this member's history, keeping only a
     /// well-formed increasing list below `snapshot_seq` (a sender's list
-    /// is already bounded by [`SNAPSHOT_GAPS_MAX`] when decoded).
+    /// is already bounded by [`crate::wire::SNAPSHOT_GAPS_MAX`] when decoded).
     pub(super) fn adopt_gaps(&mut self, gaps: &[SeqGap], snapshot_seq: u64) {
         self.forget_gaps();
         let mut after = 0;

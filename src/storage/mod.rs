@@ -244,25 +244,6 @@ impl DirLock {
     }
 }
 
-/// Records the ids skipped between `prev` and `seq` (a takeover's or a
-/// restart's jump), keeping the newest [`crate::wire::SNAPSHOT_GAPS_MAX`].
-pub(crate) fn push_gap(
-    gaps: &mut std::collections::VecDeque<crate::wire::SeqGap>,
-    prev: u64,
-    seq: u64,
-) {
-    if seq <= prev.saturating_add(1) {
-        return;
-    }
-    if gaps.len() == crate::wire::SNAPSHOT_GAPS_MAX {
-        gaps.pop_front();
-    }
-    gaps.push_back(crate::wire::SeqGap {
-        first: prev + 1,
-        last: seq - 1,
-    });
-}
-
 /// `table-server --restore FILE`: a backup (`table-client snapshot save`)
 /// becomes the server's starting state. With a data directory, which must
 /// hold no history, the backup is rewritten there as an ordinary snapshot

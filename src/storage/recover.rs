@@ -12,7 +12,7 @@ use super::apply::{Appliers, Origin};
 use super::record::RecordReader;
 use super::snapshot::{read_snapshot, SnapshotFile};
 use super::wal::Wal;
-use super::{list_dir, push_gap, StorageConfig, StorageError, KIND_UPDATE, WAL_MAGIC};
+use super::{list_dir, StorageConfig, StorageError, KIND_UPDATE, WAL_MAGIC};
 use crate::serialize::{DecodeError, Reader, KEY_BYTES_MAX};
 use crate::table::Table;
 use crate::wire::SeqGap;
@@ -267,7 +267,7 @@ impl Replay<'_, '_> {
         self.last = seq;
         self.records += 1;
         if seq > self.snap_seq {
-            push_gap(self.gaps, prev_seq, seq);
+            SeqGap::record(self.gaps, prev_seq, seq);
             self.appliers.push(key, body, origin);
         }
         Ok(())

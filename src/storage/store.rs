@@ -4,7 +4,7 @@
 use super::recover::{recover, Recovered};
 use super::snapshot::{write_snapshot, SnapshotJob, SnapshotWritten};
 use super::wal::Wal;
-use super::{push_gap, DirLock, StorageConfig, StorageError};
+use super::{DirLock, StorageConfig, StorageError};
 use crate::table::Table;
 use crate::wire::{SeqGap, Update};
 use std::collections::VecDeque;
@@ -144,7 +144,7 @@ impl Store {
     pub fn log(&mut self, updates: &[Update], stop: impl Fn() -> bool) -> bool {
         for u in updates {
             self.wal.append(u);
-            push_gap(&mut self.gaps, u.prev_seq, u.seq);
+            SeqGap::record(&mut self.gaps, u.prev_seq, u.seq);
         }
         loop {
             match self.wal.commit(Instant::now()) {

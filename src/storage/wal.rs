@@ -47,8 +47,6 @@ pub struct Wal {
     /// The highest sequence number written to the file: everything in the
     /// table is at or below it, since writes are logged before they apply.
     written_seq: Arc<AtomicU64>,
-    /// The highest sequence number made durable under the policy.
-    durable_seq: Arc<AtomicU64>,
     last_sync: Instant,
 }
 
@@ -92,7 +90,6 @@ impl Wal {
             pending_written: 0,
             last_seq,
             written_seq: Arc::new(AtomicU64::new(last_seq)),
-            durable_seq: Arc::new(AtomicU64::new(last_seq)),
             last_sync: Instant::now(),
         };
         wal.file
@@ -182,7 +179,6 @@ impl Wal {
         self.synced_len += self.pending.len() as u64;
         self.pending.clear();
         self.pending_written = 0;
-        self.durable_seq.store(self.last_seq, Ordering::Release);
     }
 
     /// After a failed write or sync: drop whatever reached the file since

@@ -234,6 +234,30 @@ fn arbitrary_gaps(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<SeqGap>> {
 
 impl SeqGap {
     pub const ENCODED_LEN: usize = 16;
+
+    /// Records in `gaps` the ids skipped between `prev` and `seq` (a
+    /// takeover's or a restart's jump), keeping the newest
+    /// [`SNAPSHOT_GAPS_MAX`]; returns the oldest gap it dropped to make
+    /// room. The replica and the log both keep their gaps this way.
+    pub fn record(
+        gaps: &mut std::collections::VecDeque<SeqGap>,
+        prev: u64,
+        seq: u64,
+    ) -> Option<SeqGap> {
+        if seq <= prev.saturating_add(1) {
+            return None;
+        }
+        let dropped = if gaps.len() >= SNAPSHOT_GAPS_MAX {
+            gaps.pop_front()
+        } else {
+            None
+        };
+        gaps.push_back(SeqGap {
+            first: prev + 1,
+            last: seq - 1,
+        });
+        dropped
+    }
 }
 
 impl Codec for SeqGap {

@@ -37,6 +37,8 @@ pub struct Recovered {
     pub took: Duration,
     /// A torn final record cut off: the segment and the offset kept.
     pub truncated: Option<(PathBuf, u64)>,
+    /// Whether the directory held any log or snapshot (a restart).
+    pub had_history: bool,
 }
 
 /// Loads the data directory into `table` (empty) and opens the log.
@@ -49,6 +51,7 @@ pub fn recover(cfg: &StorageConfig, table: &Table) -> Result<Recovered, StorageE
     let started = Instant::now();
     let dir = cfg.dir.as_path();
     let listing = list_dir(dir)?;
+    let had_history = !listing.segments.is_empty() || !listing.snapshots.is_empty();
     for path in &listing.unfinished {
         let _ = std::fs::remove_file(path);
     }
@@ -124,6 +127,7 @@ pub fn recover(cfg: &StorageConfig, table: &Table) -> Result<Recovered, StorageE
         snapshot_took,
         took: started.elapsed(),
         truncated,
+        had_history,
     })
 }
 

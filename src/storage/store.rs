@@ -92,9 +92,8 @@ impl Store {
     /// [`StorageError`] from the lock or from recovery.
     pub fn open(cfg: StorageConfig, table: &Arc<Table>) -> Result<Opened, StorageError> {
         let lock = DirLock::acquire(&cfg.dir)?;
-        let listing = super::list_dir(&cfg.dir)?;
-        let restarted = !listing.segments.is_empty() || !listing.snapshots.is_empty();
         let r: Recovered = recover(&cfg, table)?;
+        let restarted = r.had_history;
         let log_secs = (r.took - r.snapshot_took).as_secs_f64().max(1e-6);
         #[allow(clippy::cast_precision_loss)]
         let mb = r.replayed_bytes as f64 / 1e6;

@@ -359,6 +359,7 @@ impl State {
                 n.value = match &u.op {
                     WriteOp::Put { value, .. } => value[0],
                     WriteOp::Del { .. } => 0,
+                    WriteOp::Noop => n.value,
                 };
                 n.hist.push(u.seq);
                 let outcome = if existed {

@@ -199,13 +199,13 @@ fn message(m: &Value) -> Message {
         "UPDATE" => Body::Update(Update {
             seq: n(m, "seq"),
             prev_seq: n(m, "prev_seq"),
-            op: if s(m, "op") == "put" {
-                WriteOp::Put {
+            op: match s(m, "op") {
+                "put" => WriteOp::Put {
                     key: key(m),
                     value: s(m, "value").as_bytes().to_vec(),
-                }
-            } else {
-                WriteOp::Del { key: key(m) }
+                },
+                "del" => WriteOp::Del { key: key(m) },
+                _ => WriteOp::Noop,
             },
         }),
         "ACK" => Body::Ack { seq: n(m, "seq") },

@@ -85,8 +85,7 @@ def encode(m):
     elif t == "AUTH_OK":
         p = bytes([ACCESS[m["access"]]])
     elif t == "UPDATE":
-        body = bytes([OP["PUT"]]) + key(k) + data(m["value"].encode()) if m["op"] == "put" else bytes([OP["DEL"]]) + key(k)
-        p = struct.pack(">QQ", m["seq"], m["prev_seq"]) + body
+        p = update(m)
     elif t in ("ACK", "HANDOFF"):
         p = struct.pack(">Q", m["seq"])
     elif t == "SNAPSHOT":
@@ -159,7 +158,10 @@ VALID = [
     ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
     ("update-put", dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")),
     ("update-del", dict(type="UPDATE", request_id=0, seq=44, prev_seq=43, op="del", key="foo")),
-    ("update-after-takeover", dict(type="UPDATE", request_id=0, seq=1048621, prev_seq=44, op="del", key="foo")),
+    # A new head's mark (its last was 44): a NOOP claiming the skipped ids,
+    # then its first write.
+    ("update-takeover-mark", dict(type="UPDATE", request_id=0, seq=1048620, prev_seq=44, op="noop")),
+    ("update-after-takeover", dict(type="UPDATE", request_id=0, seq=1048621, prev_seq=1048620, op="del", key="foo")),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
     ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
     ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, gaps=[dict(first=3, last=9)], entries=[dict(key="a", version=40, value="x")])),
@@ -248,8 +250,17 @@ def record(kind, body):
     return struct.pack(">II", len(payload), zlib.crc32(payload) & 0xFFFFFFFF) + payload
 
 
+UPDATE_KIND_NOOP = 0x00
+
+
 def update(u):
-    body = bytes([OP["PUT"]]) + key(u["key"].encode()) + data(u["value"].encode()) if u["op"] == "put" else bytes([OP["DEL"]]) + key(u["key"].encode())
+    """An UPDATE payload (also a log record's body)."""
+    if u["op"] == "put":
+        body = bytes([OP["PUT"]]) + key(u["key"].encode()) + data(u["value"].encode())
+    elif u["op"] == "del":
+        body = bytes([OP["DEL"]]) + key(u["key"].encode())
+    else:
+        body = bytes([UPDATE_KIND_NOOP])
     return struct.pack(">QQ", u["seq"], u["prev_seq"]) + body
 
 

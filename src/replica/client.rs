@@ -54,6 +54,13 @@ impl Replica {
         if !self.is_head() {
             return refuse(ErrorCode::NotHead, self.head_addr());
         }
+        if self.takeover_mark.is_some_and(|m| self.last_acked < m) {
+            return Err(Refusal {
+                code: ErrorCode::Unavailable,
+                why: "new head: waiting for the chain to acknowledge its takeover",
+                redirect: None,
+            });
+        }
         // Sent holds applied-but-unacknowledged writes; queued ones will
         // join it. Bounding both bounds the head's memory.
         if self.sent.len() + self.unapplied >= self.sent.capacity()

@@ -24,7 +24,7 @@ impl Replica {
         self.forget_gaps();
         let mut after = 0;
         for g in gaps {
-            if g.first > after && g.first <= g.last && g.last < snapshot_seq {
+            if g.first > after && g.first <= g.last && g.last <= snapshot_seq {
                 self.gaps.push_back(*g);
                 after = g.last;
             }
@@ -40,7 +40,12 @@ impl Replica {
 
     /// The gaps at or below `seq` (what a snapshot taken at `seq` carries).
     pub(super) fn gaps_through(&self, seq: u64) -> Vec<SeqGap> {
-        self.gaps.iter().filter(|g| g.last < seq).copied().collect()
+        // `<=`: a takeover mark at `seq` ends a gap at `seq` itself.
+        self.gaps
+            .iter()
+            .filter(|g| g.last <= seq)
+            .copied()
+            .collect()
     }
 
     /// VERIFY: executed here, pending, or not in this member's history

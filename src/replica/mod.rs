@@ -251,6 +251,10 @@ pub struct Replica {
     last_queued: u64,
     /// A new head assigns numbers above this (see [`HEAD_TAKEOVER_SEQ_GAP`]).
     seq_floor: u64,
+    /// A new head's NOOP mark (spec §5.4): no client write is admitted
+    /// until the tail has acknowledged it, so that every member knows of
+    /// the ids this head skipped before it hands out any.
+    takeover_mark: Option<u64>,
     /// Highest sequence number the worker has reported applied.
     last_applied: u64,
     /// Highest sequence number known to be applied by the tail.
@@ -322,6 +326,7 @@ impl Replica {
             successor: Successor::None,
             last_queued: 0,
             seq_floor: 0,
+            takeover_mark: None,
             last_applied: 0,
             last_acked: 0,
             sent: SentList::new(sent_max.min(HELD_UPDATES_MAX / 2)),
@@ -370,6 +375,7 @@ impl Replica {
         self.last_applied = 0;
         self.last_acked = 0;
         self.seq_floor = 0;
+        self.takeover_mark = None;
         self.forget_gaps();
         self.clear_table();
     }

@@ -101,7 +101,7 @@ impl Replica {
     }
 
     pub(super) fn queue_apply(&mut self, update: Update) {
-        self.note_gap(update.prev_seq, update.seq);
+        self.note_gap(update.prev_seq, update.skipped_until());
         self.unapplied += 1;
         self.emit(Action::Apply(update));
     }

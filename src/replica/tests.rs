@@ -175,6 +175,31 @@ fn verify_answers_unknown_for_ids_a_takeover_skipped() {
 }
 
 #[test]
+fn a_new_head_marks_its_skip_down_the_chain_before_it_admits_a_write() {
+    let mut r = middle_at_5();
+    r.handle_membership(vec![member("n2"), member("n3")]); // n1 died
+    let mark = 5 + HEAD_TAKEOVER_SEQ_GAP;
+    let noop = Update {
+        seq: mark,
+        prev_seq: 5,
+        op: WriteOp::Noop,
+    };
+    assert!(drain(&mut r).contains(&Action::Apply(noop.clone())));
+    // Until the chain has the mark, a write could be given an id that a
+    // next head, skipping from the same point, would give again.
+    let refused = put(&mut r, 1).map_err(|e| e.code);
+    assert_eq!(refused, Err(ErrorCode::Unavailable));
+    r.handle_applied(noop.clone(), WriteOutcome::Absent);
+    r.handle_successor_hello(NodeRole::Tail, 5);
+    assert!(drain(&mut r).contains(&Action::SendDown(Body::Update(noop))));
+    r.handle_ack(mark);
+    assert_eq!(put(&mut r, 1).map_err(|e| e.code), Ok(mark + 1));
+    assert_eq!(r.verify(mark - 1), OpState::Unknown, "skipped");
+    assert_eq!(r.verify(mark), OpState::Unknown, "a mark is no write");
+    assert_eq!(r.verify(mark + 1), OpState::Pending);
+}
+
+#[test]
 fn a_new_head_never_wraps_its_sequence_numbers() {
     let mut r = middle_at_5();
     r.last_queued = SEQ_MAX;

@@ -262,6 +262,7 @@ impl Replay<'_, '_> {
             None => return Err("empty record".into()),
         };
         let (seq, prev_seq, key) = peek_update(body).map_err(|e| e.to_string())?;
+        // A NOOP (a new head's mark) changes no key: nothing to apply.
         if prev_seq != self.last || seq <= prev_seq {
             return Err(format!(
                 "record {seq} follows {prev_seq}, but the log before it ends at {}",
@@ -271,21 +272,32 @@ impl Replay<'_, '_> {
         self.last = seq;
         self.records += 1;
         if seq > self.snap_seq {
-            SeqGap::record(self.gaps, prev_seq, seq);
-            self.appliers.push(key, body, origin);
+            // A NOOP's own id is skipped too (see `Update::skipped_until`).
+            SeqGap::record(
+                self.gaps,
+                prev_seq,
+                if key.is_none() { seq + 1 } else { seq },
+            );
+            if let Some(key) = key {
+                self.appliers.push(key, body, origin);
+            }
         }
         Ok(())
     }
 }
 
-/// An UPDATE body's `seq`, `prev_seq` and key, without copying anything.
-fn peek_update(body: &[u8]) -> Result<(u64, u64, &[u8]), DecodeError> {
+/// An UPDATE body's `seq`, `prev_seq` and key (none for a NOOP), without
+/// copying anything.
+fn peek_update(body: &[u8]) -> Result<(u64, u64, Option<&[u8]>), DecodeError> {
     let mut r = Reader::new(body);
     let seq = r.u64("seq")?;
     let prev_seq = r.u64("prev seq")?;
-    r.u8("update kind")?;
+    if r.u8("update kind")? == crate::wire::UPDATE_KIND_NOOP {
+        r.finish()?;
+        return Ok((seq, prev_seq, None));
+    }
     let len = r.len_u16("key", KEY_BYTES_MAX)?;
-    Ok((seq, prev_seq, r.take(len, "key")?))
+    Ok((seq, prev_seq, Some(r.take(len, "key")?)))
 }
 
 #[cfg(test)]

@@ -337,7 +337,7 @@ impl SnapshotRead {
                         u.seq, u.prev_seq
                     ));
                 }
-                SeqGap::record(&mut self.gaps, u.prev_seq, u.seq);
+                SeqGap::record(&mut self.gaps, u.prev_seq, u.skipped_until());
                 self.last = u.seq;
                 self.has_updates = true;
                 let _ = table.apply_owned(u.seq, u.op);

@@ -143,7 +143,7 @@ impl Store {
     pub fn log(&mut self, updates: &[Update], stop: impl Fn() -> bool) -> bool {
         for u in updates {
             self.wal.append(u);
-            SeqGap::record(&mut self.gaps, u.prev_seq, u.seq);
+            SeqGap::record(&mut self.gaps, u.prev_seq, u.skipped_until());
         }
         loop {
             match self.wal.commit(Instant::now()) {

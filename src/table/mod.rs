@@ -195,6 +195,7 @@ impl Table {
                 self.lock_key(&key).insert(key, v)
             }
             WriteOp::Del { key } => self.lock_key(&key).remove(&key),
+            WriteOp::Noop => false,
         };
         if existed {
             WriteOutcome::Existed
@@ -326,6 +327,7 @@ mod tests {
             let existed = match &op {
                 WriteOp::Put { value, .. } => model.insert(k.clone(), (seq, value.clone())),
                 WriteOp::Del { .. } => model.remove(&k),
+                WriteOp::Noop => None,
             }
             .is_some();
             let expected = if existed {

@@ -180,6 +180,7 @@ impl Codec for Update {
                 out.push(op::DEL);
                 key.encode(out);
             }
+            WriteOp::Noop => out.push(UPDATE_KIND_NOOP),
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -193,6 +194,7 @@ impl Codec for Update {
             op::DEL => WriteOp::Del {
                 key: Key::decode(r)?,
             },
+            UPDATE_KIND_NOOP => WriteOp::Noop,
             other => {
                 return Err(DecodeError::Invalid {
                     what: "update kind",
@@ -309,9 +311,35 @@ pub struct PeerChallenge {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub enum WriteOp {
-    Put { key: Key, value: Vec<u8> },
-    Del { key: Key },
+    Put {
+        key: Key,
+        value: Vec<u8>,
+    },
+    Del {
+        key: Key,
+    },
+    /// Changes nothing. A new head's first update (spec §5.4): its
+    /// sequence number claims the ids the head skips, so that every member
+    /// knows of the skip before the head hands out any id.
+    Noop,
 }
+
+impl Update {
+    /// The end (exclusive) of the ids this update shows were never given
+    /// to a write: those after `prev_seq`, up to its own for a write, and
+    /// including its own for a NOOP (a mark is no write: VERIFY answers
+    /// unknown for its id too).
+    #[must_use]
+    pub fn skipped_until(&self) -> u64 {
+        match self.op {
+            WriteOp::Noop => self.seq.saturating_add(1),
+            _ => self.seq,
+        }
+    }
+}
+
+/// UPDATE kind byte of [`WriteOp::Noop`] (PUT and DEL use their opcodes).
+pub const UPDATE_KIND_NOOP: u8 = 0x00;
 
 impl WriteOp {
     /// Bytes of key and value this write holds in memory while queued
@@ -321,6 +349,7 @@ impl WriteOp {
         match self {
             WriteOp::Put { key, value } => key.as_bytes().len() + value.len(),
             WriteOp::Del { key } => key.as_bytes().len(),
+            WriteOp::Noop => 0,
         }
     }
 }

@@ -15,5 +15,6 @@ pub use message::{
     op, Access, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass,
     OpState, PeerChallenge, PeerHello, PeerRole, SeqGap, SnapshotChunk, Update, Versioned,
     WriteMode, WriteOk, WriteOp, WriteOutcome, FEATURE_AUTH_REQUIRED, SNAPSHOT_GAPS_MAX,
+    UPDATE_KIND_NOOP,
 };
 pub use status::{AfterError, ErrorCode, Retry};

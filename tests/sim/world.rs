@@ -100,6 +100,16 @@ enum Task {
     Install(SnapshotChunk),
 }
 
+impl Task {
+    /// This task, if it applies a client's write (not a head's NOOP mark).
+    fn as_ref_write(&self) -> Option<&Task> {
+        match self {
+            Task::Apply(u) if u.op != WriteOp::Noop => Some(self),
+            _ => None,
+        }
+    }
+}
+
 /// A `table-server` process: its replica, worker and table.
 struct Proc {
     replica: Replica,
@@ -226,6 +236,9 @@ struct World {
     /// Histories of every snapshot cut, by its sequence number.
     snapshots: HashMap<u64, Vec<u64>>,
     summary: Summary,
+    /// Every operation id any member applied, and the write it named: an id
+    /// must never name two different writes (VERIFY answers by id).
+    ids: HashMap<u64, WriteOp>,
     /// Quiescing: clients send nothing new.
     stopping: bool,
     trace: VecDeque<String>,
@@ -257,6 +270,7 @@ impl World {
             acked: BTreeSet::new(),
             snapshots: HashMap::new(),
             summary: Summary::default(),
+            ids: HashMap::new(),
             stopping: false,
             trace: VecDeque::new(),
             failure: None,

@@ -223,6 +223,25 @@ impl World {
             p.working = false;
             return;
         };
+        // A new head's NOOP mark is no client's id, so only writes count.
+        if let Some(Task::Apply(u)) = task.as_ref_write() {
+            match self.ids.get(&u.seq) {
+                Some(op) if *op != u.op => {
+                    let msg = format!(
+                        "op id {} names two different writes: {op:?} and, at p{pid}, {:?}",
+                        u.seq, u.op
+                    );
+                    self.fail(msg);
+                }
+                Some(_) => {}
+                None => {
+                    self.ids.insert(u.seq, u.op.clone());
+                }
+            }
+        }
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
         match task {
             Task::Apply(u) => {
                 let existed = match &u.op {
@@ -231,6 +250,7 @@ impl World {
                         .insert(key.clone(), (u.seq, value.clone()))
                         .is_some(),
                     WriteOp::Del { key } => p.table.remove(key).is_some(),
+                    WriteOp::Noop => false,
                 };
                 p.hist.push(u.seq);
                 let outcome = if existed {

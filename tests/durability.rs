@@ -256,9 +256,16 @@ fn a_torn_final_record_is_cut_off_at_the_last_good_record() {
                 "cut at {cut}: no warning logged"
             );
         }
-        let len = std::fs::metadata(&copy).unwrap().len();
+        // What follows the good records is the restart's id-skip mark.
+        let now = std::fs::read(&copy).unwrap();
         assert_eq!(
-            len, boundary as u64,
+            &now[..boundary],
+            &bytes[..boundary],
+            "cut at {cut}: the good records must be kept as they were"
+        );
+        assert_eq!(
+            record_ends(&now).len(),
+            kept + 1,
             "cut at {cut}: the torn bytes must be gone from the file"
         );
         // Writing after the cut appends where the good records end: the
@@ -362,58 +369,87 @@ fn a_data_directory_serves_one_process_at_a_time() {
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
+/// Hands 60 asynchronous writes to a server whose worker is slow, so that
+/// most are queued, unlogged, when it is killed `after` the last reply.
+fn async_writes_then_kill9(
+    server: &mut ServerProc,
+    tag: &str,
+    after: Duration,
+) -> Vec<(String, u64)> {
+    let mut c = server.client();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let key = format!("{tag}-{i}");
+        let id = c.put_async(key.as_bytes(), b"v").unwrap().op_id;
+        ids.push((key, id));
+    }
+    std::thread::sleep(after);
+    server.kill9();
+    ids
+}
+
+/// After a restart, VERIFY agrees with the table for every id handed out
+/// before the crash, some writes were lost (else the round proved
+/// nothing), and a new write gets an id above all of them.
+fn check_ids_after_restart(c: &mut Client, ids: &[(String, u64)], round: &str) {
+    let mut executed = 0;
+    for (key, id) in ids {
+        let state = c.verify(*id).unwrap();
+        let present = value_of(c, key).is_some();
+        assert_ne!(
+            state,
+            OpState::Pending,
+            "{round}: op {id} pending after a restart"
+        );
+        assert_eq!(
+            state == OpState::Executed,
+            present,
+            "{round}: VERIFY({id}) says {state:?}; {key} present: {present}"
+        );
+        executed += usize::from(present);
+    }
+    assert!(
+        executed < ids.len(),
+        "{round}: every write was logged before the kill; the test proved nothing"
+    );
+    let max_old = ids.iter().map(|(_, id)| *id).max().unwrap();
+    let new = c
+        .put(format!("new-{round}").as_bytes(), b"1")
+        .unwrap()
+        .op_id;
+    assert!(
+        new > max_old,
+        "{round}: new write got id {new}, not above the ids handed out before ({max_old})"
+    );
+    let unlogged = ids.iter().find(|(k, _)| value_of(c, k).is_none()).unwrap();
+    assert_eq!(
+        c.verify(unlogged.1).unwrap(),
+        OpState::Unknown,
+        "{round}: a lost write's id after new writes"
+    );
+}
+
 #[test]
 fn ids_handed_to_writes_lost_in_a_crash_are_never_reused() {
     let dir = DataDir::new("ids");
     // A slow worker keeps asynchronous writes queued, unlogged, when the
     // SIGKILL lands; some get logged first. Whichever: VERIFY after the
     // restart must agree with the table, and no old id may name a new write.
-    let mut server = durable(&dir, &["--test-worker-delay-ms", "20"]);
-    let mut c = server.client();
-    let mut ids = Vec::new();
-    for i in 0..60 {
-        let key = format!("async-{i}");
-        ids.push((
-            key.clone(),
-            c.put_async(key.as_bytes(), b"v").unwrap().op_id,
-        ));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    server.kill9();
-
+    let slow = ["--test-worker-delay-ms", "20"];
+    let mut server = durable(&dir, &slow);
+    let ids = async_writes_then_kill9(&mut server, "first", Duration::from_millis(300));
     let server = durable(&dir, &[]);
-    let mut c = server.client();
-    let mut executed = 0;
-    for (key, id) in &ids {
-        let state = c.verify(*id).unwrap();
-        let present = value_of(&mut c, key).is_some();
-        assert_ne!(state, OpState::Pending, "op {id} pending after a restart");
-        assert_eq!(
-            state == OpState::Executed,
-            present,
-            "VERIFY({id}) says {state:?}; {key} present: {present}"
-        );
-        executed += usize::from(present);
-    }
-    assert!(
-        executed < ids.len(),
-        "every write was logged before the kill; the test proved nothing"
-    );
-    let max_old = ids.iter().map(|(_, id)| *id).max().unwrap();
-    let new = c.put(b"new", b"1").unwrap().op_id;
-    assert!(
-        new > max_old,
-        "new write got id {new}, not above the ids handed out before ({max_old})"
-    );
-    let unlogged = ids
-        .iter()
-        .find(|(k, _)| value_of(&mut c, k).is_none())
-        .unwrap();
-    assert_eq!(
-        c.verify(unlogged.1).unwrap(),
-        OpState::Unknown,
-        "a lost write's id after new writes"
-    );
+    check_ids_after_restart(&mut server.client(), &ids, "one crash");
+    drop(server);
+
+    // Two crashes in a row, the second before the restarted server logged
+    // any write: the second restart must not skip from the same point as
+    // the first and hand the same ids out again (the restart logs its
+    // skip before it takes clients).
+    let mut server = durable(&dir, &["--test-worker-delay-ms", "500"]);
+    let ids = async_writes_then_kill9(&mut server, "second", Duration::ZERO);
+    let server = durable(&dir, &[]);
+    check_ids_after_restart(&mut server.client(), &ids, "two crashes");
 }
 
 /// A tmpfs of `size` mounted for the test, unmounted when dropped.
@@ -648,7 +684,8 @@ fn a_backup_under_writes_restores_to_exactly_the_table_as_of_its_last_write() {
     let file_arg = file.to_str().unwrap().to_string();
     let restored = durable(&restored_dir, &["--restore", &file_arg]);
     let mut r = restored.client();
-    assert_eq!(stat(&mut r, "last_executed"), as_of);
+    // Its last executed id is its own restart's id-skip mark, 2^20 on.
+    assert_eq!(stat(&mut r, "last_executed"), as_of + (1 << 20));
     assert_eq!(
         stat(&mut r, "table_digest"),
         digest,

@@ -496,13 +496,15 @@ mod storage {
     }
 
     fn update(u: &Value) -> Update {
-        let key = Key::new(s(u, "key").as_bytes()).unwrap();
+        let key = || Key::new(s(u, "key").as_bytes()).unwrap();
         let op = match s(u, "op") {
             "put" => WriteOp::Put {
-                key,
+                key: key(),
                 value: s(u, "value").as_bytes().to_vec(),
             },
-            _ => WriteOp::Del { key },
+            "del" => WriteOp::Del { key: key() },
+            "noop" => WriteOp::Noop,
+            other => panic!("update op {other}"),
         };
         Update {
             seq: n(u, "seq"),

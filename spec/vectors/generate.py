@@ -278,8 +278,9 @@ def storage():
     updates = [
         dict(seq=1, prev_seq=0, op="put", key="apple", value="red"),
         dict(seq=2, prev_seq=1, op="put", key="apple", value="green"),
-        # After a restart: ids 3..=1048578 skipped (see STORAGE.md, Restart).
-        dict(seq=1048579, prev_seq=2, op="del", key="apple"),
+        # A restart logs its mark: ids 3..=1048578 skipped (see STORAGE.md, Restart).
+        dict(seq=1048578, prev_seq=2, op="noop"),
+        dict(seq=1048579, prev_seq=1048578, op="del", key="apple"),
         dict(seq=1048580, prev_seq=1048579, op="put", key="pear", value="yellow"),
     ]
     segment = WAL_MAGIC + b"".join(record(KIND_UPDATE, update(u)) for u in updates)

@@ -57,7 +57,8 @@ impl Replica {
         if self.takeover_mark.is_some_and(|m| self.last_acked < m) {
             return Err(Refusal {
                 code: ErrorCode::Unavailable,
-                why: "new head: waiting for the chain to acknowledge its takeover",
+                why:
+                    "waiting for its id skip (a new head's or a restart's mark) to be acknowledged",
                 redirect: None,
             });
         }

@@ -56,29 +56,34 @@ impl Replica {
         // 42234 of a 100,000-schedule run: it had seen none, and gave id 1
         // again). The first member of a new chain has had no predecessor.
         if !was_head && (self.last_queued > 0 || had_predecessor) {
-            // Skip the ids the failed head may have handed out, and say so
-            // down the chain before handing out any: a NOOP at the new
-            // floor. Were this head to fail before a successor had the
-            // skip, the next head would skip from the same point and hand
-            // out the same ids again (the simulator found that: seed 6661
-            // of 40,000, one id naming two writes). With the mark, a
-            // successor either has it (and skips past it) or this head
-            // never admitted a write.
-            // last_queued <= SEQ_MAX (checked on receipt), so no overflow.
-            let mark = self.last_queued.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
-            self.seq_floor = mark;
-            if mark > super::SEQ_MAX {
-                return; // ids exhausted: this head admits no write at all
-            }
-            let prev_seq = self.last_queued;
-            self.last_queued = mark;
-            self.takeover_mark = Some(mark);
-            self.queue_apply(crate::wire::Update {
-                seq: mark,
-                prev_seq,
-                op: crate::wire::WriteOp::Noop,
-            });
+            self.mark_id_skip();
         }
+    }
+
+    /// Skips the ids a failed head (or this server before a restart) may
+    /// have handed out, and says so down the chain before handing out any:
+    /// a NOOP at the new floor, `last + 2^20`. Were this head to fail
+    /// before a successor had the skip, the next head would skip from the
+    /// same point and hand out the same ids again (the simulator found
+    /// that: seed 6661 of 40,000, one id naming two writes). With the mark,
+    /// a successor either has it (and skips past it) or this head never
+    /// admitted a write. A standalone server logs the mark before it
+    /// admits a write, so a second crash skips from past it too.
+    pub(super) fn mark_id_skip(&mut self) {
+        // last_queued <= SEQ_MAX (checked on receipt), so no overflow.
+        let mark = self.last_queued.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
+        self.seq_floor = mark;
+        if mark > super::SEQ_MAX {
+            return; // ids exhausted: this head admits no write at all
+        }
+        let prev_seq = self.last_queued;
+        self.last_queued = mark;
+        self.takeover_mark = Some(mark);
+        self.queue_apply(crate::wire::Update {
+            seq: mark,
+            prev_seq,
+            op: crate::wire::WriteOp::Noop,
+        });
     }
 
     pub(super) fn rewire_successor(&mut self) {

@@ -392,8 +392,15 @@ impl Replica {
         self.last_acked = last_seq;
         self.adopt_gaps(gaps, last_seq.saturating_add(1));
         if restart {
-            self.seq_floor = last_seq.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
+            self.mark_id_skip();
         }
+    }
+
+    /// Whether this standalone server restarted from its data directory
+    /// and its id skip (see [`Replica::resume`]) is not yet logged.
+    #[must_use]
+    pub fn restart_mark_pending(&self) -> bool {
+        !self.chain && self.takeover_mark.is_some_and(|m| self.last_acked < m)
     }
 
     /// Marks every apply still with the worker as stale (see

@@ -25,7 +25,14 @@ impl Server {
         self.sweep();
         self.client_buffer_bytes = self.count_client_buffers();
         let ids: Vec<u64> = self.conns.keys().copied().collect();
-        let accepting = self.listener.is_some() && !self.accept_paused();
+        // A restarted standalone server takes clients once its id skip is
+        // logged (one fsync): an async write admitted before it could be
+        // handed an id that a second crash would hand out again. While the
+        // log cannot be written it takes them anyway: reads go on, and
+        // writes get STORAGE_UNAVAILABLE.
+        let settling = self.replica.restart_mark_pending()
+            && !self.health.as_ref().is_some_and(|h| h.failing());
+        let accepting = self.listener.is_some() && !self.accept_paused() && !settling;
         let ready = {
             let mut fds = Vec::with_capacity(ids.len() + 3);
             fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));

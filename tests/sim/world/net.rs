@@ -219,7 +219,26 @@ impl World {
         self.after(d, Ev::Broken(pid, id, dialler));
     }
 
-    pub(super) fn learn_broken(&mut self, pid: Pid, _id: u64, dialler: bool) {
+    pub(super) fn learn_broken(&mut self, pid: Pid, id: u64, dialler: bool) {
+        // A link that a newer one replaced at this end is no longer watched
+        // by the server there (it dropped it without telling its replica:
+        // `Server::drop_links`), so its end is not news. Only a live
+        // replacement counts: a dial still connecting does not replace an
+        // accepted predecessor link yet. (Seed 44499: a joiner told of its
+        // old predecessor link's end after the new link had delivered the
+        // whole snapshot, forgot it, and waited for a transfer that the
+        // predecessor had finished.)
+        let replaced = self.links.iter().any(|(other, l)| {
+            *other > id
+                && if dialler {
+                    l.from == pid
+                } else {
+                    l.to == pid && l.state != LinkState::Connecting
+                }
+        });
+        if replaced {
+            return;
+        }
         if dialler {
             self.with(pid, |r| r.handle_successor_lost());
         } else {

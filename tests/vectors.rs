@@ -112,6 +112,31 @@ fn write_ok(m: &Value) -> WriteOk {
     }
 }
 
+/// HELLO_OK's 1.1 extension from its JSON form (limits by name).
+fn hello_extension(e: &Value) -> HelloExtension {
+    let id = |name: &str| match name {
+        "inflight_max" => ServerLimit::INFLIGHT_MAX,
+        "output_bytes_max" => ServerLimit::OUTPUT_BYTES_MAX,
+        "value_bytes_max" => ServerLimit::VALUE_BYTES_MAX,
+        "key_bytes_max" => ServerLimit::KEY_BYTES_MAX,
+        "idle_timeout_ms" => ServerLimit::IDLE_TIMEOUT_MS,
+        "send_timeout_ms" => ServerLimit::SEND_TIMEOUT_MS,
+        other => panic!("limit {other}"),
+    };
+    HelloExtension {
+        minor: u16::try_from(n(e, "minor")).expect("a u16"),
+        limits: e["limits"]
+            .as_array()
+            .expect("limits")
+            .iter()
+            .map(|l| ServerLimit {
+                id: id(s(l, "name")),
+                value: n(l, "value"),
+            })
+            .collect(),
+    }
+}
+
 /// Builds the Rust message that a vector's JSON form describes.
 fn message(m: &Value) -> Message {
     let body = match s(m, "type") {
@@ -126,10 +151,12 @@ fn message(m: &Value) -> Message {
         }),
         "HELLO_OK" => Body::HelloOk(HelloOk {
             version: u8::try_from(n(m, "version")).expect("a u8"),
-            features: n32(m, "features"),
+            // The wire's bit 1 is the extension's presence, not a field.
+            features: n32(m, "features") & !FEATURE_EXTENSION,
             payload_bytes_max: n32(m, "payload_bytes_max"),
             role: node_role(s(m, "role")),
             last_seq: n(m, "last_seq"),
+            extension: m.get("extension").map(hello_extension),
         }),
         "PUT" => Body::Put {
             key: key(m),

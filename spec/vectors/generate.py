@@ -31,6 +31,11 @@ ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPC
               RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15, AUTH_REQUIRED=16,
               AUTH_FAILED=17, NOT_PERMITTED=18, STORAGE_UNAVAILABLE=19)
 ACCESS = dict(readonly=1, readwrite=2)
+# Protocol 1.1 (spec 4.1.1): HELLO feature bit 0 asks for HELLO_OK's
+# extension; HELLO_OK feature bit 1 says it follows.
+HELLO_WANTS_EXTENSION, FEATURE_AUTH_REQUIRED, FEATURE_EXTENSION, FEATURE_DATA_DIR = 1, 1, 2, 4
+LIMITS = dict(inflight_max=1, output_bytes_max=2, value_bytes_max=3, key_bytes_max=4,
+              idle_timeout_ms=5, send_timeout_ms=6)
 
 
 def frame(opcode, request_id, payload, flags=0, version=VERSION, magic=MAGIC, crc=None):
@@ -99,6 +104,11 @@ def encode(m):
         p = bytes.fromhex(m["proof"])
     elif t == "HELLO_OK":
         p = struct.pack(">BIIBQ", m["version"], m["features"], m["payload_bytes_max"], ROLES[m["role"]], m["last_seq"])
+        ext = m.get("extension")
+        assert (ext is not None) == bool(m["features"] & FEATURE_EXTENSION), "bit 1 says whether the extension follows"
+        if ext is not None:
+            p += struct.pack(">HI", ext["minor"], len(ext["limits"]))
+            p += b"".join(struct.pack(">HQ", LIMITS[l["name"]], l["value"]) for l in ext["limits"])
     elif t in ("PUT_OK", "DEL_OK"):
         p = struct.pack(">QB", m["op_id"], OUTCOMES[m["outcome"]])
     elif t == "VALUE":
@@ -127,6 +137,17 @@ VALID = [
     ("hello-client", dict(type="HELLO", request_id=1, role="client", features=0, node="")),
     ("hello-peer", dict(type="HELLO", request_id=1, role="peer", features=0, node="node0000000007")),
     ("hello-ok", dict(type="HELLO_OK", request_id=1, version=1, features=0, payload_bytes_max=16777216, role="tail", last_seq=41)),
+    # Protocol 1.1: a client that asks for the extension, and a server's answer.
+    ("hello-client-1.1", dict(type="HELLO", request_id=1, role="client", features=HELLO_WANTS_EXTENSION, node="")),
+    ("hello-ok-1.1", dict(type="HELLO_OK", request_id=1, version=1, features=FEATURE_EXTENSION | FEATURE_DATA_DIR,
+                          payload_bytes_max=16777216, role="standalone", last_seq=7,
+                          extension=dict(minor=1, limits=[
+                              dict(name="inflight_max", value=4096),
+                              dict(name="output_bytes_max", value=33554432),
+                              dict(name="value_bytes_max", value=8388608),
+                              dict(name="key_bytes_max", value=1024),
+                              dict(name="idle_timeout_ms", value=300000),
+                              dict(name="send_timeout_ms", value=30000)]))),
     ("put-sync", dict(type="PUT", request_id=2, key="foo", value="bar", **{"async": False})),
     ("put-async", dict(type="PUT", request_id=3, key="k", value="", **{"async": True})),
     ("put-ok", dict(type="PUT_OK", request_id=2, op_id=42, outcome="absent")),

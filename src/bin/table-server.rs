@@ -31,9 +31,12 @@ struct Args {
     /// ZooKeeper path of the chain; several chains can share one ZooKeeper.
     #[arg(long, default_value = "/chain")]
     chain_root: String,
-    /// Limit: largest frame payload accepted, bytes (FRAME_TOO_LARGE beyond).
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    frame_bytes_max: usize,
+    /// Limit: largest frame payload accepted, bytes (FRAME_TOO_LARGE beyond),
+    /// 4096..=4294967295. Also caps every reply, so the largest value
+    /// stored is this less 13 bytes (or 8 MiB).
+    #[arg(long, default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..=u64::from(u32::MAX)))]
+    frame_bytes_max: u64,
     /// Limit: most client connections (TOO_MANY_CONNECTIONS beyond).
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -234,7 +237,7 @@ fn config(
             .advertise
             .unwrap_or_else(|| format!("127.0.0.1:{}", args.port)),
         n_lists: args.n_lists as usize,
-        payload_bytes_max: args.frame_bytes_max,
+        payload_bytes_max: usize::try_from(args.frame_bytes_max).unwrap_or(usize::MAX),
         connections_max: args.max_connections,
         output_bytes_max: args.output_bytes_max,
         buffer_budget_bytes: args.buffer_budget_bytes,

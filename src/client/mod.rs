@@ -156,11 +156,13 @@ impl Client {
                 payload_bytes_max: 0,
                 role: crate::wire::NodeRole::Standalone,
                 last_seq: 0,
+                extension: None,
             },
         };
+        // A 1.1 client: a 1.0 server ignores the bit and answers as 1.0.
         let hello = Body::Hello(Hello {
             role: PeerRole::Client,
-            features: 0,
+            features: crate::wire::HELLO_WANTS_EXTENSION,
             node: String::new(),
         });
         match client.call(hello)? {

@@ -94,10 +94,10 @@ impl Replica {
                 self.predecessor().map(|m| m.addr.clone()),
             ),
             Standing::Active if self.acting_tail() => Ok(()),
-            Standing::Active => {
-                let next = self.successor_member().map(|m| m.addr.clone());
-                refuse(ErrorCode::NotTail, next)
-            }
+            // The tail as membership lists it (spec §5.4): one hop, not a
+            // walk down the chain. If it is still joining it names its
+            // predecessor, which is then the acting tail.
+            Standing::Active => refuse(ErrorCode::NotTail, self.tail_addr()),
         }
     }
 }

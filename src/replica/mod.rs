@@ -522,6 +522,10 @@ impl Replica {
         self.members.first().map(|m| m.addr.clone())
     }
 
+    pub(super) fn tail_addr(&self) -> Option<String> {
+        self.members.last().map(|m| m.addr.clone())
+    }
+
     /// Whether this member serves reads and acknowledges writes itself:
     /// it is active and no successor has taken over the tail role.
     /// A successor that is still connecting may be an established member

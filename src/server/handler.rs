@@ -12,11 +12,17 @@ use super::conn::{Conn, Kind, Slot};
 use super::Server;
 use crate::replica::{Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
+use crate::serialize::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::wire::PROTOCOL_VERSION;
 use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
+use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
-use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED};
-use std::time::Instant;
+use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_DATA_DIR};
+use std::time::{Duration, Instant};
+
+/// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
+/// length.
+const VALUE_REPLY_OVERHEAD: usize = 13;
 
 pub(super) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Message {
     Message::new(request_id, Body::Error(ErrorReply::new(code, message)))
@@ -155,6 +161,7 @@ impl Server {
             op::HELLO => {
                 if let Some(msg) = self.decode_or_reply(conn, &frame) {
                     if let Body::Hello(h) = msg.body {
+                        self.counters.count_request(op::HELLO);
                         self.hello(conn, request_id, h);
                     }
                 }
@@ -167,45 +174,86 @@ impl Server {
         }
     }
 
-    pub(super) fn hello_ok(&self, request_id: u64) -> Message {
+    /// HELLO_OK, with protocol 1.1's extension (spec §4.1.1) for a client
+    /// that asked for it.
+    pub(super) fn hello_ok(&self, request_id: u64, extension: bool) -> Message {
+        let mut features = 0;
+        if self.cfg.users.is_some() {
+            features |= FEATURE_AUTH_REQUIRED;
+        }
+        if self.cfg.storage.is_some() {
+            features |= FEATURE_DATA_DIR;
+        }
+        let payload_bytes_max = u32::try_from(self.cfg.payload_bytes_max).unwrap_or(u32::MAX);
+        let extension = extension.then(|| HelloExtension {
+            minor: PROTOCOL_MINOR,
+            limits: self.announced_limits(),
+        });
         Message::new(
             request_id,
             Body::HelloOk(HelloOk {
                 version: PROTOCOL_VERSION,
-                features: if self.cfg.users.is_some() {
-                    FEATURE_AUTH_REQUIRED
-                } else {
-                    0
-                },
-                payload_bytes_max: u32::try_from(self.cfg.payload_bytes_max).unwrap_or(u32::MAX),
+                features,
+                payload_bytes_max,
                 role: self.replica.role(),
                 last_seq: self.replica.hello_last_seq(),
+                extension,
             }),
         )
     }
 
+    /// The limits a 1.1 client learns in HELLO_OK (spec §4.1.1).
+    fn announced_limits(&self) -> Vec<ServerLimit> {
+        let cfg = &self.cfg;
+        let ms = |d: Duration| crate::units::millis(d);
+        [
+            (ServerLimit::INFLIGHT_MAX, cfg.inflight_max as u64),
+            (ServerLimit::OUTPUT_BYTES_MAX, cfg.output_bytes_max as u64),
+            (ServerLimit::VALUE_BYTES_MAX, self.value_bytes_max() as u64),
+            (ServerLimit::KEY_BYTES_MAX, KEY_BYTES_MAX as u64),
+            (ServerLimit::IDLE_TIMEOUT_MS, ms(cfg.idle_timeout)),
+            (ServerLimit::SEND_TIMEOUT_MS, ms(cfg.send_timeout)),
+        ]
+        .into_iter()
+        .map(|(id, value)| ServerLimit { id, value })
+        .collect()
+    }
+
+    /// The largest value this server stores: one whose VALUE reply (13
+    /// bytes and the value) fits the `payload_bytes_max` it announces, so
+    /// that every value written can be read back (spec §7).
+    pub(super) fn value_bytes_max(&self) -> usize {
+        VALUE_BYTES_MAX.min(
+            self.cfg
+                .payload_bytes_max
+                .saturating_sub(VALUE_REPLY_OVERHEAD),
+        )
+    }
+
+    /// HELLO, first or again. Only the first moves the connection on; a
+    /// later one is answered as the first was and changes nothing. HELLO
+    /// with the obsolete peer role is refused and closed, first or not.
     fn hello(&mut self, conn: &mut Conn, request_id: u64, h: Hello) {
-        self.counters.count_request(op::HELLO);
-        match h.role {
-            PeerRole::Client if self.cfg.users.is_some() => {
+        if h.role == PeerRole::Peer {
+            self.counters.errors_sent += 1;
+            let why = "peer links open with PEER_HELLO and the cluster secret (spec 5.2)";
+            conn.reply(&error(request_id, ErrorCode::Unavailable, why));
+            conn.start_closing(self.now);
+            return;
+        }
+        if matches!(conn.kind, Kind::AwaitHello) {
+            if self.cfg.users.is_some() {
                 // Still a stranger: small frames and the handshake timeout
                 // until AUTH succeeds.
                 conn.kind = Kind::AwaitAuth;
-                conn.reply(&self.hello_ok(request_id));
-            }
-            PeerRole::Client => {
+            } else {
                 conn.kind = Kind::Client(Access::ReadWrite);
                 conn.decoder
                     .set_payload_bytes_max(self.cfg.payload_bytes_max);
-                conn.reply(&self.hello_ok(request_id));
-            }
-            PeerRole::Peer => {
-                self.counters.errors_sent += 1;
-                let why = "peer links open with PEER_HELLO and the cluster secret (spec 5.1)";
-                conn.reply(&error(request_id, ErrorCode::Unavailable, why));
-                conn.start_closing(self.now);
             }
         }
+        let extension = h.features & HELLO_WANTS_EXTENSION != 0;
+        conn.reply(&self.hello_ok(request_id, extension));
     }
 
     /// A frame from a client that has not logged in yet: HELLO and AUTH
@@ -271,7 +319,7 @@ impl Server {
     fn client_request(&mut self, conn: &mut Conn, msg: Message, access: Access) {
         self.counters.count_request(msg.body.opcode());
         match msg.body {
-            Body::Hello(_) => conn.reply(&self.hello_ok(msg.request_id)),
+            Body::Hello(h) => self.hello(conn, msg.request_id, h),
             Body::Auth { user, password } => self.auth(conn, msg.request_id, &user, &password),
             Body::Put { .. } | Body::Del { .. } if access == Access::ReadOnly => {
                 self.counters.errors_sent += 1;
@@ -298,6 +346,17 @@ impl Server {
 
     fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
         let is_put = matches!(op, WriteOp::Put { .. });
+        if let WriteOp::Put { value, .. } = &op {
+            let max = self.value_bytes_max();
+            if value.len() > max {
+                // A value whose VALUE reply would not fit the frame limit
+                // announced could never be read back (spec §7).
+                self.counters.errors_sent += 1;
+                let why = format!("value of {} bytes: this server stores at most {max} (its frame limit less the VALUE reply's 13 bytes)", value.len());
+                conn.reply(&error(request_id, ErrorCode::BadRequest, why));
+                return;
+            }
+        }
         if let Some(h) = self.health.as_ref().filter(|h| h.failing()) {
             self.counters.errors_sent += 1;
             let why = format!("cannot write the log: {}", h.why());
@@ -364,14 +423,18 @@ impl Server {
             Body::GetTable => Body::Entries(self.table.entries()),
             Body::Verify { op_id } => Body::VerifyOk(self.replica.verify(*op_id)),
             Body::Stats => Body::StatsOk(self.stats()),
-            Body::Hello(_) => return self.hello_ok(id),
+            Body::Hello(h) => return self.hello_ok(id, h.features & HELLO_WANTS_EXTENSION != 0),
             _ => return error(id, ErrorCode::Internal, "not a read"),
         };
         // The worker may have written between the check and the copy:
         // the copy's own size is what the frame limit is held to.
+        // Every reply is held to the limit announced in HELLO_OK (spec §7):
+        // a VALUE too (a member with a larger limit may have admitted it).
         let payload_bytes = match &body {
             Body::Keys(keys) => list_encoded_len(keys.iter().map(Key::encoded_len)),
             Body::Entries(entries) => list_encoded_len(entries.iter().map(Entry::encoded_len)),
+            Body::Value(Some(v)) => VALUE_REPLY_OVERHEAD + v.value.len(),
+            Body::StatsOk(_) => Message::new(id, body.clone()).to_frame().payload.len(),
             _ => 0,
         };
         self.over_frame_limit(id, payload_bytes)

@@ -81,7 +81,7 @@ impl Server {
         conn.kind = Kind::Predecessor { node: from };
         conn.decoder
             .set_payload_bytes_max(self.cfg.payload_bytes_max);
-        conn.send(&self.hello_ok(0));
+        conn.send(&self.hello_ok(0, false));
         // Its ACK goes out with the next dispatch, once this connection
         // is back among the others.
         self.replica.handle_predecessor_linked();

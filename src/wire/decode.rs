@@ -171,12 +171,39 @@ fn decode_backup_chunk(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
 }
 
 fn decode_hello_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    let version = r.u8("version")?;
+    let features = r.u32("features")?;
+    let payload_bytes_max = r.u32("payload bytes max")?;
+    let role = decode_enum(r, "node role", &NodeRole::ALL, |v| *v as u8)?;
+    let last_seq = r.u64("last seq")?;
+    let extension = if features & FEATURE_EXTENSION == 0 {
+        None
+    } else {
+        let minor = r.u16("minor version")?;
+        let count = r.count_u32("limits", ServerLimit::ENCODED_LEN)?;
+        if count > HELLO_LIMITS_MAX {
+            return Err(DecodeError::TooLong {
+                what: "limits",
+                len: count,
+                max: HELLO_LIMITS_MAX,
+            });
+        }
+        let mut limits = Vec::with_capacity(count);
+        for _ in 0..count {
+            limits.push(ServerLimit {
+                id: r.u16("limit id")?,
+                value: r.u64("limit value")?,
+            });
+        }
+        Some(HelloExtension { minor, limits })
+    };
     Ok(Body::HelloOk(HelloOk {
-        version: r.u8("version")?,
-        features: r.u32("features")?,
-        payload_bytes_max: r.u32("payload bytes max")?,
-        role: decode_enum(r, "node role", &NodeRole::ALL, |v| *v as u8)?,
-        last_seq: r.u64("last seq")?,
+        version,
+        features: features & !FEATURE_EXTENSION,
+        payload_bytes_max,
+        role,
+        last_seq,
+        extension,
     }))
 }
 

@@ -2,9 +2,9 @@
 //! messages, §4 replies). Encoding cannot fail: every value a `Body` can
 //! hold has an encoding, and size limits are the sender's to check.
 
-use super::message::Body;
+use super::message::{Body, FEATURE_EXTENSION};
 use super::opcode::OpClass;
-use crate::serialize::types::encode_text;
+use crate::serialize::types::{encode_text, put_u32};
 use crate::serialize::{encode_data, encode_list, Codec};
 use byteorder::{BigEndian, WriteBytesExt};
 
@@ -77,10 +77,22 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
         AuthOk(access) => put_u8(out, *access as u8),
         HelloOk(h) => {
             put_u8(out, h.version);
-            let _ = out.write_u32::<BigEndian>(h.features);
+            let features = match h.extension {
+                Some(_) => h.features | FEATURE_EXTENSION,
+                None => h.features & !FEATURE_EXTENSION,
+            };
+            let _ = out.write_u32::<BigEndian>(features);
             let _ = out.write_u32::<BigEndian>(h.payload_bytes_max);
             put_u8(out, h.role as u8);
             put_u64(out, h.last_seq);
+            if let Some(ext) = &h.extension {
+                let _ = out.write_u16::<BigEndian>(ext.minor);
+                put_u32(out, ext.limits.len());
+                for l in &ext.limits {
+                    let _ = out.write_u16::<BigEndian>(l.id);
+                    put_u64(out, l.value);
+                }
+            }
         }
         PutOk(w) | DelOk(w) => {
             put_u64(out, w.op_id);

@@ -67,6 +67,72 @@ impl NodeRole {
 
 /// HELLO_OK feature bit: the server requires AUTH before other requests.
 pub const FEATURE_AUTH_REQUIRED: u32 = 1;
+/// HELLO_OK feature bit: the 1.1 extension follows the 1.0 fields (spec
+/// §4.1.1). Never set in [`HelloOk::features`]: it is implied by
+/// [`HelloOk::extension`], so that a decoded reply has one form.
+pub const FEATURE_EXTENSION: u32 = 1 << 1;
+/// HELLO_OK feature bit: the server logs writes to a data directory
+/// (`STORAGE.md`).
+pub const FEATURE_DATA_DIR: u32 = 1 << 2;
+/// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
+/// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
+pub const HELLO_WANTS_EXTENSION: u32 = 1;
+/// The minor protocol version this release speaks (announced in the
+/// HELLO_OK extension).
+pub const PROTOCOL_MINOR: u16 = 1;
+/// Most limits one HELLO_OK extension may carry.
+pub const HELLO_LIMITS_MAX: usize = 64;
+
+/// A limit the server announces in HELLO_OK's extension, by number (spec
+/// §4.1.1); receivers ignore numbers they do not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub struct ServerLimit {
+    pub id: u16,
+    pub value: u64,
+}
+
+impl ServerLimit {
+    pub const ENCODED_LEN: usize = 10;
+    /// Requests in progress per connection before the server stops reading.
+    pub const INFLIGHT_MAX: u16 = 1;
+    /// Reply bytes queued per connection before the server stops reading.
+    pub const OUTPUT_BYTES_MAX: u16 = 2;
+    /// Largest value a PUT may carry on this server: the largest whose
+    /// VALUE reply fits the announced `payload_bytes_max`.
+    pub const VALUE_BYTES_MAX: u16 = 3;
+    /// Largest key.
+    pub const KEY_BYTES_MAX: u16 = 4;
+    /// A client with nothing in flight that sends nothing is closed after it.
+    pub const IDLE_TIMEOUT_MS: u16 = 5;
+    /// A client whose replies do not move is closed after it.
+    pub const SEND_TIMEOUT_MS: u16 = 6;
+}
+
+/// HELLO_OK's 1.1 extension: sent only to a client whose HELLO set
+/// [`HELLO_WANTS_EXTENSION`], and flagged by [`FEATURE_EXTENSION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub struct HelloExtension {
+    /// Minor protocol version: 1 for protocol 1.1.
+    pub minor: u16,
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_limits))]
+    pub limits: Vec<ServerLimit>,
+}
+
+impl HelloExtension {
+    /// The announced value of limit `id`, if the server sent it.
+    #[must_use]
+    pub fn limit(&self, id: u16) -> Option<u64> {
+        self.limits.iter().find(|l| l.id == id).map(|l| l.value)
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+fn arbitrary_limits(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<ServerLimit>> {
+    let n = u.int_in_range(0..=8)?;
+    (0..n).map(|_| ServerLimit::arbitrary(u)).collect()
+}
 
 /// What an authenticated user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +155,8 @@ pub enum WriteMode {
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct Hello {
     pub role: PeerRole,
-    /// Feature bits; none are defined in version 1 (send 0, ignore unknown).
+    /// Feature bits: [`HELLO_WANTS_EXTENSION`]; others are reserved (send
+    /// 0, ignore unknown).
     pub features: u32,
     /// For peers: the sender's member name (e.g. `node0000000007`); else empty.
     #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_text))]
@@ -100,6 +167,7 @@ pub struct Hello {
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 pub struct HelloOk {
     pub version: u8,
+    /// Feature bits, without [`FEATURE_EXTENSION`] (see `extension`).
     pub features: u32,
     /// Largest payload this server accepts.
     pub payload_bytes_max: u32,
@@ -107,6 +175,8 @@ pub struct HelloOk {
     /// Highest sequence number this server has applied; a predecessor
     /// resends everything after it.
     pub last_seq: u64,
+    /// Protocol 1.1's extension, when the HELLO asked for it.
+    pub extension: Option<HelloExtension>,
 }
 
 /// The result of a PUT or DEL.

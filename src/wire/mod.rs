@@ -17,4 +17,8 @@ pub use message::{
     WriteMode, WriteOk, WriteOp, WriteOutcome, FEATURE_AUTH_REQUIRED, SNAPSHOT_GAPS_MAX,
     UPDATE_KIND_NOOP,
 };
+pub use message::{
+    HelloExtension, ServerLimit, FEATURE_DATA_DIR, FEATURE_EXTENSION, HELLO_LIMITS_MAX,
+    HELLO_WANTS_EXTENSION, PROTOCOL_MINOR,
+};
 pub use status::{AfterError, ErrorCode, Retry};

@@ -128,6 +128,12 @@ impl HelloExtension {
     }
 }
 
+/// HELLO_OK features as the struct holds them: bit 1 lives in `extension`.
+#[cfg(feature = "arbitrary")]
+fn arbitrary_features(u: &mut Unstructured<'_>) -> arbitrary::Result<u32> {
+    Ok(u32::arbitrary(u)? & !FEATURE_EXTENSION)
+}
+
 #[cfg(feature = "arbitrary")]
 fn arbitrary_limits(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<ServerLimit>> {
     let n = u.int_in_range(0..=8)?;
@@ -168,6 +174,7 @@ pub struct Hello {
 pub struct HelloOk {
     pub version: u8,
     /// Feature bits, without [`FEATURE_EXTENSION`] (see `extension`).
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_features))]
     pub features: u32,
     /// Largest payload this server accepts.
     pub payload_bytes_max: u32,

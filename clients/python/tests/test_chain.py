@@ -1,0 +1,41 @@
+"""Against a real 3-member chain: ZooKeeper at $CHAINTABLE_ZK, members
+$CHAINTABLE_CHAIN (head first, comma-separated), started by the project's
+test harness (tests/python_client.rs)."""
+import os
+import unittest
+
+from chaintable import ChainClient, Client, Retry, ServerError, find_members
+
+ZK = os.environ.get("CHAINTABLE_ZK")
+CHAIN = os.environ.get("CHAINTABLE_CHAIN", "").split(",")
+
+
+@unittest.skipUnless(ZK, "set CHAINTABLE_ZK and CHAINTABLE_CHAIN to a running chain")
+class Chain(unittest.TestCase):
+    def test_the_spec_recipe_finds_the_members_in_order(self):
+        self.assertEqual(find_members(ZK), CHAIN)
+
+    def test_writes_at_the_head_are_read_at_the_tail(self):
+        with ChainClient(ZK) as cc:
+            w = cc.put(b"py-chain", b"replicated")
+            v = cc.get(b"py-chain")
+            self.assertEqual((v.value, v.version), (b"replicated", w.op_id))
+            self.assertEqual(cc.verify(w.op_id), "executed")
+        with Client(CHAIN[-1]) as tail:
+            self.assertEqual(tail.hello.role, "tail")
+            self.assertEqual(tail.get(b"py-chain").value, b"replicated")
+
+    def test_wrong_roles_redirect_and_the_client_follows(self):
+        with Client(CHAIN[0]) as head:
+            with self.assertRaises(ServerError) as e:
+                head.get(b"py-chain")
+            self.assertEqual((e.exception.name, e.exception.redirect, e.exception.retry),
+                             ("NOT_TAIL", CHAIN[-1], Retry.RETRIABLE))
+        with ChainClient(ZK) as cc:
+            cc.members = list(reversed(cc.members))  # a stale view
+            w = cc.put(b"py-redirected", b"1")
+            self.assertEqual(cc.get(b"py-redirected").version, w.op_id)
+
+
+if __name__ == "__main__":
+    unittest.main()

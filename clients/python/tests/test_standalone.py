@@ -1,0 +1,92 @@
+"""Against a real standalone table-server at $CHAINTABLE_ADDR (started by
+the project's test harness, tests/python_client.rs, with
+--frame-bytes-max 65536)."""
+import os
+import unittest
+
+from chaintable import Client, Retry, ServerError, wire
+
+ADDR = os.environ.get("CHAINTABLE_ADDR")
+
+
+@unittest.skipUnless(ADDR, "set CHAINTABLE_ADDR to a standalone table-server")
+class Standalone(unittest.TestCase):
+    def setUp(self):
+        self.c = Client(ADDR)
+
+    def tearDown(self):
+        self.c.close()
+
+    def test_hello_announces_protocol_1_1_and_the_limits(self):
+        h = self.c.hello
+        self.assertEqual((h.version, h.minor, h.role), (1, 1, "standalone"))
+        self.assertEqual(h.payload_bytes_max, 65536)
+        self.assertEqual(h.limits["value_bytes_max"], 65536 - 13)
+        self.assertEqual(h.limits["key_bytes_max"], 1024)
+        self.assertGreater(h.limits["inflight_max"], 0)
+
+    def test_put_get_delete_and_versions(self):
+        w = self.c.put(b"py-colour", b"blue")
+        self.assertIn(w.outcome, ("absent", "existed"))
+        v = self.c.get(b"py-colour")
+        self.assertEqual((v.value, v.version), (b"blue", w.op_id))
+        self.assertEqual(self.c.put(b"py-colour", b"red").outcome, "existed")
+        self.assertEqual(self.c.delete(b"py-colour").outcome, "existed")
+        self.assertIsNone(self.c.get(b"py-colour"))
+        self.assertEqual(self.c.delete(b"py-colour").outcome, "absent")
+
+    def test_size_keys_table_and_stats(self):
+        for i in range(5):
+            self.c.put(b"py-list-%d" % i, b"v%d" % i)
+        keys = set(self.c.keys())
+        self.assertTrue({b"py-list-%d" % i for i in range(5)} <= keys)
+        self.assertEqual(self.c.size(), len(keys))
+        table = {e.key: e.value for e in self.c.table()}
+        self.assertEqual(table[b"py-list-3"], b"v3")
+        stats = self.c.stats()
+        self.assertEqual(stats["role"], "standalone")
+        self.assertGreaterEqual(stats["ops_put"], 5)
+
+    def test_an_async_write_is_verified(self):
+        w = self.c.put(b"py-async", b"x", asynchronous=True)
+        self.assertEqual(w.outcome, "pending")
+        for _ in range(200):
+            if self.c.verify(w.op_id) == "executed":
+                break
+        self.assertEqual(self.c.verify(w.op_id), "executed")
+        self.assertEqual(self.c.get(b"py-async").version, w.op_id)
+        # A standalone server knows it never assigned an id (spec 4.1).
+        self.assertEqual(self.c.verify(w.op_id + 10**9), "unknown")
+
+    def test_pipelined_requests_answer_in_order(self):
+        n = 1000
+        puts = [wire.put(b"py-pipe-%d" % i, b"%d" % i) for i in range(n)]
+        gets = [wire.get(b"py-pipe-%d" % i) for i in range(n)]
+        results = self.c.pipeline(puts + gets)
+        ids = [r.op_id for r in results[:n]]
+        self.assertEqual(ids, sorted(ids), "writes from one connection execute in order")
+        self.assertEqual([r.value for r in results[n:]], [b"%d" % i for i in range(n)])
+        # Leave the table small enough for GETTABLE under a 64 KiB limit.
+        gone = self.c.pipeline([wire.delete(b"py-pipe-%d" % i) for i in range(n)])
+        self.assertEqual({r.outcome for r in gone}, {"existed"})
+
+    def test_errors_carry_their_retry_class(self):
+        big = b"x" * (self.c.hello.limits["value_bytes_max"] + 1)
+        with self.assertRaises(ServerError) as e:
+            self.c.put(b"py-big", big)
+        self.assertEqual((e.exception.name, e.exception.retry), ("BAD_REQUEST", Retry.NOT_RETRIABLE))
+        with self.assertRaises(ServerError) as e:
+            self.c.call(wire.Request(0x30))
+        self.assertEqual(e.exception.name, "UNKNOWN_OPCODE")
+        # Both kept the connection.
+        self.assertEqual(self.c.put(b"py-after", b"ok").outcome in ("absent", "existed"), True)
+
+    def test_a_backup_is_a_snapshot_file(self):
+        self.c.put(b"py-backup", b"kept")
+        data = self.c.backup()
+        self.assertEqual(data[:8], b"CTSNP\x00\x00\x01")
+        self.assertIn(b"py-backup", data)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -137,7 +137,10 @@ fn a_standalone_replica_acknowledges_after_apply() {
         "nothing is acknowledged before the apply"
     );
     r.handle_applied(u, WriteOutcome::Absent);
-    let Some(Action::WriteDone { token: t, result }) = r.poll_action() else {
+    let Some(Action::WriteDone {
+        token: t, result, ..
+    }) = r.poll_action()
+    else {
         panic!()
     };
     assert_eq!(

@@ -265,7 +265,7 @@ impl State {
             Action::Apply(u) => self.nodes[i].tasks.push_back(Task::Apply(u)),
             Action::Snapshot => self.nodes[i].tasks.push_back(Task::Snapshot),
             Action::Install(c) => self.nodes[i].tasks.push_back(Task::Install(c)),
-            Action::WriteDone { token, result } => {
+            Action::WriteDone { token, result, .. } => {
                 self.acked.insert(result.op_id);
                 let c = u8::try_from(token.conn).expect("a client index");
                 if self.pending.remove(&c).is_some() {
@@ -359,7 +359,8 @@ impl State {
                 n.value = match &u.op {
                     WriteOp::Put { value, .. } => value[0],
                     WriteOp::Del { .. } => 0,
-                    WriteOp::Noop => n.value,
+                    // The model's clients send no compare-and-set.
+                    _ => n.value,
                 };
                 n.hist.push(u.seq);
                 let outcome = if existed {

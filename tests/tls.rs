@@ -20,11 +20,16 @@ struct Pki {
 }
 
 /// A CA, a server certificate for 127.0.0.1 and localhost signed by it, and
-/// an unrelated CA.
+/// an unrelated CA, in a directory of its own: the tests of this file run
+/// in parallel in one process, and a shared directory let one test's CA
+/// overwrite the other's (a CI run failed with BadSignature).
 fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "pki-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let make_ca = || {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -104,11 +104,21 @@ fn write_ok(m: &Value) -> WriteOk {
         "pending" => WriteOutcome::Pending,
         "absent" => WriteOutcome::Absent,
         "existed" => WriteOutcome::Existed,
+        "mismatch" => WriteOutcome::Mismatch,
         other => panic!("outcome {other}"),
     };
     WriteOk {
         op_id: n(m, "op_id"),
         outcome,
+    }
+}
+
+fn cas_ok(m: &Value) -> CasOk {
+    let w = write_ok(m);
+    CasOk {
+        op_id: w.op_id,
+        outcome: w.outcome,
+        version: n(m, "version"),
     }
 }
 
@@ -181,6 +191,17 @@ fn message(m: &Value) -> Message {
             op_id: n(m, "op_id"),
         },
         "PUT_OK" => Body::PutOk(write_ok(m)),
+        "CPUT" => Body::PutIf {
+            key: key(m),
+            expected: n(m, "expected"),
+            value: s(m, "value").as_bytes().to_vec(),
+        },
+        "CDEL" => Body::DelIf {
+            key: key(m),
+            expected: n(m, "expected"),
+        },
+        "CPUT_OK" => Body::PutIfOk(cas_ok(m)),
+        "CDEL_OK" => Body::DelIfOk(cas_ok(m)),
         "DEL_OK" => Body::DelOk(write_ok(m)),
         "VALUE" if m["found"] == Value::Bool(false) => Body::Value(None),
         "VALUE" => Body::Value(Some(Versioned {
@@ -232,6 +253,9 @@ fn message(m: &Value) -> Message {
                     value: s(m, "value").as_bytes().to_vec(),
                 },
                 "del" => WriteOp::Del { key: key(m) },
+                "unchanged" => WriteOp::Unchanged {
+                    version: n(m, "version"),
+                },
                 _ => WriteOp::Noop,
             },
         }),

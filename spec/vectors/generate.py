@@ -17,13 +17,14 @@ import zlib
 
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
-          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, BACKUP=0x0B, UPDATE=0x40, ACK=0x41,
+          GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, BACKUP=0x0B, CPUT=0x0C, CDEL=0x0D,
+          UPDATE=0x40, ACK=0x41,
           SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
           PEER_PROOF=0x46, ERROR=0xFF)
 REPLY = 0x80
 FLAG_ASYNC = 1
 ROLES = dict(standalone=0, head=1, middle=2, tail=3, solo=4, joining=5, fenced=6)
-OUTCOMES = dict(pending=0, absent=1, existed=2)
+OUTCOMES = dict(pending=0, absent=1, existed=2, mismatch=3)
 OP_STATES = dict(unknown=0, pending=1, executed=2)
 ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPCODE=4,
               BAD_REQUEST=5, HANDSHAKE_REQUIRED=6, TOO_MANY_CONNECTIONS=7, BUSY=8,
@@ -33,7 +34,7 @@ ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPC
 ACCESS = dict(readonly=1, readwrite=2)
 # Protocol 1.1 (spec 4.1.1): HELLO feature bit 0 asks for HELLO_OK's
 # extension; HELLO_OK feature bit 1 says it follows.
-HELLO_WANTS_EXTENSION, FEATURE_AUTH_REQUIRED, FEATURE_EXTENSION, FEATURE_DATA_DIR = 1, 1, 2, 4
+HELLO_WANTS_EXTENSION, FEATURE_AUTH_REQUIRED, FEATURE_EXTENSION, FEATURE_DATA_DIR, FEATURE_CAS = 1, 1, 2, 4, 8
 LIMITS = dict(inflight_max=1, output_bytes_max=2, value_bytes_max=3, key_bytes_max=4,
               idle_timeout_ms=5, send_timeout_ms=6)
 
@@ -85,6 +86,12 @@ def encode(m):
         p = b""
     elif t == "VERIFY":
         p = struct.pack(">Q", m["op_id"])
+    elif t == "CPUT":
+        p = key(k) + struct.pack(">Q", m["expected"]) + data(m["value"].encode())
+    elif t == "CDEL":
+        p = key(k) + struct.pack(">Q", m["expected"])
+    elif t in ("CPUT_OK", "CDEL_OK"):
+        p = struct.pack(">QBQ", m["op_id"], OUTCOMES[m["outcome"]], m["version"])
     elif t == "AUTH":
         p = text(m["user"]) + text(m["password"])
     elif t == "AUTH_OK":
@@ -129,7 +136,7 @@ def encode(m):
         p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
     else:
         raise ValueError(t)
-    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP"}[t]] | REPLY
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL"}[t]] | REPLY
     return frame(opcode, rid, p, flags)
 
 
@@ -183,6 +190,16 @@ VALID = [
     # then its first write.
     ("update-takeover-mark", dict(type="UPDATE", request_id=0, seq=1048620, prev_seq=44, op="noop")),
     ("update-after-takeover", dict(type="UPDATE", request_id=0, seq=1048621, prev_seq=1048620, op="del", key="foo")),
+    # Compare-and-set: create "foo" only if absent; replace it only at version 42.
+    ("cput-if-absent", dict(type="CPUT", request_id=14, key="foo", expected=0, value="bar")),
+    ("cput-ok-mismatch", dict(type="CPUT_OK", request_id=14, op_id=50, outcome="mismatch", version=42)),
+    ("cput", dict(type="CPUT", request_id=15, key="foo", expected=42, value="baz")),
+    ("cput-ok", dict(type="CPUT_OK", request_id=15, op_id=51, outcome="existed", version=51)),
+    ("cdel", dict(type="CDEL", request_id=16, key="foo", expected=51)),
+    ("cdel-ok", dict(type="CDEL_OK", request_id=16, op_id=52, outcome="existed", version=0)),
+    # What the chain carries for them: the mismatch as UNCHANGED, then a put.
+    ("update-unchanged", dict(type="UPDATE", request_id=0, seq=50, prev_seq=49, op="unchanged", version=42)),
+    ("hello-ok-cas", dict(type="HELLO_OK", request_id=1, version=1, features=FEATURE_CAS, payload_bytes_max=16777216, role="head", last_seq=49)),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
     ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
     ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, gaps=[dict(first=3, last=9)], entries=[dict(key="a", version=40, value="x")])),
@@ -272,6 +289,7 @@ def record(kind, body):
 
 
 UPDATE_KIND_NOOP = 0x00
+UPDATE_KIND_UNCHANGED = 0x01
 
 
 def update(u):
@@ -280,6 +298,8 @@ def update(u):
         body = bytes([OP["PUT"]]) + key(u["key"].encode()) + data(u["value"].encode())
     elif u["op"] == "del":
         body = bytes([OP["DEL"]]) + key(u["key"].encode())
+    elif u["op"] == "unchanged":
+        body = bytes([UPDATE_KIND_UNCHANGED]) + struct.pack(">Q", u["version"])
     else:
         body = bytes([UPDATE_KIND_NOOP])
     return struct.pack(">QQ", u["seq"], u["prev_seq"]) + body

@@ -2,7 +2,7 @@
 //! rendering a reply for people. Kept apart from the binary so it is tested.
 
 use crate::serialize::{Key, StatValue};
-use crate::wire::{Body, OpState, Versioned, WriteMode, WriteOk, WriteOutcome};
+use crate::wire::{Body, CasOk, OpState, Versioned, WriteMode, WriteOk, WriteOutcome};
 
 pub const HELP: &str = "\
 commands (alias):
@@ -10,6 +10,9 @@ commands (alias):
                               -a: answer at once with an op id (async)
   get (g) <key>               show the value of <key>
   del (d) [-a] <key>          delete <key>
+  cas <key> <version> <data>  store <data> under <key> only if its version is
+                              <version> (0: only if absent)
+  cdel <key> <version>        delete <key> only if its version is <version>
   size (s)                    number of entries
   getkeys (k)                 all keys
   gettable (t)                all entries
@@ -61,6 +64,29 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Request(Body::Del {
                 key: key_arg(one_arg(rest, "del <key>")?, "del <key>")?,
                 mode,
+            })
+        }
+        "cas" => {
+            let usage = "cas <key> <version> <data>";
+            let (key, rest) = split_word(rest);
+            let (version, data) = split_word(rest);
+            let data = data.strip_suffix('\n').unwrap_or(data);
+            Command::Request(Body::PutIf {
+                key: key_arg(key, usage)?,
+                expected: version_arg(version, usage)?,
+                value: data.as_bytes().to_vec(),
+            })
+        }
+        "cdel" => {
+            let usage = "cdel <key> <version>";
+            let mut words = rest.split_whitespace();
+            let (Some(key), Some(version), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!("usage: {usage}"));
+            };
+            Command::Request(Body::DelIf {
+                key: key_arg(key, usage)?,
+                expected: version_arg(version, usage)?,
             })
         }
         "size" | "s" => no_args(rest, Body::Size)?,
@@ -123,6 +149,12 @@ fn no_args(rest: &str, body: Body) -> Result<Command, String> {
     }
 }
 
+fn version_arg(version: &str, usage: &str) -> Result<u64, String> {
+    version
+        .parse()
+        .map_err(|_| format!("'{version}' is not a version (usage: {usage})"))
+}
+
 fn key_arg(key: &str, usage: &str) -> Result<Key, String> {
     if key.is_empty() {
         return Err(format!("usage: {usage}"));
@@ -151,6 +183,18 @@ fn show_write(w: &WriteOk, is_put: bool) -> String {
         (WriteOutcome::Existed, true) => format!("ok: op {} (replaced)", w.op_id),
         (WriteOutcome::Existed, false) => format!("ok: op {} (deleted)", w.op_id),
         (WriteOutcome::Absent, false) => format!("ok: op {} (key was not there)", w.op_id),
+        (WriteOutcome::Mismatch, _) => format!("not written: op {} (version mismatch)", w.op_id),
+    }
+}
+
+fn show_cas(c: &CasOk, is_put: bool) -> String {
+    match (c.outcome, c.version) {
+        (WriteOutcome::Mismatch, 0) => format!("not written: op {}, the key is absent", c.op_id),
+        (WriteOutcome::Mismatch, v) => {
+            format!("not written: op {}, the key is at version {v}", c.op_id)
+        }
+        _ if is_put => format!("ok: op {} (now version {})", c.op_id, c.version),
+        _ => format!("ok: op {} (deleted)", c.op_id),
     }
 }
 
@@ -167,6 +211,7 @@ pub fn render(reply: &Body) -> String {
     match reply {
         Body::PutOk(w) => show_write(w, true),
         Body::DelOk(w) => show_write(w, false),
+        Body::PutIfOk(c) | Body::DelIfOk(c) => show_cas(c, matches!(reply, Body::PutIfOk(_))),
         Body::Value(v) => show_value(v),
         Body::SizeOk { entries } => entries.to_string(),
         Body::Keys(keys) if keys.is_empty() => "(no keys)".to_string(),
@@ -230,6 +275,38 @@ mod tests {
             panic!()
         };
         assert_eq!((mode, value.as_slice()), (WriteMode::Async, &b"v"[..]));
+    }
+
+    #[test]
+    fn compare_and_set_commands() {
+        let Body::PutIf {
+            key,
+            expected,
+            value,
+        } = req("cas k1 7 hello  world")
+        else {
+            panic!()
+        };
+        assert_eq!((key.as_bytes(), expected), (&b"k1"[..], 7));
+        assert_eq!(value, b"hello  world");
+        assert_eq!(
+            req("cdel k1 0"),
+            Body::DelIf {
+                key: Key::new("k1").unwrap(),
+                expected: 0
+            }
+        );
+        assert!(parse("cas k1 x v").unwrap_err().contains("not a version"));
+        assert!(parse("cdel k1").unwrap_err().contains("usage"));
+        let mismatch = CasOk {
+            op_id: 9,
+            outcome: WriteOutcome::Mismatch,
+            version: 4,
+        };
+        assert_eq!(
+            render(&Body::PutIfOk(mismatch)),
+            "not written: op 9, the key is at version 4"
+        );
     }
 
     #[test]

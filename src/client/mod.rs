@@ -9,7 +9,7 @@ mod error;
 pub use error::ClientError;
 
 use crate::serialize::{Entry, Key, Stats};
-use crate::wire::{Body, FrameDecoder, Hello, HelloOk, Message, PeerRole};
+use crate::wire::{Body, CasOk, FrameDecoder, Hello, HelloOk, Message, PeerRole};
 use crate::wire::{OpState, Versioned, WriteMode, WriteOk, PAYLOAD_BYTES_MAX_DEFAULT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -331,6 +331,46 @@ impl Client {
             value: value.to_vec(),
             mode,
         })
+    }
+
+    /// Compare-and-set: stores `value` under `key` only if the key's
+    /// version is `expected` (0: only if absent). Always synchronous. A
+    /// mismatch is not an error: the result's outcome says `Mismatch` and
+    /// its `version` is the key's current one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a CPUT.
+    pub fn put_if(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expected: u64,
+    ) -> Result<CasOk, ClientError> {
+        let key = Key::new(key)?;
+        let value = value.to_vec();
+        match self.call(Body::PutIf {
+            key,
+            expected,
+            value,
+        })? {
+            Body::PutIfOk(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Compare-and-delete: deletes `key` only if its version is
+    /// `expected`; as [`Client::put_if`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer a CDEL.
+    pub fn del_if(&mut self, key: &[u8], expected: u64) -> Result<CasOk, ClientError> {
+        let key = Key::new(key)?;
+        match self.call(Body::DelIf { key, expected })? {
+            Body::DelIfOk(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Synchronous DEL.

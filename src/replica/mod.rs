@@ -153,6 +153,10 @@ pub enum Action {
         token: WriteToken,
         /// Its op id and what it found.
         result: WriteOk,
+        /// The key's version after it: the op id after a PUT, 0 after a
+        /// DEL, what the compare found after a compare-and-set that did
+        /// not match (CPUT_OK and CDEL_OK carry it).
+        version: u64,
     },
     /// A synchronous write cannot be answered with certainty any more.
     WriteFailed {
@@ -237,6 +241,10 @@ enum Standing {
     Fenced,
 }
 
+/// A synchronous write waiting for the tail: its sequence number, who to
+/// answer, and once applied its outcome and the key's version after it.
+type Waiting = (u64, WriteToken, Option<(WriteOutcome, u64)>);
+
 /// One chain member's replication state (see the module doc for the
 /// contract with the IO layer). Cloneable so that a model checker can
 /// branch on it.
@@ -261,7 +269,7 @@ pub struct Replica {
     last_acked: u64,
     sent: SentList,
     /// Synchronous writes waiting for the tail, in sequence order.
-    waiting: VecDeque<(u64, WriteToken, Option<WriteOutcome>)>,
+    waiting: VecDeque<Waiting>,
     /// Applies handed to the worker and not yet reported.
     unapplied: usize,
     /// Applies queued before this member started over (rejoin, or a

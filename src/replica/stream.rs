@@ -3,7 +3,7 @@
 
 use super::{Action, Replica, Standing, StreamViolation, Successor};
 use super::{HEAD_TAKEOVER_SEQ_GAP, SEQ_MAX};
-use crate::wire::{Body, NodeRole, Update, WriteOk, WriteOutcome};
+use crate::wire::{Body, NodeRole, Update, WriteOk, WriteOp, WriteOutcome};
 
 impl Replica {
     /// The worker executed update `seq` with `outcome`.
@@ -19,7 +19,13 @@ impl Replica {
         }
         self.last_applied = seq;
         if let Some(w) = self.waiting.iter_mut().find(|w| w.0 == seq) {
-            w.2 = Some(outcome);
+            // The key's version now, as the update the worker resolved says.
+            let version = match update.op {
+                WriteOp::Put { .. } => seq,
+                WriteOp::Unchanged { version } => version,
+                _ => 0,
+            };
+            w.2 = Some((outcome, version));
         }
         if let Standing::Joining {
             installed: true,
@@ -166,11 +172,13 @@ impl Replica {
                 break;
             }
             self.waiting.pop_front();
-            let result = WriteOk {
-                op_id: s,
-                outcome: outcome.unwrap_or(WriteOutcome::Pending),
-            };
-            self.emit(Action::WriteDone { token, result });
+            let (outcome, version) = outcome.unwrap_or((WriteOutcome::Pending, 0));
+            let result = WriteOk { op_id: s, outcome };
+            self.emit(Action::WriteDone {
+                token,
+                result,
+                version,
+            });
         }
     }
 

@@ -95,7 +95,9 @@ pub enum Slot {
     /// Encoded reply, ready to go.
     Ready(Vec<u8>),
     /// A synchronous write waiting for the tail.
-    Write { request_id: u64, is_put: bool },
+    /// A synchronous write waiting for the tail; `opcode` is its request's
+    /// (PUT, DEL, CPUT or CDEL), which picks its reply.
+    Write { request_id: u64, opcode: u8 },
     /// A read queued behind a waiting write, evaluated when it reaches the
     /// front so that it sees the writes sent before it on this connection.
     Read(Message),
@@ -410,16 +412,16 @@ impl Conn {
     }
 
     /// Fills the first waiting write slot with `request_id`.
-    pub fn complete_write(&mut self, request_id: u64, make: impl FnOnce(bool) -> Message) {
+    pub fn complete_write(&mut self, request_id: u64, make: impl FnOnce(u8) -> Message) {
         let slot = self
             .slots
             .iter_mut()
             .find(|s| matches!(s, Slot::Write { request_id: r, .. } if *r == request_id));
         if let Some(slot) = slot {
-            let Slot::Write { is_put, .. } = *slot else {
+            let Slot::Write { opcode, .. } = *slot else {
                 return;
             };
-            let bytes = make(is_put).to_bytes();
+            let bytes = make(opcode).to_bytes();
             self.slot_bytes += bytes.len();
             *slot = Slot::Ready(bytes);
         }

@@ -6,7 +6,7 @@ use super::worker::{Completion, Task};
 use super::Server;
 use crate::coord::CoordEvent;
 use crate::replica::Action;
-use crate::wire::{Body, ErrorReply, Message};
+use crate::wire::{op, Body, CasOk, ErrorReply, Message};
 
 impl Server {
     /// Drains the replica's actions. Acks are coalesced: only the highest
@@ -24,14 +24,24 @@ impl Server {
                 Action::Apply(u) => tasks.push(Task::Apply(u)),
                 Action::Snapshot => tasks.push(Task::Snapshot),
                 Action::Install(chunk) => tasks.push(Task::Install(chunk)),
-                Action::WriteDone { token, result } => {
+                Action::WriteDone {
+                    token,
+                    result,
+                    version,
+                } => {
                     self.touch(token.conn);
                     if let Some(conn) = self.conns.get_mut(&token.conn) {
-                        conn.complete_write(token.request_id, |is_put| {
-                            let body = if is_put {
-                                Body::PutOk(result)
-                            } else {
-                                Body::DelOk(result)
+                        conn.complete_write(token.request_id, |opcode| {
+                            let cas = CasOk {
+                                op_id: result.op_id,
+                                outcome: result.outcome,
+                                version,
+                            };
+                            let body = match opcode {
+                                op::PUT => Body::PutOk(result),
+                                op::CPUT => Body::PutIfOk(cas),
+                                op::CDEL => Body::DelIfOk(cas),
+                                _ => Body::DelOk(result),
                             };
                             Message::new(token.request_id, body)
                         });

@@ -17,7 +17,7 @@ use crate::wire::PROTOCOL_VERSION;
 use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
-use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_DATA_DIR};
+use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_CAS, FEATURE_DATA_DIR};
 use std::time::{Duration, Instant};
 
 /// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
@@ -177,7 +177,7 @@ impl Server {
     /// HELLO_OK, with protocol 1.1's extension (spec §4.1.1) for a client
     /// that asked for it.
     pub(super) fn hello_ok(&self, request_id: u64, extension: bool) -> Message {
-        let mut features = 0;
+        let mut features = FEATURE_CAS;
         if self.cfg.users.is_some() {
             features |= FEATURE_AUTH_REQUIRED;
         }
@@ -321,7 +321,9 @@ impl Server {
         match msg.body {
             Body::Hello(h) => self.hello(conn, msg.request_id, h),
             Body::Auth { user, password } => self.auth(conn, msg.request_id, &user, &password),
-            Body::Put { .. } | Body::Del { .. } if access == Access::ReadOnly => {
+            Body::Put { .. } | Body::Del { .. } | Body::PutIf { .. } | Body::DelIf { .. }
+                if access == Access::ReadOnly =>
+            {
                 self.counters.errors_sent += 1;
                 let why = "this user may only read";
                 conn.reply(&error(msg.request_id, ErrorCode::NotPermitted, why));
@@ -330,6 +332,24 @@ impl Server {
                 self.write(conn, msg.request_id, WriteOp::Put { key, value }, mode)
             }
             Body::Del { key, mode } => self.write(conn, msg.request_id, WriteOp::Del { key }, mode),
+            // A compare-and-set is always synchronous: its answer is its
+            // point (ASYNC is ignored, as on every request but PUT/DEL).
+            Body::PutIf {
+                key,
+                expected,
+                value,
+            } => {
+                let op = WriteOp::PutIf {
+                    key,
+                    value,
+                    expected,
+                };
+                self.write(conn, msg.request_id, op, WriteMode::Sync);
+            }
+            Body::DelIf { key, expected } => {
+                let op = WriteOp::DelIf { key, expected };
+                self.write(conn, msg.request_id, op, WriteMode::Sync);
+            }
             Body::Backup => {
                 if let Some(refused) = self.start_backup(conn, msg.request_id) {
                     self.counters.errors_sent += 1;
@@ -345,8 +365,13 @@ impl Server {
     }
 
     fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
-        let is_put = matches!(op, WriteOp::Put { .. });
-        if let WriteOp::Put { value, .. } = &op {
+        let opcode = match op {
+            WriteOp::Put { .. } => op::PUT,
+            WriteOp::PutIf { .. } => op::CPUT,
+            WriteOp::DelIf { .. } => op::CDEL,
+            _ => op::DEL,
+        };
+        if let WriteOp::Put { value, .. } | WriteOp::PutIf { value, .. } = &op {
             let max = self.value_bytes_max();
             if value.len() > max {
                 // A value whose VALUE reply would not fit the frame limit
@@ -375,14 +400,14 @@ impl Server {
         });
         match self.replica.handle_client_write(op, token) {
             Ok(_) if mode == WriteMode::Sync => {
-                conn.slots.push_back(Slot::Write { request_id, is_put });
+                conn.slots.push_back(Slot::Write { request_id, opcode });
             }
             Ok(seq) => {
                 let result = WriteOk {
                     op_id: seq,
                     outcome: WriteOutcome::Pending,
                 };
-                let body = if is_put {
+                let body = if opcode == op::PUT {
                     Body::PutOk(result)
                 } else {
                     Body::DelOk(result)

@@ -31,7 +31,7 @@ pub struct Counters {
     /// Successor links dropped and redialled for staying silent.
     pub successor_timeouts: u64,
     /// Per request opcode 0x01..=0x0A.
-    pub per_op: [u64; 12],
+    pub per_op: [u64; 16],
 }
 
 impl Counters {
@@ -74,6 +74,8 @@ impl Counters {
             (op::VERIFY, "ops_verify"),
             (op::AUTH, "ops_auth"),
             (op::BACKUP, "ops_backup"),
+            (op::CPUT, "ops_cput"),
+            (op::CDEL, "ops_cdel"),
         ];
         for (code, name) in names {
             s.count(name, self.per_op[code as usize]);

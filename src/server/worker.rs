@@ -3,12 +3,12 @@
 //! worker executes them in order on the table and hands completions back
 //! through a second queue and the poll loop's wake-up descriptor.
 
-use crate::serialize::Entry;
+use crate::serialize::{Entry, Key};
 use crate::storage::Store;
 use crate::table::Table;
-use crate::wire::{SnapshotChunk, Update, WriteOutcome};
+use crate::wire::{SnapshotChunk, Update, WriteOp, WriteOutcome};
 use nix::sys::eventfd::EventFd;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -29,6 +29,50 @@ impl Task {
             Task::Apply(u) => u.op.held_bytes(),
             _ => 0,
         }
+    }
+}
+
+/// Turns each compare-and-set of a batch into the write it becomes (PUT,
+/// DEL) or into UNCHANGED, comparing with the table as the writes before
+/// it in the batch leave it. This happens before the batch is logged, so
+/// the log, the successor and a replay over a fuzzy snapshot all see only
+/// writes that set their key absolutely (`STORAGE.md` §4): a compare
+/// replayed against a later state could decide otherwise.
+fn resolve_conditions(table: &Table, batch: &mut [Update]) {
+    // The version each key has after the batch's writes so far (0: absent).
+    let mut overlay: HashMap<Key, u64> = HashMap::new();
+    for u in batch.iter_mut() {
+        let now = |key: &Key| {
+            overlay
+                .get(key)
+                .copied()
+                .unwrap_or_else(|| table.version_of(key))
+        };
+        let resolved = match std::mem::replace(&mut u.op, WriteOp::Noop) {
+            WriteOp::PutIf {
+                key,
+                value,
+                expected,
+            } => match now(&key) {
+                v if v == expected => WriteOp::Put { key, value },
+                version => WriteOp::Unchanged { version },
+            },
+            WriteOp::DelIf { key, expected } => match now(&key) {
+                v if v == expected => WriteOp::Del { key },
+                version => WriteOp::Unchanged { version },
+            },
+            other => other,
+        };
+        match &resolved {
+            WriteOp::Put { key, .. } => {
+                overlay.insert(key.clone(), u.seq);
+            }
+            WriteOp::Del { key } => {
+                overlay.insert(key.clone(), 0);
+            }
+            _ => {}
+        }
+        u.op = resolved;
     }
 }
 
@@ -271,6 +315,9 @@ impl Worker {
         }
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay * u32::try_from(self.applies.len()).unwrap_or(1));
+        }
+        if self.applies.iter().any(|u| u.op.is_conditional()) {
+            resolve_conditions(&self.table, &mut self.applies);
         }
         if let Some(store) = self.store.as_mut() {
             if !store.log(&self.applies, || queue.is_closed()) {

@@ -15,7 +15,7 @@ use super::wal::Wal;
 use super::{list_dir, StorageConfig, StorageError, KIND_UPDATE, WAL_MAGIC};
 use crate::serialize::{DecodeError, Reader, KEY_BYTES_MAX};
 use crate::table::Table;
-use crate::wire::SeqGap;
+use crate::wire::{op, SeqGap, UPDATE_KIND_NOOP, UPDATE_KIND_UNCHANGED};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
@@ -261,7 +261,7 @@ impl Replay<'_, '_> {
             }
             None => return Err("empty record".into()),
         };
-        let (seq, prev_seq, key) = peek_update(body).map_err(|e| e.to_string())?;
+        let (seq, prev_seq, kind, key) = peek_update(body).map_err(|e| e.to_string())?;
         // A NOOP (a new head's mark) changes no key: nothing to apply.
         if prev_seq != self.last || seq <= prev_seq {
             return Err(format!(
@@ -272,11 +272,16 @@ impl Replay<'_, '_> {
         self.last = seq;
         self.records += 1;
         if seq > self.snap_seq {
-            // A NOOP's own id is skipped too (see `Update::skipped_until`).
+            // A NOOP's own id is skipped too (see `Update::skipped_until`);
+            // an UNCHANGED one is in the history.
             SeqGap::record(
                 self.gaps,
                 prev_seq,
-                if key.is_none() { seq + 1 } else { seq },
+                if kind == UPDATE_KIND_NOOP {
+                    seq + 1
+                } else {
+                    seq
+                },
             );
             if let Some(key) = key {
                 self.appliers.push(key, body, origin);
@@ -286,18 +291,34 @@ impl Replay<'_, '_> {
     }
 }
 
-/// An UPDATE body's `seq`, `prev_seq` and key (none for a NOOP), without
-/// copying anything.
-fn peek_update(body: &[u8]) -> Result<(u64, u64, Option<&[u8]>), DecodeError> {
+/// An UPDATE body's `seq`, `prev_seq`, kind and key (none for a NOOP or
+/// an UNCHANGED).
+type Peeked<'a> = (u64, u64, u8, Option<&'a [u8]>);
+
+/// Reads [`Peeked`] without copying anything.
+fn peek_update(body: &[u8]) -> Result<Peeked<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let seq = r.u64("seq")?;
     let prev_seq = r.u64("prev seq")?;
-    if r.u8("update kind")? == crate::wire::UPDATE_KIND_NOOP {
-        r.finish()?;
-        return Ok((seq, prev_seq, None));
+    let kind = r.u8("update kind")?;
+    match kind {
+        UPDATE_KIND_NOOP => {}
+        UPDATE_KIND_UNCHANGED => {
+            r.u64("version")?;
+        }
+        op::PUT | op::DEL => {
+            let len = r.len_u16("key", KEY_BYTES_MAX)?;
+            return Ok((seq, prev_seq, kind, Some(r.take(len, "key")?)));
+        }
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "update kind",
+                value: other.into(),
+            })
+        }
     }
-    let len = r.len_u16("key", KEY_BYTES_MAX)?;
-    Ok((seq, prev_seq, Some(r.take(len, "key")?)))
+    r.finish()?;
+    Ok((seq, prev_seq, kind, None))
 }
 
 #[cfg(test)]

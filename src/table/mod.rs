@@ -179,6 +179,13 @@ impl Table {
         self.lock_key(key).map.get(key).cloned()
     }
 
+    /// The version of `key`, 0 when absent (what a compare-and-set
+    /// compares with).
+    #[must_use]
+    pub fn version_of(&self, key: &Key) -> u64 {
+        self.lock_key(key).map.get(key).map_or(0, |v| v.version)
+    }
+
     /// Applies one write; `version` is its sequence number.
     #[must_use]
     pub fn apply(&self, version: u64, op: &WriteOp) -> WriteOutcome {
@@ -196,6 +203,27 @@ impl Table {
             }
             WriteOp::Del { key } => self.lock_key(&key).remove(&key),
             WriteOp::Noop => false,
+            WriteOp::Unchanged { .. } => return WriteOutcome::Mismatch,
+            // The worker resolves these before they get here; applied
+            // directly they compare and write under one lock, as resolved.
+            WriteOp::PutIf {
+                key,
+                value,
+                expected,
+            } => {
+                let mut part = self.lock_key(&key);
+                if part.map.get(&key).map_or(0, |v| v.version) != expected {
+                    return WriteOutcome::Mismatch;
+                }
+                part.insert(key, Versioned { version, value })
+            }
+            WriteOp::DelIf { key, expected } => {
+                let mut part = self.lock_key(&key);
+                if part.map.get(&key).map_or(0, |v| v.version) != expected {
+                    return WriteOutcome::Mismatch;
+                }
+                part.remove(&key)
+            }
         };
         if existed {
             WriteOutcome::Existed
@@ -327,7 +355,7 @@ mod tests {
             let existed = match &op {
                 WriteOp::Put { value, .. } => model.insert(k.clone(), (seq, value.clone())),
                 WriteOp::Del { .. } => model.remove(&k),
-                WriteOp::Noop => None,
+                _ => None,
             }
             .is_some();
             let expected = if existed {

@@ -25,7 +25,9 @@ pub(super) fn decode_body(
         | op::STATS
         | op::VERIFY
         | op::AUTH
-        | op::BACKUP => decode_request(opcode, mode, r).map_err(bad),
+        | op::BACKUP
+        | op::CPUT
+        | op::CDEL => decode_request(opcode, mode, r).map_err(bad),
         op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
@@ -62,6 +64,15 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         op::GETTABLE => Body::GetTable,
         op::STATS => Body::Stats,
         op::BACKUP => Body::Backup,
+        op::CPUT => Body::PutIf {
+            key: Key::decode(r)?,
+            expected: r.u64("expected version")?,
+            value: decode_data(r)?,
+        },
+        op::CDEL => Body::DelIf {
+            key: Key::decode(r)?,
+            expected: r.u64("expected version")?,
+        },
         op::AUTH => Body::Auth {
             user: decode_text(r, "user")?,
             password: decode_text(r, "password")?,
@@ -148,6 +159,8 @@ fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeEr
         })
         .map(Body::AuthOk),
         op::BACKUP => decode_backup_chunk(r),
+        op::CPUT => decode_cas_ok(r).map(Body::PutIfOk),
+        op::CDEL => decode_cas_ok(r).map(Body::DelIfOk),
         _ => return None,
     };
     Some(body)
@@ -220,6 +233,23 @@ fn decode_write_ok(r: &mut Reader<'_>) -> Result<WriteOk, DecodeError> {
             ],
             |v| *v as u8,
         )?,
+    })
+}
+
+fn decode_cas_ok(r: &mut Reader<'_>) -> Result<CasOk, DecodeError> {
+    Ok(CasOk {
+        op_id: r.u64("op id")?,
+        outcome: decode_enum(
+            r,
+            "compare-and-set outcome",
+            &[
+                WriteOutcome::Absent,
+                WriteOutcome::Existed,
+                WriteOutcome::Mismatch,
+            ],
+            |v| *v as u8,
+        )?,
+        version: r.u64("version")?,
     })
 }
 

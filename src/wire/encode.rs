@@ -31,6 +31,19 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
             encode_data(out, value);
         }
         Get { key } | Del { key, .. } => key.encode(out),
+        PutIf {
+            key,
+            expected,
+            value,
+        } => {
+            key.encode(out);
+            put_u64(out, *expected);
+            encode_data(out, value);
+        }
+        DelIf { key, expected } => {
+            key.encode(out);
+            put_u64(out, *expected);
+        }
         Size | GetKeys | GetTable | Stats | Backup => {}
         Verify { op_id } => put_u64(out, *op_id),
         Auth { user, password } => {
@@ -112,6 +125,11 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
         BackupChunk { last, data } => {
             put_u8(out, u8::from(*last));
             encode_data(out, data);
+        }
+        PutIfOk(c) | DelIfOk(c) => {
+            put_u64(out, c.op_id);
+            put_u8(out, c.outcome as u8);
+            put_u64(out, c.version);
         }
         Error(e) => {
             let _ = out.write_u16::<BigEndian>(e.code);

@@ -74,6 +74,8 @@ pub const FEATURE_EXTENSION: u32 = 1 << 1;
 /// HELLO_OK feature bit: the server logs writes to a data directory
 /// (`STORAGE.md`).
 pub const FEATURE_DATA_DIR: u32 = 1 << 2;
+/// HELLO_OK feature bit: the server takes CPUT and CDEL (compare-and-set).
+pub const FEATURE_CAS: u32 = 1 << 3;
 /// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
 /// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
 pub const HELLO_WANTS_EXTENSION: u32 = 1;
@@ -204,6 +206,35 @@ pub enum WriteOutcome {
     Absent = 1,
     /// Executed; the key existed (PUT replaced it, DEL removed it).
     Existed = 2,
+    /// A compare-and-set whose expected version did not match: executed
+    /// (it has its place in the history), and nothing changed. Only in
+    /// CPUT_OK and CDEL_OK.
+    #[cfg_attr(feature = "arbitrary", arbitrary(skip))]
+    Mismatch = 3,
+}
+
+/// The result of a CPUT or CDEL (spec §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub struct CasOk {
+    /// The operation's sequence number, written or not (VERIFY: executed).
+    pub op_id: u64,
+    /// Absent or Existed: written (the key was absent or existed before);
+    /// Mismatch: nothing changed.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_cas_outcome))]
+    pub outcome: WriteOutcome,
+    /// The key's version now: `op_id` after a CPUT, 0 after a CDEL, the
+    /// current one (0: absent) after a mismatch.
+    pub version: u64,
+}
+
+#[cfg(feature = "arbitrary")]
+fn arbitrary_cas_outcome(u: &mut Unstructured<'_>) -> arbitrary::Result<WriteOutcome> {
+    Ok(*u.choose(&[
+        WriteOutcome::Absent,
+        WriteOutcome::Existed,
+        WriteOutcome::Mismatch,
+    ])?)
 }
 
 /// A found value with its version.
@@ -258,6 +289,28 @@ impl Codec for Update {
                 key.encode(out);
             }
             WriteOp::Noop => out.push(UPDATE_KIND_NOOP),
+            WriteOp::Unchanged { version } => {
+                out.push(UPDATE_KIND_UNCHANGED);
+                out.extend_from_slice(&version.to_be_bytes());
+            }
+            // Never sent or logged (the worker resolves them first); the
+            // encoding exists so that one slipping through is refused by
+            // its receiver, loudly, rather than misread.
+            WriteOp::PutIf {
+                key,
+                value,
+                expected,
+            } => {
+                out.push(op::CPUT);
+                key.encode(out);
+                out.extend_from_slice(&expected.to_be_bytes());
+                crate::serialize::encode_data(out, value);
+            }
+            WriteOp::DelIf { key, expected } => {
+                out.push(op::CDEL);
+                key.encode(out);
+                out.extend_from_slice(&expected.to_be_bytes());
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -272,6 +325,9 @@ impl Codec for Update {
                 key: Key::decode(r)?,
             },
             UPDATE_KIND_NOOP => WriteOp::Noop,
+            UPDATE_KIND_UNCHANGED => WriteOp::Unchanged {
+                version: r.u64("version")?,
+            },
             other => {
                 return Err(DecodeError::Invalid {
                     what: "update kind",
@@ -399,6 +455,26 @@ pub enum WriteOp {
     /// sequence number claims the ids the head skips, so that every member
     /// knows of the skip before the head hands out any id.
     Noop,
+    /// A compare-and-set that did not match: changes nothing, but is in
+    /// the history (VERIFY: executed). `version` is what the compare found.
+    Unchanged {
+        version: u64,
+    },
+    /// A client's CPUT, between the head's replica and its worker only:
+    /// the worker resolves it, in sequence order and before logging it,
+    /// into the `Put` or `Unchanged` it becomes; no link or log carries it.
+    #[cfg_attr(feature = "arbitrary", arbitrary(skip))]
+    PutIf {
+        key: Key,
+        value: Vec<u8>,
+        expected: u64,
+    },
+    /// A client's CDEL; as [`WriteOp::PutIf`].
+    #[cfg_attr(feature = "arbitrary", arbitrary(skip))]
+    DelIf {
+        key: Key,
+        expected: u64,
+    },
 }
 
 impl Update {
@@ -417,6 +493,8 @@ impl Update {
 
 /// UPDATE kind byte of [`WriteOp::Noop`] (PUT and DEL use their opcodes).
 pub const UPDATE_KIND_NOOP: u8 = 0x00;
+/// UPDATE kind byte of [`WriteOp::Unchanged`].
+pub const UPDATE_KIND_UNCHANGED: u8 = 0x01;
 
 impl WriteOp {
     /// Bytes of key and value this write holds in memory while queued
@@ -424,10 +502,18 @@ impl WriteOp {
     #[must_use]
     pub fn held_bytes(&self) -> usize {
         match self {
-            WriteOp::Put { key, value } => key.as_bytes().len() + value.len(),
-            WriteOp::Del { key } => key.as_bytes().len(),
-            WriteOp::Noop => 0,
+            WriteOp::Put { key, value } | WriteOp::PutIf { key, value, .. } => {
+                key.as_bytes().len() + value.len()
+            }
+            WriteOp::Del { key } | WriteOp::DelIf { key, .. } => key.as_bytes().len(),
+            WriteOp::Noop | WriteOp::Unchanged { .. } => 0,
         }
+    }
+
+    /// Whether the worker must resolve this write before logging it.
+    #[must_use]
+    pub fn is_conditional(&self) -> bool {
+        matches!(self, WriteOp::PutIf { .. } | WriteOp::DelIf { .. })
     }
 }
 
@@ -508,6 +594,18 @@ pub enum Body {
     },
     /// Stream a consistent snapshot of the table (spec §4.1, BACKUP).
     Backup,
+    /// CPUT: write `key` = `value` only if its version is `expected` (0:
+    /// only if absent). Always synchronous.
+    PutIf {
+        key: Key,
+        expected: u64,
+        value: Vec<u8>,
+    },
+    /// CDEL: delete `key` only if its version is `expected`.
+    DelIf {
+        key: Key,
+        expected: u64,
+    },
     Update(Update),
     Ack {
         seq: u64,
@@ -540,6 +638,8 @@ pub enum Body {
         last: bool,
         data: Vec<u8>,
     },
+    PutIfOk(CasOk),
+    DelIfOk(CasOk),
     Error(ErrorReply),
 }
 
@@ -578,6 +678,8 @@ impl Body {
             Verify { .. } => op::VERIFY,
             Auth { .. } => op::AUTH,
             Backup => op::BACKUP,
+            PutIf { .. } => op::CPUT,
+            DelIf { .. } => op::CDEL,
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
@@ -596,6 +698,8 @@ impl Body {
             VerifyOk(_) => op::REPLY | op::VERIFY,
             AuthOk(_) => op::REPLY | op::AUTH,
             BackupChunk { .. } => op::REPLY | op::BACKUP,
+            PutIfOk(_) => op::REPLY | op::CPUT,
+            DelIfOk(_) => op::REPLY | op::CDEL,
             Error(_) => op::ERROR,
         }
     }

@@ -15,10 +15,10 @@ pub use message::{
     op, Access, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass,
     OpState, PeerChallenge, PeerHello, PeerRole, SeqGap, SnapshotChunk, Update, Versioned,
     WriteMode, WriteOk, WriteOp, WriteOutcome, FEATURE_AUTH_REQUIRED, SNAPSHOT_GAPS_MAX,
-    UPDATE_KIND_NOOP,
+    UPDATE_KIND_NOOP, UPDATE_KIND_UNCHANGED,
 };
 pub use message::{
-    HelloExtension, ServerLimit, FEATURE_DATA_DIR, FEATURE_EXTENSION, HELLO_LIMITS_MAX,
-    HELLO_WANTS_EXTENSION, PROTOCOL_MINOR,
+    CasOk, HelloExtension, ServerLimit, FEATURE_CAS, FEATURE_DATA_DIR, FEATURE_EXTENSION,
+    HELLO_LIMITS_MAX, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR,
 };
 pub use status::{AfterError, ErrorCode, Retry};

@@ -14,6 +14,8 @@ pub mod op {
     pub const VERIFY: u8 = 0x09;
     pub const AUTH: u8 = 0x0A;
     pub const BACKUP: u8 = 0x0B;
+    pub const CPUT: u8 = 0x0C;
+    pub const CDEL: u8 = 0x0D;
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
@@ -44,10 +46,10 @@ impl OpClass {
     #[must_use]
     pub fn of(opcode: u8) -> OpClass {
         match opcode {
-            op::HELLO..=op::BACKUP => OpClass::ClientRequest,
+            op::HELLO..=op::CDEL => OpClass::ClientRequest,
             op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
             op::ERROR => OpClass::Reply,
-            o if o & op::REPLY != 0 && (op::HELLO..=op::BACKUP).contains(&(o & !op::REPLY)) => {
+            o if o & op::REPLY != 0 && (op::HELLO..=op::CDEL).contains(&(o & !op::REPLY)) => {
                 OpClass::Reply
             }
             _ => OpClass::Unknown,

@@ -6,11 +6,11 @@ to the head and reads to the tail.
 """
 from .chain import ChainClient, OutcomeUnknown, find_members
 from .client import Client, ConnectionLost
-from .wire import (Entry, Hello, ProtocolError, Retry, ServerError, Versioned,
+from .wire import (CasResult, Entry, Hello, ProtocolError, Retry, ServerError, Versioned,
                    WriteResult)
 
 __all__ = [
-    "ChainClient", "Client", "ConnectionLost", "Entry", "Hello", "OutcomeUnknown",
+    "CasResult", "ChainClient", "Client", "ConnectionLost", "Entry", "Hello", "OutcomeUnknown",
     "ProtocolError", "Retry", "ServerError", "Versioned", "WriteResult", "find_members",
 ]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Union
 
 from . import wire
 from .client import Client, ConnectionLost
-from .wire import Entry, Request, Retry, ServerError, Versioned, WriteResult
+from .wire import CasResult, Entry, Request, Retry, ServerError, Versioned, WriteResult
 from .zookeeper import ZooKeeper, ZooKeeperError
 
 #: Children of the root read per listing (spec CHILDREN_MAX).
@@ -127,6 +127,16 @@ class ChainClient:
     def put(self, key: bytes, value: bytes) -> WriteResult:
         out = self._run(wire.put(key, value), write=True)
         assert isinstance(out, WriteResult)
+        return out
+
+    def put_if(self, key: bytes, value: bytes, expected: int) -> CasResult:
+        out = self._run(wire.put_if(key, value, expected), write=True)
+        assert isinstance(out, CasResult)
+        return out
+
+    def delete_if(self, key: bytes, expected: int) -> CasResult:
+        out = self._run(wire.delete_if(key, expected), write=True)
+        assert isinstance(out, CasResult)
         return out
 
     def delete(self, key: bytes) -> WriteResult:

@@ -5,7 +5,8 @@ import socket
 from typing import Dict, Iterable, List, Optional, Union
 
 from . import wire
-from .wire import Entry, Hello, ProtocolError, Request, ServerError, Versioned, WriteResult
+from .wire import (CasResult, Entry, Hello, ProtocolError, Request, ServerError, Versioned,
+                   WriteResult)
 
 
 class ConnectionLost(Exception):
@@ -141,6 +142,18 @@ class Client:
         once admitted, with outcome "pending" (check it with :meth:`verify`)."""
         out = self.call(wire.put(key, value, asynchronous))
         assert isinstance(out, WriteResult)
+        return out
+
+    def put_if(self, key: bytes, value: bytes, expected: int) -> CasResult:
+        """Compare-and-set: writes only if the key's version is `expected`
+        (0: only if absent). A mismatch is an answer, not an error."""
+        out = self.call(wire.put_if(key, value, expected))
+        assert isinstance(out, CasResult)
+        return out
+
+    def delete_if(self, key: bytes, expected: int) -> CasResult:
+        out = self.call(wire.delete_if(key, expected))
+        assert isinstance(out, CasResult)
         return out
 
     def get(self, key: bytes) -> Optional[Versioned]:

@@ -34,6 +34,7 @@ HELLO_WANTS_EXTENSION = 1
 FEATURE_AUTH_REQUIRED = 1
 FEATURE_EXTENSION = 1 << 1
 FEATURE_DATA_DIR = 1 << 2
+FEATURE_CAS = 1 << 3
 
 
 class Op(enum.IntEnum):
@@ -48,6 +49,8 @@ class Op(enum.IntEnum):
     VERIFY = 0x09
     AUTH = 0x0A
     BACKUP = 0x0B
+    CPUT = 0x0C
+    CDEL = 0x0D
 
 
 REPLY = 0x80
@@ -55,6 +58,7 @@ ERROR = 0xFF
 
 ROLES = ["standalone", "head", "middle", "tail", "solo", "joining", "fenced"]
 OUTCOMES = ["pending", "absent", "existed"]
+CAS_OUTCOMES = {1: "absent", 2: "existed", 3: "mismatch"}
 OP_STATES = ["unknown", "pending", "executed"]
 LIMIT_NAMES = {
     1: "inflight_max",
@@ -258,6 +262,21 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class CasResult:
+    """A compare-and-set's answer: written ("absent"/"existed": what the
+    key was before) or "mismatch" (nothing changed); `version` is the
+    key's version now (0: absent)."""
+
+    op_id: int
+    outcome: str
+    version: int
+
+    @property
+    def written(self) -> bool:
+        return self.outcome != "mismatch"
+
+
+@dataclass(frozen=True)
 class Versioned:
     version: int
     value: bytes
@@ -297,6 +316,14 @@ def dec_hello_ok(r: Reader) -> Hello:
 
 def dec_write(r: Reader) -> WriteResult:
     return WriteResult(r.u64("op_id"), _enum(r, OUTCOMES, "outcome"))
+
+
+def dec_cas(r: Reader) -> CasResult:
+    op_id = r.u64("op_id")
+    outcome = r.u8("outcome")
+    if outcome not in CAS_OUTCOMES:
+        raise ProtocolError(f"compare-and-set outcome {outcome}")
+    return CasResult(op_id, CAS_OUTCOMES[outcome], r.u64("version"))
 
 
 def dec_value(r: Reader) -> Optional[Versioned]:
@@ -362,6 +389,8 @@ DECODERS: Dict[int, Callable[[Reader], object]] = {
     REPLY | Op.VERIFY: lambda r: _enum(r, OP_STATES, "state"),
     REPLY | Op.AUTH: lambda r: {1: "read-only", 2: "read-write"}.get(r.u8("access"), "?"),
     REPLY | Op.BACKUP: dec_backup_chunk,
+    REPLY | Op.CPUT: dec_cas,
+    REPLY | Op.CDEL: dec_cas,
     ERROR: dec_error,
 }
 
@@ -393,7 +422,7 @@ class Request:
 
     @property
     def is_write(self) -> bool:
-        return self.opcode in (Op.PUT, Op.DEL)
+        return self.opcode in (Op.PUT, Op.DEL, Op.CPUT, Op.CDEL)
 
 
 def hello(features: int = HELLO_WANTS_EXTENSION) -> Request:
@@ -410,6 +439,16 @@ def get(key: bytes) -> Request:
 
 def delete(key: bytes, asynchronous: bool = False) -> Request:
     return Request(Op.DEL, enc_key(key), FLAG_ASYNC if asynchronous else 0)
+
+
+def put_if(key: bytes, value: bytes, expected: int) -> Request:
+    """CPUT: write only if the key's version is `expected` (0: absent)."""
+    return Request(Op.CPUT, enc_key(key) + struct.pack(">Q", expected) + enc_data(value))
+
+
+def delete_if(key: bytes, expected: int) -> Request:
+    """CDEL: delete only if the key's version is `expected`."""
+    return Request(Op.CDEL, enc_key(key) + struct.pack(">Q", expected))
 
 
 def size() -> Request:

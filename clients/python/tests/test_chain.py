@@ -25,6 +25,13 @@ class Chain(unittest.TestCase):
             self.assertEqual(tail.hello.role, "tail")
             self.assertEqual(tail.get(b"py-chain").value, b"replicated")
 
+    def test_compare_and_set_through_the_chain(self):
+        with ChainClient(ZK) as cc:
+            first = cc.put_if(b"py-chain-cas", b"a", 0)
+            self.assertTrue(first.written)
+            self.assertEqual(cc.put_if(b"py-chain-cas", b"b", 0).version, first.op_id)
+            self.assertEqual(cc.get(b"py-chain-cas").value, b"a")
+
     def test_wrong_roles_redirect_and_the_client_follows(self):
         with Client(CHAIN[0]) as head:
             with self.assertRaises(ServerError) as e:

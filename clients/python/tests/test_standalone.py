@@ -47,6 +47,19 @@ class Standalone(unittest.TestCase):
         self.assertEqual(stats["role"], "standalone")
         self.assertGreaterEqual(stats["ops_put"], 5)
 
+    def test_compare_and_set(self):
+        created = self.c.put_if(b"py-cas", b"1", 0)
+        self.assertEqual((created.outcome, created.version), ("absent", created.op_id))
+        lost = self.c.put_if(b"py-cas", b"2", 0)
+        self.assertEqual((lost.written, lost.version), (False, created.op_id))
+        self.assertEqual(self.c.verify(lost.op_id), "executed")
+        won = self.c.put_if(b"py-cas", b"2", created.op_id)
+        self.assertEqual(self.c.get(b"py-cas").value, b"2")
+        self.assertEqual(self.c.delete_if(b"py-cas", created.op_id).outcome, "mismatch")
+        gone = self.c.delete_if(b"py-cas", won.op_id)
+        self.assertEqual((gone.outcome, gone.version), ("existed", 0))
+        self.assertTrue(self.c.hello.features & wire.FEATURE_CAS)
+
     def test_an_async_write_is_verified(self):
         w = self.c.put(b"py-async", b"x", asynchronous=True)
         self.assertEqual(w.outcome, "pending")

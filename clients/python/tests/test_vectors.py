@@ -11,7 +11,7 @@ VECTORS = os.environ.get(
     os.path.join(os.path.dirname(__file__), "..", "..", "..", "spec", "vectors", "frames.json"))
 
 REPLY_TYPES = {"HELLO_OK", "PUT_OK", "DEL_OK", "VALUE", "SIZE_OK", "KEYS", "ENTRIES",
-               "STATS_OK", "VERIFY_OK", "AUTH_OK", "BACKUP_CHUNK", "ERROR"}
+               "STATS_OK", "VERIFY_OK", "AUTH_OK", "BACKUP_CHUNK", "ERROR", "CPUT_OK", "CDEL_OK"}
 
 
 def request_of(m):
@@ -30,6 +30,10 @@ def request_of(m):
         return wire.delete(k, m.get("async", False))
     if t == "VERIFY":
         return wire.verify(m["op_id"])
+    if t == "CPUT":
+        return wire.put_if(k, m["value"].encode(), m["expected"])
+    if t == "CDEL":
+        return wire.delete_if(k, m["expected"])
     if t == "AUTH":
         return wire.auth(m["user"], m["password"])
     simple = {"SIZE": wire.size, "GETKEYS": wire.getkeys, "GETTABLE": wire.gettable,
@@ -45,6 +49,8 @@ def check_reply(test, m, got):
         ext = m.get("extension")
         test.assertEqual(got.minor, ext["minor"] if ext else 0)
         test.assertEqual(got.limits, {l["name"]: l["value"] for l in ext["limits"]} if ext else {})
+    elif t in ("CPUT_OK", "CDEL_OK"):
+        test.assertEqual((got.op_id, got.outcome, got.version), (m["op_id"], m["outcome"], m["version"]))
     elif t in ("PUT_OK", "DEL_OK"):
         test.assertEqual((got.op_id, got.outcome), (m["op_id"], m["outcome"]))
     elif t == "VALUE":

@@ -166,12 +166,12 @@ impl World {
             Action::Apply(u) => self.task(pid, Task::Apply(u)),
             Action::Snapshot => self.task(pid, Task::Snapshot),
             Action::Install(c) => self.task(pid, Task::Install(c)),
-            Action::WriteDone { token, result } => {
+            Action::WriteDone { token, result, .. } => {
                 self.acked.insert(result.op_id);
                 let existed = match result.outcome {
                     WriteOutcome::Existed => Some(true),
                     WriteOutcome::Absent => Some(false),
-                    WriteOutcome::Pending => None,
+                    WriteOutcome::Pending | WriteOutcome::Mismatch => None,
                 };
                 self.reply_write(pid, token, Reply::Written(existed));
             }
@@ -243,20 +243,39 @@ impl World {
             return;
         };
         match task {
-            Task::Apply(u) => {
+            Task::Apply(mut u) => {
+                // As the server's worker: a compare-and-set becomes the
+                // write it resolves to (or UNCHANGED) before anything else.
+                let version_of = |k| p.table.get(k).map_or(0, |e: &(u64, Vec<u8>)| e.0);
+                u.op = match u.op {
+                    WriteOp::PutIf {
+                        key,
+                        value,
+                        expected,
+                    } => match version_of(&key) {
+                        v if v == expected => WriteOp::Put { key, value },
+                        version => WriteOp::Unchanged { version },
+                    },
+                    WriteOp::DelIf { key, expected } => match version_of(&key) {
+                        v if v == expected => WriteOp::Del { key },
+                        version => WriteOp::Unchanged { version },
+                    },
+                    other => other,
+                };
                 let existed = match &u.op {
-                    WriteOp::Put { key, value } => p
-                        .table
-                        .insert(key.clone(), (u.seq, value.clone()))
-                        .is_some(),
-                    WriteOp::Del { key } => p.table.remove(key).is_some(),
-                    WriteOp::Noop => false,
+                    WriteOp::Put { key, value } => Some(
+                        p.table
+                            .insert(key.clone(), (u.seq, value.clone()))
+                            .is_some(),
+                    ),
+                    WriteOp::Del { key } => Some(p.table.remove(key).is_some()),
+                    _ => None,
                 };
                 p.hist.push(u.seq);
-                let outcome = if existed {
-                    WriteOutcome::Existed
-                } else {
-                    WriteOutcome::Absent
+                let outcome = match existed {
+                    Some(true) => WriteOutcome::Existed,
+                    Some(false) => WriteOutcome::Absent,
+                    None => WriteOutcome::Mismatch,
                 };
                 self.with(pid, |r| r.handle_applied(u, outcome));
             }

@@ -113,6 +113,20 @@ fn write_ok(m: &Value) -> WriteOk {
     }
 }
 
+fn batch_writes(ops: &Value) -> Vec<BatchOp> {
+    ops.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| match s(o, "op") {
+            "put" => BatchOp::Put {
+                key: key(o),
+                value: s(o, "value").as_bytes().to_vec(),
+            },
+            _ => BatchOp::Del { key: key(o) },
+        })
+        .collect()
+}
+
 fn cas_ok(m: &Value) -> CasOk {
     let w = write_ok(m);
     CasOk {
@@ -201,6 +215,33 @@ fn message(m: &Value) -> Message {
             expected: n(m, "expected"),
         },
         "CPUT_OK" => Body::PutIfOk(cas_ok(m)),
+        "MGET" => Body::MGet {
+            keys: m["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| Key::new(k.as_str().unwrap().as_bytes()).unwrap())
+                .collect(),
+        },
+        "MWRITE" => Body::MWrite {
+            ops: batch_writes(&m["ops"]),
+        },
+        "MGET_OK" => Body::MGetOk(
+            m["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    (!v.is_null()).then(|| Versioned {
+                        version: n(v, "version"),
+                        value: s(v, "value").as_bytes().to_vec(),
+                    })
+                })
+                .collect(),
+        ),
+        "MWRITE_OK" => Body::MWriteOk {
+            op_id: n(m, "op_id"),
+        },
         "CDEL_OK" => Body::DelIfOk(cas_ok(m)),
         "DEL_OK" => Body::DelOk(write_ok(m)),
         "VALUE" if m["found"] == Value::Bool(false) => Body::Value(None),
@@ -256,6 +297,7 @@ fn message(m: &Value) -> Message {
                 "unchanged" => WriteOp::Unchanged {
                     version: n(m, "version"),
                 },
+                "batch" => WriteOp::Batch(batch_writes(&m["ops"])),
                 _ => WriteOp::Noop,
             },
         }),

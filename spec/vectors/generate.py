@@ -18,6 +18,7 @@ import zlib
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
           GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, BACKUP=0x0B, CPUT=0x0C, CDEL=0x0D,
+          MGET=0x0E, MWRITE=0x0F,
           UPDATE=0x40, ACK=0x41,
           SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
           PEER_PROOF=0x46, ERROR=0xFF)
@@ -59,6 +60,13 @@ def text(t):
     return struct.pack(">H", len(b)) + b
 
 
+def batch_write(o):
+    """One write of an MWRITE (and of an UPDATE BATCH)."""
+    if o["op"] == "put":
+        return bytes([OP["PUT"]]) + key(o["key"].encode()) + data(o["value"].encode())
+    return bytes([OP["DEL"]]) + key(o["key"].encode())
+
+
 def entry(e):
     return key(e["key"].encode()) + struct.pack(">Q", e["version"]) + data(e["value"].encode())
 
@@ -90,6 +98,16 @@ def encode(m):
         p = key(k) + struct.pack(">Q", m["expected"]) + data(m["value"].encode())
     elif t == "CDEL":
         p = key(k) + struct.pack(">Q", m["expected"])
+    elif t == "MGET":
+        p = struct.pack(">I", len(m["keys"])) + b"".join(key(x.encode()) for x in m["keys"])
+    elif t == "MWRITE":
+        p = struct.pack(">I", len(m["ops"])) + b"".join(batch_write(o) for o in m["ops"])
+    elif t == "MGET_OK":
+        p = struct.pack(">I", len(m["values"])) + b"".join(
+            b"\x00" if v is None else b"\x01" + struct.pack(">Q", v["version"]) + data(v["value"].encode())
+            for v in m["values"])
+    elif t == "MWRITE_OK":
+        p = struct.pack(">Q", m["op_id"])
     elif t in ("CPUT_OK", "CDEL_OK"):
         p = struct.pack(">QBQ", m["op_id"], OUTCOMES[m["outcome"]], m["version"])
     elif t == "AUTH":
@@ -136,7 +154,7 @@ def encode(m):
         p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
     else:
         raise ValueError(t)
-    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL"}[t]] | REPLY
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL", "MGET_OK": "MGET", "MWRITE_OK": "MWRITE"}[t]] | REPLY
     return frame(opcode, rid, p, flags)
 
 
@@ -199,6 +217,13 @@ VALID = [
     ("cdel-ok", dict(type="CDEL_OK", request_id=16, op_id=52, outcome="existed", version=0)),
     # What the chain carries for them: the mismatch as UNCHANGED, then a put.
     ("update-unchanged", dict(type="UPDATE", request_id=0, seq=50, prev_seq=49, op="unchanged", version=42)),
+    # Batches: two writes as one (op 60), then both read at once.
+    ("mwrite", dict(type="MWRITE", request_id=17, ops=[dict(op="put", key="a", value="1"), dict(op="del", key="b")])),
+    ("mwrite-ok", dict(type="MWRITE_OK", request_id=17, op_id=60)),
+    ("mget", dict(type="MGET", request_id=18, keys=["a", "b"])),
+    ("mget-ok", dict(type="MGET_OK", request_id=18, values=[dict(version=60, value="1"), None])),
+    ("update-batch", dict(type="UPDATE", request_id=0, seq=60, prev_seq=59, op="batch",
+                          ops=[dict(op="put", key="a", value="1"), dict(op="del", key="b")])),
     ("hello-ok-cas", dict(type="HELLO_OK", request_id=1, version=1, features=FEATURE_CAS, payload_bytes_max=16777216, role="head", last_seq=49)),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
     ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
@@ -290,6 +315,7 @@ def record(kind, body):
 
 UPDATE_KIND_NOOP = 0x00
 UPDATE_KIND_UNCHANGED = 0x01
+UPDATE_KIND_BATCH = 0x03
 
 
 def update(u):
@@ -298,6 +324,8 @@ def update(u):
         body = bytes([OP["PUT"]]) + key(u["key"].encode()) + data(u["value"].encode())
     elif u["op"] == "del":
         body = bytes([OP["DEL"]]) + key(u["key"].encode())
+    elif u["op"] == "batch":
+        body = bytes([UPDATE_KIND_BATCH]) + struct.pack(">I", len(u["ops"])) + b"".join(batch_write(o) for o in u["ops"])
     elif u["op"] == "unchanged":
         body = bytes([UPDATE_KIND_UNCHANGED]) + struct.pack(">Q", u["version"])
     else:

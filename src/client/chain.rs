@@ -133,7 +133,11 @@ impl ChainClient {
     pub fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
         let write = matches!(
             body,
-            Body::Put { .. } | Body::Del { .. } | Body::PutIf { .. } | Body::DelIf { .. }
+            Body::Put { .. }
+                | Body::Del { .. }
+                | Body::PutIf { .. }
+                | Body::DelIf { .. }
+                | Body::MWrite { .. }
         );
         let deadline = Instant::now() + self.retry_for;
         loop {

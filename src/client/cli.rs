@@ -2,7 +2,8 @@
 //! rendering a reply for people. Kept apart from the binary so it is tested.
 
 use crate::serialize::{Key, StatValue};
-use crate::wire::{Body, CasOk, OpState, Versioned, WriteMode, WriteOk, WriteOutcome};
+use crate::wire::BATCH_OPS_MAX;
+use crate::wire::{BatchOp, Body, CasOk, OpState, Versioned, WriteMode, WriteOk, WriteOutcome};
 
 pub const HELP: &str = "\
 commands (alias):
@@ -13,6 +14,10 @@ commands (alias):
   cas <key> <version> <data>  store <data> under <key> only if its version is
                               <version> (0: only if absent)
   cdel <key> <version>        delete <key> only if its version is <version>
+  mget <key>...               the values of several keys, read at once
+  mput <key> <data>...        store several pairs as one write (all or
+                              nothing; each <data> is one word)
+  mdel <key>...               delete several keys as one write
   size (s)                    number of entries
   getkeys (k)                 all keys
   gettable (t)                all entries
@@ -89,6 +94,32 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                 expected: version_arg(version, usage)?,
             })
         }
+        "mget" => Command::Request(Body::MGet {
+            keys: keys_arg(rest, "mget <key>...")?,
+        }),
+        "mdel" => Command::Request(Body::MWrite {
+            ops: keys_arg(rest, "mdel <key>...")?
+                .into_iter()
+                .map(|key| BatchOp::Del { key })
+                .collect(),
+        }),
+        "mput" => {
+            let usage = "mput <key> <data> [<key> <data>...]";
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if words.is_empty() || words.len() % 2 != 0 || words.len() / 2 > BATCH_OPS_MAX {
+                return Err(format!("usage: {usage}"));
+            }
+            let ops = words
+                .chunks(2)
+                .map(|pair| {
+                    Ok(BatchOp::Put {
+                        key: key_arg(pair[0], usage)?,
+                        value: pair[1].as_bytes().to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Command::Request(Body::MWrite { ops })
+        }
         "size" | "s" => no_args(rest, Body::Size)?,
         "getkeys" | "k" => no_args(rest, Body::GetKeys)?,
         "gettable" | "t" => no_args(rest, Body::GetTable)?,
@@ -147,6 +178,14 @@ fn no_args(rest: &str, body: Body) -> Result<Command, String> {
     } else {
         Err(format!("'{}' takes no arguments", rest.trim()))
     }
+}
+
+fn keys_arg(rest: &str, usage: &str) -> Result<Vec<Key>, String> {
+    let keys: Vec<&str> = rest.split_whitespace().collect();
+    if keys.is_empty() || keys.len() > BATCH_OPS_MAX {
+        return Err(format!("usage: {usage} (1 to {BATCH_OPS_MAX} keys)"));
+    }
+    keys.into_iter().map(|k| key_arg(k, usage)).collect()
 }
 
 fn version_arg(version: &str, usage: &str) -> Result<u64, String> {
@@ -213,6 +252,8 @@ pub fn render(reply: &Body) -> String {
         Body::DelOk(w) => show_write(w, false),
         Body::PutIfOk(c) | Body::DelIfOk(c) => show_cas(c, matches!(reply, Body::PutIfOk(_))),
         Body::Value(v) => show_value(v),
+        Body::MGetOk(values) => values.iter().map(show_value).collect::<Vec<_>>().join("\n"),
+        Body::MWriteOk { op_id } => format!("ok: op {op_id} (every write of the batch)"),
         Body::SizeOk { entries } => entries.to_string(),
         Body::Keys(keys) if keys.is_empty() => "(no keys)".to_string(),
         Body::Keys(keys) => {
@@ -307,6 +348,22 @@ mod tests {
             render(&Body::PutIfOk(mismatch)),
             "not written: op 9, the key is at version 4"
         );
+    }
+
+    #[test]
+    fn batch_commands() {
+        let Body::MWrite { ops } = req("mput a 1 b 2") else {
+            panic!()
+        };
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[1].key().as_bytes(), b"b");
+        assert!(parse("mput a 1 b").unwrap_err().contains("usage"));
+        let Body::MGet { keys } = req("mget a b c") else {
+            panic!()
+        };
+        assert_eq!(keys.len(), 3);
+        assert!(parse("mget").unwrap_err().contains("usage"));
+        assert!(matches!(req("mdel a"), Body::MWrite { ops } if ops.len() == 1));
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod error;
 pub use error::ClientError;
 
 use crate::serialize::{Entry, Key, Stats};
-use crate::wire::{Body, CasOk, FrameDecoder, Hello, HelloOk, Message, PeerRole};
+use crate::wire::{BatchOp, Body, CasOk, FrameDecoder, Hello, HelloOk, Message, PeerRole};
 use crate::wire::{OpState, Versioned, WriteMode, WriteOk, PAYLOAD_BYTES_MAX_DEFAULT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -369,6 +369,38 @@ impl Client {
         let key = Key::new(key)?;
         match self.call(Body::DelIf { key, expected })? {
             Body::DelIfOk(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The values of `keys` (up to [`crate::wire::BATCH_OPS_MAX`]), read at
+    /// one instant, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; a key that is not a valid key; a reply that
+    /// does not answer an MGET.
+    pub fn mget(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, ClientError> {
+        let keys = keys
+            .iter()
+            .map(|k| Key::new(*k))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.call(Body::MGet { keys })? {
+            Body::MGetOk(values) => Ok(values),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Executes `ops` (PUTs and DELs, up to [`crate::wire::BATCH_OPS_MAX`])
+    /// as one write, all or nothing, and returns its operation id: the
+    /// version of every entry it wrote.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; also a reply that does not answer an MWRITE.
+    pub fn mwrite(&mut self, ops: Vec<BatchOp>) -> Result<u64, ClientError> {
+        match self.call(Body::MWrite { ops })? {
+            Body::MWriteOk { op_id } => Ok(op_id),
             other => Err(unexpected(&other)),
         }
     }

@@ -41,6 +41,9 @@ impl Server {
                                 op::PUT => Body::PutOk(result),
                                 op::CPUT => Body::PutIfOk(cas),
                                 op::CDEL => Body::DelIfOk(cas),
+                                op::MWRITE => Body::MWriteOk {
+                                    op_id: result.op_id,
+                                },
                                 _ => Body::DelOk(result),
                             };
                             Message::new(token.request_id, body)

@@ -13,11 +13,11 @@ use super::Server;
 use crate::replica::{Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::serialize::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use crate::wire::PROTOCOL_VERSION;
 use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
+use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
-use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_CAS, FEATURE_DATA_DIR};
+use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_BATCH, FEATURE_CAS, FEATURE_DATA_DIR};
 use std::time::{Duration, Instant};
 
 /// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
@@ -177,7 +177,7 @@ impl Server {
     /// HELLO_OK, with protocol 1.1's extension (spec §4.1.1) for a client
     /// that asked for it.
     pub(super) fn hello_ok(&self, request_id: u64, extension: bool) -> Message {
-        let mut features = FEATURE_CAS;
+        let mut features = FEATURE_CAS | FEATURE_BATCH;
         if self.cfg.users.is_some() {
             features |= FEATURE_AUTH_REQUIRED;
         }
@@ -321,7 +321,11 @@ impl Server {
         match msg.body {
             Body::Hello(h) => self.hello(conn, msg.request_id, h),
             Body::Auth { user, password } => self.auth(conn, msg.request_id, &user, &password),
-            Body::Put { .. } | Body::Del { .. } | Body::PutIf { .. } | Body::DelIf { .. }
+            Body::Put { .. }
+            | Body::Del { .. }
+            | Body::PutIf { .. }
+            | Body::DelIf { .. }
+            | Body::MWrite { .. }
                 if access == Access::ReadOnly =>
             {
                 self.counters.errors_sent += 1;
@@ -350,6 +354,10 @@ impl Server {
                 let op = WriteOp::DelIf { key, expected };
                 self.write(conn, msg.request_id, op, WriteMode::Sync);
             }
+            // One write, all or nothing, answered once the tail holds it.
+            Body::MWrite { ops } => {
+                self.write(conn, msg.request_id, WriteOp::Batch(ops), WriteMode::Sync);
+            }
             Body::Backup => {
                 if let Some(refused) = self.start_backup(conn, msg.request_id) {
                     self.counters.errors_sent += 1;
@@ -369,18 +377,29 @@ impl Server {
             WriteOp::Put { .. } => op::PUT,
             WriteOp::PutIf { .. } => op::CPUT,
             WriteOp::DelIf { .. } => op::CDEL,
+            WriteOp::Batch(_) => op::MWRITE,
             _ => op::DEL,
         };
-        if let WriteOp::Put { value, .. } | WriteOp::PutIf { value, .. } = &op {
-            let max = self.value_bytes_max();
-            if value.len() > max {
-                // A value whose VALUE reply would not fit the frame limit
-                // announced could never be read back (spec §7).
-                self.counters.errors_sent += 1;
-                let why = format!("value of {} bytes: this server stores at most {max} (its frame limit less the VALUE reply's 13 bytes)", value.len());
-                conn.reply(&error(request_id, ErrorCode::BadRequest, why));
-                return;
-            }
+        let longest_value = match &op {
+            WriteOp::Put { value, .. } | WriteOp::PutIf { value, .. } => value.len(),
+            WriteOp::Batch(ops) => ops
+                .iter()
+                .map(|o| match o {
+                    BatchOp::Put { value, .. } => value.len(),
+                    BatchOp::Del { .. } => 0,
+                })
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let max = self.value_bytes_max();
+        if longest_value > max {
+            // A value whose VALUE reply would not fit the frame limit
+            // announced could never be read back (spec §7).
+            self.counters.errors_sent += 1;
+            let why = format!("value of {longest_value} bytes: this server stores at most {max} (its frame limit less the VALUE reply's 13 bytes)");
+            conn.reply(&error(request_id, ErrorCode::BadRequest, why));
+            return;
         }
         if let Some(h) = self.health.as_ref().filter(|h| h.failing()) {
             self.counters.errors_sent += 1;
@@ -441,6 +460,7 @@ impl Server {
         }
         let body = match &msg.body {
             Body::Get { key } => Body::Value(self.table.get(key)),
+            Body::MGet { keys } => Body::MGetOk(self.table.get_many(keys)),
             Body::Size => Body::SizeOk {
                 entries: self.table.len() as u64,
             },
@@ -459,6 +479,14 @@ impl Server {
             Body::Keys(keys) => list_encoded_len(keys.iter().map(Key::encoded_len)),
             Body::Entries(entries) => list_encoded_len(entries.iter().map(Entry::encoded_len)),
             Body::Value(Some(v)) => VALUE_REPLY_OVERHEAD + v.value.len(),
+            Body::MGetOk(values) => values
+                .iter()
+                .map(|v| {
+                    v.as_ref()
+                        .map_or(1, |v| VALUE_REPLY_OVERHEAD + v.value.len())
+                })
+                .sum::<usize>()
+                .saturating_add(4),
             Body::StatsOk(_) => Message::new(id, body.clone()).to_frame().payload.len(),
             _ => 0,
         };

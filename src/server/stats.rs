@@ -76,6 +76,8 @@ impl Counters {
             (op::BACKUP, "ops_backup"),
             (op::CPUT, "ops_cput"),
             (op::CDEL, "ops_cdel"),
+            (op::MGET, "ops_mget"),
+            (op::MWRITE, "ops_mwrite"),
         ];
         for (code, name) in names {
             s.count(name, self.per_op[code as usize]);

@@ -6,7 +6,7 @@
 use crate::serialize::{Entry, Key};
 use crate::storage::Store;
 use crate::table::Table;
-use crate::wire::{SnapshotChunk, Update, WriteOp, WriteOutcome};
+use crate::wire::{BatchOp, SnapshotChunk, Update, WriteOp, WriteOutcome};
 use nix::sys::eventfd::EventFd;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +69,15 @@ fn resolve_conditions(table: &Table, batch: &mut [Update]) {
             }
             WriteOp::Del { key } => {
                 overlay.insert(key.clone(), 0);
+            }
+            WriteOp::Batch(ops) => {
+                for op in ops {
+                    let version = match op {
+                        BatchOp::Put { .. } => u.seq,
+                        BatchOp::Del { .. } => 0,
+                    };
+                    overlay.insert(op.key().clone(), version);
+                }
             }
             _ => {}
         }

@@ -13,9 +13,11 @@ use super::record::RecordReader;
 use super::snapshot::{read_snapshot, SnapshotFile};
 use super::wal::Wal;
 use super::{list_dir, StorageConfig, StorageError, KIND_UPDATE, WAL_MAGIC};
+use crate::serialize::Codec;
 use crate::serialize::{DecodeError, Reader, KEY_BYTES_MAX};
 use crate::table::Table;
-use crate::wire::{op, SeqGap, UPDATE_KIND_NOOP, UPDATE_KIND_UNCHANGED};
+use crate::wire::{op, BatchOp, SeqGap, Update, WriteOp};
+use crate::wire::{UPDATE_KIND_BATCH, UPDATE_KIND_NOOP, UPDATE_KIND_UNCHANGED};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
@@ -285,6 +287,33 @@ impl Replay<'_, '_> {
             );
             if let Some(key) = key {
                 self.appliers.push(key, body, origin);
+            } else if kind == UPDATE_KIND_BATCH {
+                self.split_batch(body, origin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An MWRITE's record touches many partitions: it is handed to their
+    /// appliers as one PUT or DEL record per write, at the batch's `seq`
+    /// (replay happens before anything is served, so nobody can see the
+    /// batch half applied).
+    fn split_batch(&mut self, body: &[u8], origin: Origin) -> Result<(), String> {
+        let update = Update::decode_exact(body).map_err(|e| e.to_string())?;
+        let WriteOp::Batch(ops) = update.op else {
+            return Err("a batch record that holds no batch".into());
+        };
+        let mut one = Vec::new();
+        for op in ops {
+            let op = match op {
+                BatchOp::Put { key, value } => WriteOp::Put { key, value },
+                BatchOp::Del { key } => WriteOp::Del { key },
+            };
+            one.clear();
+            Update { op, ..update }.encode(&mut one);
+            let (.., key) = peek_update(&one).map_err(|e| e.to_string())?;
+            if let Some(key) = key {
+                self.appliers.push(key, &one, origin);
             }
         }
         Ok(())
@@ -306,6 +335,8 @@ fn peek_update(body: &[u8]) -> Result<Peeked<'_>, DecodeError> {
         UPDATE_KIND_UNCHANGED => {
             r.u64("version")?;
         }
+        // Checked whole when it is split (`Replay::split_batch`).
+        UPDATE_KIND_BATCH => return Ok((seq, prev_seq, kind, None)),
         op::PUT | op::DEL => {
             let len = r.len_u16("key", KEY_BYTES_MAX)?;
             return Ok((seq, prev_seq, kind, Some(r.take(len, "key")?)));

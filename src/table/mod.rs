@@ -4,8 +4,8 @@
 //! a snapshot's copy rarely wait for each other.
 
 use crate::serialize::{Entry, Key};
-use crate::wire::{Versioned, WriteOp, WriteOutcome};
-use std::collections::HashMap;
+use crate::wire::{BatchOp, Versioned, WriteOp, WriteOutcome};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 /// Most lists a table may have (a sanity bound on `n_lists`).
@@ -179,6 +179,58 @@ impl Table {
         self.lock_key(key).map.get(key).cloned()
     }
 
+    /// Locks the partitions holding `keys`, each once and in ascending
+    /// order: the one order every multi-partition lock takes, so that two
+    /// of them never deadlock. Single-key operations hold one lock at a
+    /// time and cannot be part of a cycle.
+    fn lock_many<'a>(
+        &'a self,
+        keys: impl Iterator<Item = &'a Key>,
+    ) -> BTreeMap<usize, MutexGuard<'a, Partition>> {
+        let mut indices: Vec<usize> = keys.map(|k| self.partition_of(k)).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        indices
+            .into_iter()
+            .map(|i| (i, self.lock_index(i)))
+            .collect()
+    }
+
+    /// An MWRITE's writes, all at `version`, under the locks of every
+    /// partition they touch: a reader (MGET, GET) sees all of them or none.
+    fn apply_batch(&self, version: u64, ops: Vec<BatchOp>) {
+        let keys: Vec<Key> = ops.iter().map(|o| o.key().clone()).collect();
+        let mut parts = self.lock_many(keys.iter());
+        for op in ops {
+            let Some(part) = parts.get_mut(&self.partition_of(op.key())) else {
+                continue; // cannot happen: every key's partition is locked
+            };
+            match op {
+                BatchOp::Put { key, value } => {
+                    part.insert(key, Versioned { version, value });
+                }
+                BatchOp::Del { key } => {
+                    part.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The values of `keys`, in order, read at one instant: their
+    /// partitions are all locked while they are read (an MWRITE is seen
+    /// whole or not at all).
+    #[must_use]
+    pub fn get_many(&self, keys: &[Key]) -> Vec<Option<Versioned>> {
+        let parts = self.lock_many(keys.iter());
+        keys.iter()
+            .map(|k| {
+                parts
+                    .get(&self.partition_of(k))
+                    .and_then(|p| p.map.get(k).cloned())
+            })
+            .collect()
+    }
+
     /// The version of `key`, 0 when absent (what a compare-and-set
     /// compares with).
     #[must_use]
@@ -223,6 +275,10 @@ impl Table {
                     return WriteOutcome::Mismatch;
                 }
                 part.remove(&key)
+            }
+            WriteOp::Batch(ops) => {
+                self.apply_batch(version, ops);
+                false
             }
         };
         if existed {

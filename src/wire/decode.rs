@@ -27,7 +27,9 @@ pub(super) fn decode_body(
         | op::AUTH
         | op::BACKUP
         | op::CPUT
-        | op::CDEL => decode_request(opcode, mode, r).map_err(bad),
+        | op::CDEL
+        | op::MGET
+        | op::MWRITE => decode_request(opcode, mode, r).map_err(bad),
         op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
@@ -72,6 +74,12 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         op::CDEL => Body::DelIf {
             key: Key::decode(r)?,
             expected: r.u64("expected version")?,
+        },
+        op::MGET => Body::MGet {
+            keys: decode_batch(r, "keys", Key::MIN_ENCODED_LEN)?,
+        },
+        op::MWRITE => Body::MWrite {
+            ops: decode_batch(r, "batch writes", BatchOp::MIN_ENCODED_LEN)?,
         },
         op::AUTH => Body::Auth {
             user: decode_text(r, "user")?,
@@ -161,6 +169,8 @@ fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeEr
         op::BACKUP => decode_backup_chunk(r),
         op::CPUT => decode_cas_ok(r).map(Body::PutIfOk),
         op::CDEL => decode_cas_ok(r).map(Body::DelIfOk),
+        op::MGET => decode_mget_ok(r),
+        op::MWRITE => r.u64("op id").map(|op_id| Body::MWriteOk { op_id }),
         _ => return None,
     };
     Some(body)
@@ -251,6 +261,27 @@ fn decode_cas_ok(r: &mut Reader<'_>) -> Result<CasOk, DecodeError> {
         )?,
         version: r.u64("version")?,
     })
+}
+
+/// MGET_OK: a `u32` count, then per key what VALUE would hold.
+fn decode_mget_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    // An absent key takes one byte: no count can claim more than that.
+    let count = r.count_u32("values", 1)?;
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        values.push(decode_maybe_value(r)?);
+    }
+    Ok(Body::MGetOk(values))
+}
+
+fn decode_maybe_value(r: &mut Reader<'_>) -> Result<Option<Versioned>, DecodeError> {
+    if !decode_bool(r, "found")? {
+        return Ok(None);
+    }
+    Ok(Some(Versioned {
+        version: r.u64("version")?,
+        value: decode_data(r)?,
+    }))
 }
 
 fn decode_value(r: &mut Reader<'_>) -> Result<Body, DecodeError> {

@@ -44,6 +44,8 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
             key.encode(out);
             put_u64(out, *expected);
         }
+        MGet { keys } => encode_list(out, keys),
+        MWrite { ops } => encode_list(out, ops),
         Size | GetKeys | GetTable | Stats | Backup => {}
         Verify { op_id } => put_u64(out, *op_id),
         Auth { user, password } => {
@@ -111,12 +113,7 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
             put_u64(out, w.op_id);
             put_u8(out, w.outcome as u8);
         }
-        Value(None) => put_u8(out, 0),
-        Value(Some(v)) => {
-            put_u8(out, 1);
-            put_u64(out, v.version);
-            encode_data(out, &v.value);
-        }
+        Value(v) => encode_maybe_value(out, v.as_ref()),
         SizeOk { entries } => put_u64(out, *entries),
         Keys(keys) => encode_list(out, keys),
         Entries(entries) => encode_list(out, entries),
@@ -126,6 +123,13 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
             put_u8(out, u8::from(*last));
             encode_data(out, data);
         }
+        MGetOk(values) => {
+            put_u32(out, values.len());
+            for v in values {
+                encode_maybe_value(out, v.as_ref());
+            }
+        }
+        MWriteOk { op_id } => put_u64(out, *op_id),
         PutIfOk(c) | DelIfOk(c) => {
             put_u64(out, c.op_id);
             put_u8(out, c.outcome as u8);
@@ -138,6 +142,18 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
         }
         // Bodies of the other classes have their own encoder.
         _ => {}
+    }
+}
+
+/// VALUE's payload: `u8 found`, and if found `u64 version`, `data value`.
+fn encode_maybe_value(out: &mut Vec<u8>, v: Option<&crate::wire::Versioned>) {
+    match v {
+        None => put_u8(out, 0),
+        Some(v) => {
+            put_u8(out, 1);
+            put_u64(out, v.version);
+            encode_data(out, &v.value);
+        }
     }
 }
 

@@ -76,6 +76,8 @@ pub const FEATURE_EXTENSION: u32 = 1 << 1;
 pub const FEATURE_DATA_DIR: u32 = 1 << 2;
 /// HELLO_OK feature bit: the server takes CPUT and CDEL (compare-and-set).
 pub const FEATURE_CAS: u32 = 1 << 3;
+/// HELLO_OK feature bit: the server takes MGET and MWRITE (batches).
+pub const FEATURE_BATCH: u32 = 1 << 4;
 /// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
 /// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
 pub const HELLO_WANTS_EXTENSION: u32 = 1;
@@ -293,6 +295,10 @@ impl Codec for Update {
                 out.push(UPDATE_KIND_UNCHANGED);
                 out.extend_from_slice(&version.to_be_bytes());
             }
+            WriteOp::Batch(ops) => {
+                out.push(UPDATE_KIND_BATCH);
+                crate::serialize::encode_list(out, ops);
+            }
             // Never sent or logged (the worker resolves them first); the
             // encoding exists so that one slipping through is refused by
             // its receiver, loudly, rather than misread.
@@ -328,6 +334,9 @@ impl Codec for Update {
             UPDATE_KIND_UNCHANGED => WriteOp::Unchanged {
                 version: r.u64("version")?,
             },
+            UPDATE_KIND_BATCH => {
+                WriteOp::Batch(decode_batch(r, "batch writes", BatchOp::MIN_ENCODED_LEN)?)
+            }
             other => {
                 return Err(DecodeError::Invalid {
                     what: "update kind",
@@ -475,6 +484,9 @@ pub enum WriteOp {
         key: Key,
         expected: u64,
     },
+    /// An MWRITE: its writes, in order, as one update (one sequence
+    /// number, every entry it writes at that version), applied all at once.
+    Batch(#[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_batch))] Vec<BatchOp>),
 }
 
 impl Update {
@@ -495,6 +507,93 @@ impl Update {
 pub const UPDATE_KIND_NOOP: u8 = 0x00;
 /// UPDATE kind byte of [`WriteOp::Unchanged`].
 pub const UPDATE_KIND_UNCHANGED: u8 = 0x01;
+/// UPDATE kind byte of [`WriteOp::Batch`].
+pub const UPDATE_KIND_BATCH: u8 = 0x03;
+/// Most keys in one MGET, and most writes in one MWRITE (spec §7).
+pub const BATCH_OPS_MAX: usize = 1024;
+
+/// One write of an MWRITE batch: `u8 kind` (PUT 0x02, DEL 0x04), `key`,
+/// and for a PUT `data value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub enum BatchOp {
+    Put { key: Key, value: Vec<u8> },
+    Del { key: Key },
+}
+
+impl BatchOp {
+    /// Smallest encoding: a kind byte and a one-byte key.
+    pub const MIN_ENCODED_LEN: usize = 1 + Key::MIN_ENCODED_LEN;
+
+    #[must_use]
+    pub fn key(&self) -> &Key {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Del { key } => key,
+        }
+    }
+}
+
+impl Codec for BatchOp {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            BatchOp::Put { key, value } => {
+                out.push(op::PUT);
+                key.encode(out);
+                crate::serialize::encode_data(out, value);
+            }
+            BatchOp::Del { key } => {
+                out.push(op::DEL);
+                key.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("batch write kind")? {
+            op::PUT => Ok(BatchOp::Put {
+                key: Key::decode(r)?,
+                value: crate::serialize::decode_data(r)?,
+            }),
+            op::DEL => Ok(BatchOp::Del {
+                key: Key::decode(r)?,
+            }),
+            other => Err(DecodeError::Invalid {
+                what: "batch write kind",
+                value: other.into(),
+            }),
+        }
+    }
+}
+
+/// A batch's list: 1 ..= [`BATCH_OPS_MAX`] items.
+///
+/// # Errors
+///
+/// [`DecodeError`] for a malformed item, an empty list or one over the
+/// limit (checked from the count, before anything is allocated).
+pub fn decode_batch<T: Codec>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    min_item_bytes: usize,
+) -> Result<Vec<T>, DecodeError> {
+    let count = r.count_u32(what, min_item_bytes)?;
+    if count == 0 || count > BATCH_OPS_MAX {
+        return Err(DecodeError::Invalid {
+            what,
+            value: count as u64,
+        });
+    }
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        items.push(T::decode(r)?);
+    }
+    Ok(items)
+}
+
+#[cfg(feature = "arbitrary")]
+fn arbitrary_batch<'a, T: Arbitrary<'a>>(u: &mut Unstructured<'a>) -> arbitrary::Result<Vec<T>> {
+    let n = u.int_in_range(1..=8)?;
+    (0..n).map(|_| T::arbitrary(u)).collect()
+}
 
 impl WriteOp {
     /// Bytes of key and value this write holds in memory while queued
@@ -507,6 +606,13 @@ impl WriteOp {
             }
             WriteOp::Del { key } | WriteOp::DelIf { key, .. } => key.as_bytes().len(),
             WriteOp::Noop | WriteOp::Unchanged { .. } => 0,
+            WriteOp::Batch(ops) => ops
+                .iter()
+                .map(|o| match o {
+                    BatchOp::Put { key, value } => key.as_bytes().len() + value.len(),
+                    BatchOp::Del { key } => key.as_bytes().len(),
+                })
+                .sum(),
         }
     }
 
@@ -606,6 +712,17 @@ pub enum Body {
         key: Key,
         expected: u64,
     },
+    /// MGET: the values of up to [`BATCH_OPS_MAX`] keys, read at once.
+    MGet {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_batch))]
+        keys: Vec<Key>,
+    },
+    /// MWRITE: up to [`BATCH_OPS_MAX`] PUTs and DELs executed as one write,
+    /// all or nothing. Always synchronous.
+    MWrite {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_batch))]
+        ops: Vec<BatchOp>,
+    },
     Update(Update),
     Ack {
         seq: u64,
@@ -640,6 +757,16 @@ pub enum Body {
     },
     PutIfOk(CasOk),
     DelIfOk(CasOk),
+    /// MGET's values, one per key asked, in order.
+    MGetOk(
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_batch))]
+        Vec<Option<Versioned>>,
+    ),
+    /// MWRITE done: its one operation id, the version of every entry it
+    /// wrote.
+    MWriteOk {
+        op_id: u64,
+    },
     Error(ErrorReply),
 }
 
@@ -680,6 +807,8 @@ impl Body {
             Backup => op::BACKUP,
             PutIf { .. } => op::CPUT,
             DelIf { .. } => op::CDEL,
+            MGet { .. } => op::MGET,
+            MWrite { .. } => op::MWRITE,
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
@@ -700,6 +829,8 @@ impl Body {
             BackupChunk { .. } => op::REPLY | op::BACKUP,
             PutIfOk(_) => op::REPLY | op::CPUT,
             DelIfOk(_) => op::REPLY | op::CDEL,
+            MGetOk(_) => op::REPLY | op::MGET,
+            MWriteOk { .. } => op::REPLY | op::MWRITE,
             Error(_) => op::ERROR,
         }
     }

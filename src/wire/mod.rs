@@ -12,13 +12,14 @@ pub mod status;
 pub use frame::{decode_frame, Frame, FrameDecoder, FrameError};
 pub use frame::{HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
 pub use message::{
+    decode_batch, BatchOp, CasOk, HelloExtension, ServerLimit, BATCH_OPS_MAX, FEATURE_BATCH,
+    FEATURE_CAS, FEATURE_DATA_DIR, FEATURE_EXTENSION, HELLO_LIMITS_MAX, HELLO_WANTS_EXTENSION,
+    PROTOCOL_MINOR,
+};
+pub use message::{
     op, Access, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass,
     OpState, PeerChallenge, PeerHello, PeerRole, SeqGap, SnapshotChunk, Update, Versioned,
     WriteMode, WriteOk, WriteOp, WriteOutcome, FEATURE_AUTH_REQUIRED, SNAPSHOT_GAPS_MAX,
-    UPDATE_KIND_NOOP, UPDATE_KIND_UNCHANGED,
-};
-pub use message::{
-    CasOk, HelloExtension, ServerLimit, FEATURE_CAS, FEATURE_DATA_DIR, FEATURE_EXTENSION,
-    HELLO_LIMITS_MAX, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR,
+    UPDATE_KIND_BATCH, UPDATE_KIND_NOOP, UPDATE_KIND_UNCHANGED,
 };
 pub use status::{AfterError, ErrorCode, Retry};

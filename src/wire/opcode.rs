@@ -16,6 +16,8 @@ pub mod op {
     pub const BACKUP: u8 = 0x0B;
     pub const CPUT: u8 = 0x0C;
     pub const CDEL: u8 = 0x0D;
+    pub const MGET: u8 = 0x0E;
+    pub const MWRITE: u8 = 0x0F;
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
@@ -46,10 +48,10 @@ impl OpClass {
     #[must_use]
     pub fn of(opcode: u8) -> OpClass {
         match opcode {
-            op::HELLO..=op::CDEL => OpClass::ClientRequest,
+            op::HELLO..=op::MWRITE => OpClass::ClientRequest,
             op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
             op::ERROR => OpClass::Reply,
-            o if o & op::REPLY != 0 && (op::HELLO..=op::CDEL).contains(&(o & !op::REPLY)) => {
+            o if o & op::REPLY != 0 && (op::HELLO..=op::MWRITE).contains(&(o & !op::REPLY)) => {
                 OpClass::Reply
             }
             _ => OpClass::Unknown,

@@ -15,7 +15,7 @@ use chaintable::member::Member;
 use chaintable::replica::PlantedBug;
 use chaintable::replica::{Action, Replica, WriteToken};
 use chaintable::serialize::{Entry, Key};
-use chaintable::wire::{Body, NodeRole, SnapshotChunk, Update, WriteOp, WriteOutcome};
+use chaintable::wire::{BatchOp, Body, NodeRole, SnapshotChunk, Update, WriteOp, WriteOutcome};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};

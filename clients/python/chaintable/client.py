@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from . import wire
 from .wire import (CasResult, Entry, Hello, ProtocolError, Request, ServerError, Versioned,
@@ -154,6 +154,19 @@ class Client:
     def delete_if(self, key: bytes, expected: int) -> CasResult:
         out = self.call(wire.delete_if(key, expected))
         assert isinstance(out, CasResult)
+        return out
+
+    def mget(self, keys: List[bytes]) -> List[Optional[Versioned]]:
+        """The values of `keys`, in order, read at one instant."""
+        out = self.call(wire.mget(keys))
+        assert isinstance(out, list)
+        return out
+
+    def mwrite(self, ops: List[Tuple[bytes, Optional[bytes]]]) -> int:
+        """Writes (key, value) pairs (None deletes) as one write, all or
+        nothing; returns its op id, the version of every entry written."""
+        out = self.call(wire.mwrite(ops))
+        assert isinstance(out, int)
         return out
 
     def get(self, key: bytes) -> Optional[Versioned]:

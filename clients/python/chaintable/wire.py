@@ -35,6 +35,9 @@ FEATURE_AUTH_REQUIRED = 1
 FEATURE_EXTENSION = 1 << 1
 FEATURE_DATA_DIR = 1 << 2
 FEATURE_CAS = 1 << 3
+FEATURE_BATCH = 1 << 4
+#: Most keys in one MGET, most writes in one MWRITE.
+BATCH_OPS_MAX = 1024
 
 
 class Op(enum.IntEnum):
@@ -51,6 +54,8 @@ class Op(enum.IntEnum):
     BACKUP = 0x0B
     CPUT = 0x0C
     CDEL = 0x0D
+    MGET = 0x0E
+    MWRITE = 0x0F
 
 
 REPLY = 0x80
@@ -326,6 +331,10 @@ def dec_cas(r: Reader) -> CasResult:
     return CasResult(op_id, CAS_OUTCOMES[outcome], r.u64("version"))
 
 
+def dec_mget(r: Reader) -> List[Optional[Versioned]]:
+    return [dec_value(r) for _ in range(r.count("values", 1))]
+
+
 def dec_value(r: Reader) -> Optional[Versioned]:
     found = r.u8("found")
     if found == 0:
@@ -391,6 +400,8 @@ DECODERS: Dict[int, Callable[[Reader], object]] = {
     REPLY | Op.BACKUP: dec_backup_chunk,
     REPLY | Op.CPUT: dec_cas,
     REPLY | Op.CDEL: dec_cas,
+    REPLY | Op.MGET: dec_mget,
+    REPLY | Op.MWRITE: lambda r: r.u64("op_id"),
     ERROR: dec_error,
 }
 
@@ -422,7 +433,7 @@ class Request:
 
     @property
     def is_write(self) -> bool:
-        return self.opcode in (Op.PUT, Op.DEL, Op.CPUT, Op.CDEL)
+        return self.opcode in (Op.PUT, Op.DEL, Op.CPUT, Op.CDEL, Op.MWRITE)
 
 
 def hello(features: int = HELLO_WANTS_EXTENSION) -> Request:
@@ -449,6 +460,24 @@ def put_if(key: bytes, value: bytes, expected: int) -> Request:
 def delete_if(key: bytes, expected: int) -> Request:
     """CDEL: delete only if the key's version is `expected`."""
     return Request(Op.CDEL, enc_key(key) + struct.pack(">Q", expected))
+
+
+def mget(keys: List[bytes]) -> Request:
+    """MGET: up to BATCH_OPS_MAX keys, read at one instant."""
+    if not 1 <= len(keys) <= BATCH_OPS_MAX:
+        raise ValueError(f"an MGET reads 1..={BATCH_OPS_MAX} keys")
+    return Request(Op.MGET, struct.pack(">I", len(keys)) + b"".join(enc_key(k) for k in keys))
+
+
+def mwrite(ops: List[Tuple[bytes, Optional[bytes]]]) -> Request:
+    """MWRITE: (key, value) pairs, a value of None deleting the key, as one
+    write, all or nothing."""
+    if not 1 <= len(ops) <= BATCH_OPS_MAX:
+        raise ValueError(f"an MWRITE holds 1..={BATCH_OPS_MAX} writes")
+    body = b"".join(
+        bytes([Op.DEL]) + enc_key(k) if v is None else bytes([Op.PUT]) + enc_key(k) + enc_data(v)
+        for k, v in ops)
+    return Request(Op.MWRITE, struct.pack(">I", len(ops)) + body)
 
 
 def size() -> Request:

@@ -60,6 +60,17 @@ class Standalone(unittest.TestCase):
         self.assertEqual((gone.outcome, gone.version), ("existed", 0))
         self.assertTrue(self.c.hello.features & wire.FEATURE_CAS)
 
+    def test_batches(self):
+        self.c.put(b"py-b-gone", b"x")
+        op = self.c.mwrite([(b"py-b-1", b"one"), (b"py-b-2", b"two"), (b"py-b-gone", None)])
+        got = self.c.mget([b"py-b-1", b"py-b-2", b"py-b-gone"])
+        self.assertEqual([(v.version, v.value) if v else None for v in got],
+                         [(op, b"one"), (op, b"two"), None])
+        self.assertTrue(self.c.hello.features & wire.FEATURE_BATCH)
+        with self.assertRaises(ServerError) as e:
+            self.c.call(wire.Request(wire.Op.MWRITE, b"\x00\x00\x00\x00"))
+        self.assertEqual(e.exception.name, "BAD_REQUEST")  # an empty batch
+
     def test_an_async_write_is_verified(self):
         w = self.c.put(b"py-async", b"x", asynchronous=True)
         self.assertEqual(w.outcome, "pending")

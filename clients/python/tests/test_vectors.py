@@ -11,7 +11,8 @@ VECTORS = os.environ.get(
     os.path.join(os.path.dirname(__file__), "..", "..", "..", "spec", "vectors", "frames.json"))
 
 REPLY_TYPES = {"HELLO_OK", "PUT_OK", "DEL_OK", "VALUE", "SIZE_OK", "KEYS", "ENTRIES",
-               "STATS_OK", "VERIFY_OK", "AUTH_OK", "BACKUP_CHUNK", "ERROR", "CPUT_OK", "CDEL_OK"}
+               "STATS_OK", "VERIFY_OK", "AUTH_OK", "BACKUP_CHUNK", "ERROR", "CPUT_OK", "CDEL_OK",
+               "MGET_OK", "MWRITE_OK"}
 
 
 def request_of(m):
@@ -34,6 +35,11 @@ def request_of(m):
         return wire.put_if(k, m["value"].encode(), m["expected"])
     if t == "CDEL":
         return wire.delete_if(k, m["expected"])
+    if t == "MGET":
+        return wire.mget([x.encode() for x in m["keys"]])
+    if t == "MWRITE":
+        return wire.mwrite([(o["key"].encode(), o["value"].encode() if o["op"] == "put" else None)
+                            for o in m["ops"]])
     if t == "AUTH":
         return wire.auth(m["user"], m["password"])
     simple = {"SIZE": wire.size, "GETKEYS": wire.getkeys, "GETTABLE": wire.gettable,
@@ -49,6 +55,11 @@ def check_reply(test, m, got):
         ext = m.get("extension")
         test.assertEqual(got.minor, ext["minor"] if ext else 0)
         test.assertEqual(got.limits, {l["name"]: l["value"] for l in ext["limits"]} if ext else {})
+    elif t == "MGET_OK":
+        test.assertEqual([None if v is None else (v.version, v.value) for v in got],
+                         [None if v is None else (v["version"], v["value"].encode()) for v in m["values"]])
+    elif t == "MWRITE_OK":
+        test.assertEqual(got, m["op_id"])
     elif t in ("CPUT_OK", "CDEL_OK"):
         test.assertEqual((got.op_id, got.outcome, got.version), (m["op_id"], m["outcome"], m["version"]))
     elif t in ("PUT_OK", "DEL_OK"):

@@ -269,6 +269,19 @@ impl World {
                             .is_some(),
                     ),
                     WriteOp::Del { key } => Some(p.table.remove(key).is_some()),
+                    WriteOp::Batch(ops) => {
+                        for op in ops {
+                            match op {
+                                BatchOp::Put { key, value } => {
+                                    p.table.insert(key.clone(), (u.seq, value.clone()));
+                                }
+                                BatchOp::Del { key } => {
+                                    p.table.remove(key);
+                                }
+                            }
+                        }
+                        Some(false)
+                    }
                     _ => None,
                 };
                 p.hist.push(u.seq);

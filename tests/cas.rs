@@ -190,3 +190,26 @@ fn every_member_of_a_chain_agrees_on_every_compare_and_set() {
     let mut at_tail = Client::connect(&tail).unwrap();
     assert_eq!(counter(at_tail.get(b"counter").unwrap()).0, 90);
 }
+
+/// A compare-and-set (or a batch) whose reply does not come is a write of
+/// unknown outcome, never a retriable read: the chain client retried such
+/// a CPUT after a failover lost its reply, and the retry, finding the
+/// first attempt's own write, answered "mismatch" (a torture run caught
+/// it).
+#[test]
+fn a_lost_reply_to_a_cas_or_a_batch_is_outcome_unknown() {
+    let s = ServerProc::start(2, &["--test-worker-delay-ms", "1500"]);
+    let opts = chaintable::client::Options {
+        read_timeout: std::time::Duration::from_millis(300),
+        ..chaintable::client::Options::default()
+    };
+    let mut c = Client::connect_with(&s.addr(), opts.clone()).unwrap();
+    let e = c.put_if(b"k", b"v", 0).unwrap_err();
+    assert_eq!(e.retry(), chaintable::wire::Retry::OutcomeUnknown, "{e:?}");
+    let mut c = Client::connect_with(&s.addr(), opts).unwrap();
+    let ops = vec![chaintable::wire::BatchOp::Del {
+        key: Key::new("k").unwrap(),
+    }];
+    let e = c.mwrite(ops).unwrap_err();
+    assert_eq!(e.retry(), chaintable::wire::Retry::OutcomeUnknown, "{e:?}");
+}

@@ -50,6 +50,57 @@ fn sequential_and_overlapping_histories_are_linearizable() {
     assert_eq!(check(&h, LIMIT), Verdict::Linearizable);
 }
 
+fn cas(expected: Option<u64>, value: Option<u64>, applied: Option<bool>) -> KvOp {
+    KvOp::Cas {
+        expected,
+        value,
+        applied,
+    }
+}
+
+#[test]
+fn compare_and_set_histories() {
+    // Two clients race to replace 1: one wins, the other's compare fails,
+    // and a read after both sees the winner.
+    let h = vec![
+        op(1, put(1), 0, Some(10)),
+        op(2, cas(Some(1), Some(2), Some(true)), 20, Some(40)),
+        op(3, cas(Some(1), Some(3), Some(false)), 25, Some(45)),
+        op(1, get(Some(2)), 50, Some(60)),
+        // A CDEL that matched, then a create-if-absent.
+        op(2, cas(Some(2), None, Some(true)), 70, Some(80)),
+        op(3, cas(None, Some(4), Some(true)), 90, Some(100)),
+        op(1, get(Some(4)), 110, Some(120)),
+    ];
+    assert_eq!(check(&h, LIMIT), Verdict::Linearizable);
+    // Both winning is not linearizable: only one can find 1 there.
+    let both = vec![
+        op(1, put(1), 0, Some(10)),
+        op(2, cas(Some(1), Some(2), Some(true)), 20, Some(40)),
+        op(3, cas(Some(1), Some(3), Some(true)), 25, Some(45)),
+    ];
+    assert!(matches!(
+        check(&both, LIMIT),
+        Verdict::Anomaly { key: 1, .. }
+    ));
+    // A compare that failed although nothing else ran: an anomaly.
+    let lost = vec![
+        op(1, put(1), 0, Some(10)),
+        op(2, cas(Some(1), Some(2), Some(false)), 20, Some(40)),
+    ];
+    assert!(matches!(
+        check(&lost, LIMIT),
+        Verdict::Anomaly { key: 1, .. }
+    ));
+    // An unknown outcome may have happened or not.
+    let unknown = vec![
+        op(1, put(1), 0, Some(10)),
+        op(2, cas(Some(1), Some(2), None), 20, None),
+        op(3, get(Some(2)), 50, Some(60)),
+    ];
+    assert_eq!(check(&unknown, LIMIT), Verdict::Linearizable);
+}
+
 #[test]
 fn a_stale_read_after_an_acknowledged_write_is_an_anomaly() {
     let h = vec![

@@ -131,14 +131,7 @@ impl ChainClient {
     /// request is refused for good (an error that is not retriable). A write
     /// whose outcome is unknown is reported as such, never retried.
     pub fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
-        let write = matches!(
-            body,
-            Body::Put { .. }
-                | Body::Del { .. }
-                | Body::PutIf { .. }
-                | Body::DelIf { .. }
-                | Body::MWrite { .. }
-        );
+        let write = body.is_write();
         let deadline = Instant::now() + self.retry_for;
         loop {
             self.refresh();

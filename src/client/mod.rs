@@ -224,9 +224,7 @@ impl Client {
         &mut self,
         bodies: Vec<Body>,
     ) -> Result<Vec<Result<Body, ClientError>>, ClientError> {
-        let has_write = bodies
-            .iter()
-            .any(|b| matches!(b, Body::Put { .. } | Body::Del { .. }));
+        let has_write = bodies.iter().any(Body::is_write);
         let first_id = self.next_request_id;
         let count = bodies.len() as u64;
         let mut out = Vec::new();

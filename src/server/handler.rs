@@ -321,13 +321,7 @@ impl Server {
         match msg.body {
             Body::Hello(h) => self.hello(conn, msg.request_id, h),
             Body::Auth { user, password } => self.auth(conn, msg.request_id, &user, &password),
-            Body::Put { .. }
-            | Body::Del { .. }
-            | Body::PutIf { .. }
-            | Body::DelIf { .. }
-            | Body::MWrite { .. }
-                if access == Access::ReadOnly =>
-            {
+            ref body if body.is_write() && access == Access::ReadOnly => {
                 self.counters.errors_sent += 1;
                 let why = "this user may only read";
                 conn.reply(&error(msg.request_id, ErrorCode::NotPermitted, why));

@@ -789,6 +789,22 @@ pub enum MessageError {
 }
 
 impl Body {
+    /// Whether this is a client write (PUT, DEL, CPUT, CDEL, MWRITE): one
+    /// whose outcome is unknown, not retriable, when its reply is lost.
+    /// The one list every client consults (a torture run caught the client
+    /// retrying a CPUT whose reply a failover had lost: it ran twice).
+    #[must_use]
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Body::Put { .. }
+                | Body::Del { .. }
+                | Body::PutIf { .. }
+                | Body::DelIf { .. }
+                | Body::MWrite { .. }
+        )
+    }
+
     /// The opcode this body travels under.
     #[must_use]
     pub fn opcode(&self) -> u8 {

@@ -13,7 +13,7 @@ use super::netns::{Net, Peer};
 use chaintable::client::chain::ChainClient;
 use chaintable::client::{Client, ClientError, Options};
 use chaintable::serialize::Key;
-use chaintable::wire::{Body, Retry, WriteMode, WriteOutcome};
+use chaintable::wire::{BatchOp, Body, Retry, WriteMode, WriteOutcome};
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -184,6 +184,24 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
         }
         let key = rng.gen_range(0..cfg.keys);
         let k = Key::new(format!("t{key}")).expect("key");
+        // One operation in five is a compare-and-set or a batch.
+        match rng.gen_range(0..10) {
+            0 => {
+                counter += 1;
+                let value = (u64::from(id) << 32) | counter;
+                // Two operations (the read, the compare): count the second.
+                shared.issued.fetch_add(1, Ordering::SeqCst);
+                cas_step(id, key, &mut chain, shared, &mut rng, value);
+                pace.wait();
+                continue;
+            }
+            1 => {
+                batch_step(id, cfg, &mut chain, shared, &mut rng, &mut counter);
+                pace.wait();
+                continue;
+            }
+            _ => {}
+        }
         let roll = rng.gen_range(0..10);
         let (op_kind, body) = match roll {
             0..=4 => ("get", Body::Get { key: k }),
@@ -220,6 +238,150 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
         pace.wait();
     }
     chain.close();
+}
+
+fn key_of(key: u32) -> Key {
+    Key::new(format!("t{key}")).expect("key")
+}
+
+/// Read, then compare-and-set against what was read: a CPUT of a fresh
+/// value, or now and then a CDEL. Both are recorded (the read as a read).
+fn cas_step(
+    id: u32,
+    key: u32,
+    chain: &mut ChainClient,
+    shared: &Shared,
+    rng: &mut StdRng,
+    value: u64,
+) {
+    let call_ns = shared.now_ns();
+    let read = chain.call(Body::Get { key: key_of(key) });
+    let return_ns = shared.now_ns();
+    let Ok((Body::Value(found), _)) = read else {
+        return; // nothing known to compare with
+    };
+    let (expected, version) = match &found {
+        Some(v) => (Some(value_of(&v.value)), v.version),
+        None => (None, 0),
+    };
+    shared.history.lock().unwrap().push(Recorded {
+        client: id,
+        key,
+        op: KvOp::Get { value: expected },
+        call_ns,
+        return_ns: Some(return_ns),
+    });
+    let delete = expected.is_some() && rng.gen_range(0..5) == 0;
+    let body = if delete {
+        Body::DelIf {
+            key: key_of(key),
+            expected: version,
+        }
+    } else {
+        Body::PutIf {
+            key: key_of(key),
+            expected: version,
+            value: value.to_be_bytes().to_vec(),
+        }
+    };
+    let call_ns = shared.now_ns();
+    let result = chain.call(body);
+    let return_ns = shared.now_ns();
+    let (applied, ret) = match result {
+        Ok((Body::PutIfOk(c) | Body::DelIfOk(c), _)) => {
+            (Some(c.outcome != WriteOutcome::Mismatch), Some(return_ns))
+        }
+        Ok(_) => return,
+        Err(e) if e.retry() != Retry::Retriable => (None, None),
+        Err(_) => return, // retriable: not executed
+    };
+    shared.history.lock().unwrap().push(Recorded {
+        client: id,
+        key,
+        op: KvOp::Cas {
+            expected,
+            value: (!delete).then_some(value),
+            applied,
+        },
+        call_ns,
+        return_ns: ret,
+    });
+}
+
+/// An MWRITE of fresh values (and now and then a delete) to two or three
+/// keys, or an MGET of them. The checker takes each key's part as an
+/// operation on that key, all with the batch's call and return times.
+fn batch_step(
+    id: u32,
+    cfg: &Config,
+    chain: &mut ChainClient,
+    shared: &Shared,
+    rng: &mut StdRng,
+    counter: &mut u64,
+) {
+    let mut keys: Vec<u32> = (0..rng.gen_range(2..=3))
+        .map(|_| rng.gen_range(0..cfg.keys))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // One operation per key: count those past the first.
+    shared.issued.fetch_add(keys.len() - 1, Ordering::SeqCst);
+    let write = rng.gen_range(0..2) == 0;
+    let mut ops = Vec::new();
+    let mut written = Vec::new();
+    for &key in &keys {
+        if rng.gen_range(0..6) == 0 {
+            ops.push(BatchOp::Del { key: key_of(key) });
+            written.push(KvOp::Del { existed: None });
+        } else {
+            *counter += 1;
+            let value = (u64::from(id) << 32) | *counter;
+            ops.push(BatchOp::Put {
+                key: key_of(key),
+                value: value.to_be_bytes().to_vec(),
+            });
+            written.push(KvOp::Put {
+                value,
+                existed: None,
+            });
+        }
+    }
+    let body = if write {
+        Body::MWrite { ops }
+    } else {
+        Body::MGet {
+            keys: keys.iter().map(|k| key_of(*k)).collect(),
+        }
+    };
+    let call_ns = shared.now_ns();
+    let result = chain.call(body);
+    let return_ns = shared.now_ns();
+    let per_key: Vec<(KvOp, Option<i64>)> = match result {
+        Ok((Body::MWriteOk { .. }, _)) => {
+            written.into_iter().map(|o| (o, Some(return_ns))).collect()
+        }
+        Ok((Body::MGetOk(values), _)) if values.len() == keys.len() => values
+            .into_iter()
+            .map(|v| {
+                let value = v.map(|v| value_of(&v.value));
+                (KvOp::Get { value }, Some(return_ns))
+            })
+            .collect(),
+        Err(e) if write && e.retry() != Retry::Retriable => {
+            written.into_iter().map(|o| (o, None)).collect()
+        }
+        _ => return, // a failed read, or a write that certainly did not run
+    };
+    let mut history = shared.history.lock().unwrap();
+    for (&key, (op, ret)) in keys.iter().zip(per_key) {
+        history.push(Recorded {
+            client: id,
+            key,
+            op,
+            call_ns,
+            return_ns: ret,
+        });
+    }
 }
 
 /// Spreads a client's share of the operations budget over the run, so a

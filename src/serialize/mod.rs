@@ -121,7 +121,29 @@ pub fn decode_list<T: Codec>(
     what: &'static str,
     min_item_bytes: usize,
 ) -> Result<Vec<T>, DecodeError> {
+    decode_list_within(r, what, min_item_bytes, 0..=usize::MAX)
+}
+
+/// [`decode_list`] with the item count held to `counts`, checked before
+/// anything is allocated.
+///
+/// # Errors
+///
+/// As [`decode_list`], and [`DecodeError::Invalid`] for a count outside
+/// `counts`.
+pub fn decode_list_within<T: Codec>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    min_item_bytes: usize,
+    counts: std::ops::RangeInclusive<usize>,
+) -> Result<Vec<T>, DecodeError> {
     let count = r.count_u32(what, min_item_bytes)?;
+    if !counts.contains(&count) {
+        return Err(DecodeError::Invalid {
+            what,
+            value: count as u64,
+        });
+    }
     let mut items = Vec::with_capacity(count);
     for _ in 0..count {
         items.push(T::decode(r)?);

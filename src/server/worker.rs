@@ -48,21 +48,7 @@ fn resolve_conditions(table: &Table, batch: &mut [Update]) {
                 .copied()
                 .unwrap_or_else(|| table.version_of(key))
         };
-        let resolved = match std::mem::replace(&mut u.op, WriteOp::Noop) {
-            WriteOp::PutIf {
-                key,
-                value,
-                expected,
-            } => match now(&key) {
-                v if v == expected => WriteOp::Put { key, value },
-                version => WriteOp::Unchanged { version },
-            },
-            WriteOp::DelIf { key, expected } => match now(&key) {
-                v if v == expected => WriteOp::Del { key },
-                version => WriteOp::Unchanged { version },
-            },
-            other => other,
-        };
+        let resolved = std::mem::replace(&mut u.op, WriteOp::Noop).resolve(now);
         match &resolved {
             WriteOp::Put { key, .. } => {
                 overlay.insert(key.clone(), u.seq);

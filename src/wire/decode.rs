@@ -285,13 +285,7 @@ fn decode_maybe_value(r: &mut Reader<'_>) -> Result<Option<Versioned>, DecodeErr
 }
 
 fn decode_value(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
-    if !decode_bool(r, "found")? {
-        return Ok(Body::Value(None));
-    }
-    Ok(Body::Value(Some(Versioned {
-        version: r.u64("version")?,
-        value: decode_data(r)?,
-    })))
+    decode_maybe_value(r).map(Body::Value)
 }
 
 fn decode_error(r: &mut Reader<'_>) -> Result<Body, DecodeError> {

@@ -575,18 +575,7 @@ pub fn decode_batch<T: Codec>(
     what: &'static str,
     min_item_bytes: usize,
 ) -> Result<Vec<T>, DecodeError> {
-    let count = r.count_u32(what, min_item_bytes)?;
-    if count == 0 || count > BATCH_OPS_MAX {
-        return Err(DecodeError::Invalid {
-            what,
-            value: count as u64,
-        });
-    }
-    let mut items = Vec::with_capacity(count);
-    for _ in 0..count {
-        items.push(T::decode(r)?);
-    }
-    Ok(items)
+    crate::serialize::decode_list_within(r, what, min_item_bytes, 1..=BATCH_OPS_MAX)
 }
 
 #[cfg(feature = "arbitrary")]
@@ -613,6 +602,29 @@ impl WriteOp {
                     BatchOp::Del { key } => key.as_bytes().len(),
                 })
                 .sum(),
+        }
+    }
+
+    /// A compare-and-set decided against `version_now` (the key's version
+    /// in sequence order, 0: absent): the PUT or DEL it becomes, or
+    /// UNCHANGED. Any other write is itself. The head's worker does this
+    /// before logging (see `server::worker`), and the simulator's alike.
+    #[must_use]
+    pub fn resolve(self, version_now: impl FnOnce(&Key) -> u64) -> WriteOp {
+        match self {
+            WriteOp::PutIf {
+                key,
+                value,
+                expected,
+            } => match version_now(&key) {
+                v if v == expected => WriteOp::Put { key, value },
+                version => WriteOp::Unchanged { version },
+            },
+            WriteOp::DelIf { key, expected } => match version_now(&key) {
+                v if v == expected => WriteOp::Del { key },
+                version => WriteOp::Unchanged { version },
+            },
+            other => other,
         }
     }
 

@@ -246,22 +246,7 @@ impl World {
             Task::Apply(mut u) => {
                 // As the server's worker: a compare-and-set becomes the
                 // write it resolves to (or UNCHANGED) before anything else.
-                let version_of = |k| p.table.get(k).map_or(0, |e: &(u64, Vec<u8>)| e.0);
-                u.op = match u.op {
-                    WriteOp::PutIf {
-                        key,
-                        value,
-                        expected,
-                    } => match version_of(&key) {
-                        v if v == expected => WriteOp::Put { key, value },
-                        version => WriteOp::Unchanged { version },
-                    },
-                    WriteOp::DelIf { key, expected } => match version_of(&key) {
-                        v if v == expected => WriteOp::Del { key },
-                        version => WriteOp::Unchanged { version },
-                    },
-                    other => other,
-                };
+                u.op = u.op.resolve(|k| p.table.get(k).map_or(0, |e| e.0));
                 let existed = match &u.op {
                     WriteOp::Put { key, value } => Some(
                         p.table

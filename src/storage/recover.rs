@@ -264,7 +264,6 @@ impl Replay<'_, '_> {
             None => return Err("empty record".into()),
         };
         let (seq, prev_seq, kind, key) = peek_update(body).map_err(|e| e.to_string())?;
-        // A NOOP (a new head's mark) changes no key: nothing to apply.
         if prev_seq != self.last || seq <= prev_seq {
             return Err(format!(
                 "record {seq} follows {prev_seq}, but the log before it ends at {}",
@@ -285,6 +284,7 @@ impl Replay<'_, '_> {
                     seq
                 },
             );
+            // A NOOP or an UNCHANGED changes no key: nothing to apply.
             if let Some(key) = key {
                 self.appliers.push(key, body, origin);
             } else if kind == UPDATE_KIND_BATCH {

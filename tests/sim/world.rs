@@ -169,11 +169,22 @@ enum Req {
     Put(u32, u64),
     Del(u32),
     Get(u32),
+    /// CPUT of a fresh value, expecting what this client last read of the
+    /// key: (value, version), `None`/0 for absent.
+    Cas {
+        key: u32,
+        expected: Option<u64>,
+        version: u64,
+        value: u64,
+    },
 }
 
 enum Reply {
     Written(Option<bool>),
-    Value(Option<u64>),
+    /// A compare-and-set that did not match: nothing changed.
+    Mismatch,
+    /// A read: the value and its version (0 when absent).
+    Value(Option<u64>, u64),
     /// Refused before taking effect (not the head, no lease, busy…).
     Refused,
     /// The write may or may not have happened.
@@ -185,6 +196,8 @@ struct Client {
     /// The request in flight: id, what, when it was sent.
     pending: Option<(u64, Req, Us)>,
     next_value: u64,
+    /// What this client last read of each key: (value, version).
+    seen: std::collections::HashMap<u32, (Option<u64>, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -331,6 +344,7 @@ impl World {
                 view: Vec::new(),
                 pending: None,
                 next_value: (c as u64 + 1) << 32,
+                seen: std::collections::HashMap::new(),
             });
             self.after(0, Ev::ClientView(c));
             self.after(MS, Ev::ClientNext(c));

@@ -12,9 +12,21 @@ impl World {
         let key = self.rng.gen_range(0..KEYS);
         let r = self.rng.gen_range(0..10);
         let req = match r {
-            0..=3 => {
+            0..=2 => {
                 self.clients[c].next_value += 1;
                 Req::Put(key, self.clients[c].next_value)
+            }
+            3 => {
+                // Compare with what this client last read of the key.
+                self.clients[c].next_value += 1;
+                let (expected, version) =
+                    self.clients[c].seen.get(&key).copied().unwrap_or((None, 0));
+                Req::Cas {
+                    key,
+                    expected,
+                    version,
+                    value: self.clients[c].next_value,
+                }
             }
             4 => Req::Del(key),
             _ => Req::Get(key),
@@ -45,14 +57,14 @@ impl World {
         let reply = match req {
             Req::Get(key) => {
                 let refused = self.procs[&pid].replica.check_can_read().is_err();
-                let value = self.procs[&pid]
-                    .table
-                    .get(&key_of(key))
-                    .map(|(_, v)| u64::from_le_bytes(v[..8].try_into().expect("8 bytes")));
+                let found = self.procs[&pid].table.get(&key_of(key));
+                let value =
+                    found.map(|(_, v)| u64::from_le_bytes(v[..8].try_into().expect("8 bytes")));
+                let version = found.map_or(0, |(version, _)| *version);
                 if refused {
                     Reply::Refused
                 } else {
-                    Reply::Value(value)
+                    Reply::Value(value, version)
                 }
             }
             Req::Put(key, value) => self.write(
@@ -65,6 +77,21 @@ impl World {
                 },
             ),
             Req::Del(key) => self.write(pid, c, op, WriteOp::Del { key: key_of(key) }),
+            Req::Cas {
+                key,
+                version,
+                value,
+                ..
+            } => self.write(
+                pid,
+                c,
+                op,
+                WriteOp::PutIf {
+                    key: key_of(key),
+                    value: value.to_le_bytes().to_vec(),
+                    expected: version,
+                },
+            ),
         };
         if !matches!(reply, Reply::Unknown) {
             let d = self.delay();
@@ -113,7 +140,31 @@ impl World {
                 Some((key, KvOp::Put { value, existed }, ret))
             }
             (Req::Del(key), Reply::Written(existed)) => Some((key, KvOp::Del { existed }, ret)),
-            (Req::Get(key), Reply::Value(value)) => Some((key, KvOp::Get { value }, ret)),
+            (Req::Get(key), Reply::Value(value, version)) => {
+                self.clients[c].seen.insert(key, (value, version));
+                Some((key, KvOp::Get { value }, ret))
+            }
+            (
+                Req::Cas {
+                    key,
+                    expected,
+                    value,
+                    ..
+                },
+                reply @ (Reply::Written(_) | Reply::Mismatch | Reply::Unknown),
+            ) => {
+                let applied = match reply {
+                    Reply::Written(_) => Some(true),
+                    Reply::Mismatch => Some(false),
+                    _ => None,
+                };
+                let op = KvOp::Cas {
+                    expected,
+                    value: Some(value),
+                    applied,
+                };
+                Some((key, op, applied.and(ret)))
+            }
             (Req::Put(key, value), Reply::Unknown) => Some((
                 key,
                 KvOp::Put {
@@ -150,6 +201,19 @@ impl World {
                 None,
             ),
             Req::Del(key) => self.record(c, key, KvOp::Del { existed: None }, call, None),
+            Req::Cas {
+                key,
+                expected,
+                value,
+                ..
+            } => {
+                let op = KvOp::Cas {
+                    expected,
+                    value: Some(value),
+                    applied: None,
+                };
+                self.record(c, key, op, call, None);
+            }
             Req::Get(_) => {} // a read that never returned says nothing
         }
         self.after(0, Ev::ClientNext(c));

@@ -168,12 +168,13 @@ impl World {
             Action::Install(c) => self.task(pid, Task::Install(c)),
             Action::WriteDone { token, result, .. } => {
                 self.acked.insert(result.op_id);
-                let existed = match result.outcome {
-                    WriteOutcome::Existed => Some(true),
-                    WriteOutcome::Absent => Some(false),
-                    WriteOutcome::Pending | WriteOutcome::Mismatch => None,
+                let reply = match result.outcome {
+                    WriteOutcome::Existed => Reply::Written(Some(true)),
+                    WriteOutcome::Absent => Reply::Written(Some(false)),
+                    WriteOutcome::Pending => Reply::Written(None),
+                    WriteOutcome::Mismatch => Reply::Mismatch,
                 };
-                self.reply_write(pid, token, Reply::Written(existed));
+                self.reply_write(pid, token, reply);
             }
             Action::WriteFailed { token, .. } => self.reply_write(pid, token, Reply::Unknown),
             Action::ConnectSuccessor(m) => self.dial(pid, &m),
@@ -219,10 +220,17 @@ impl World {
         let Some(p) = self.procs.get_mut(&pid).filter(|p| p.alive) else {
             return;
         };
-        let Some(task) = p.tasks.pop_front() else {
+        let Some(mut task) = p.tasks.pop_front() else {
             p.working = false;
             return;
         };
+        // As the server's worker: a compare-and-set becomes the write it
+        // resolves to (or UNCHANGED) before anything else sees it, the
+        // id check below included (every member must hold the same op).
+        if let Task::Apply(u) = &mut task {
+            let op = std::mem::replace(&mut u.op, WriteOp::Noop);
+            u.op = op.resolve(|k| p.table.get(k).map_or(0, |e| e.0));
+        }
         // A new head's NOOP mark is no client's id, so only writes count.
         if let Some(Task::Apply(u)) = task.as_ref_write() {
             match self.ids.get(&u.seq) {
@@ -243,10 +251,7 @@ impl World {
             return;
         };
         match task {
-            Task::Apply(mut u) => {
-                // As the server's worker: a compare-and-set becomes the
-                // write it resolves to (or UNCHANGED) before anything else.
-                u.op = u.op.resolve(|k| p.table.get(k).map_or(0, |e| e.0));
+            Task::Apply(u) => {
                 let existed = match &u.op {
                     WriteOp::Put { key, value } => Some(
                         p.table

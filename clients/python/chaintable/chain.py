@@ -4,7 +4,7 @@ tail, and retries what the spec's retry classes allow."""
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from . import wire
 from .client import Client, ConnectionLost
@@ -137,6 +137,18 @@ class ChainClient:
     def delete_if(self, key: bytes, expected: int) -> CasResult:
         out = self._run(wire.delete_if(key, expected), write=True)
         assert isinstance(out, CasResult)
+        return out
+
+    def mwrite(self, ops: List[Tuple[bytes, Optional[bytes]]]) -> int:
+        """(key, value) pairs, None deleting, as one write at the head."""
+        out = self._run(wire.mwrite(ops), write=True)
+        assert isinstance(out, int)
+        return out
+
+    def mget(self, keys: List[bytes]) -> List[Optional[Versioned]]:
+        """Several values from the tail, read at one instant."""
+        out = self._run(wire.mget(keys), write=False)
+        assert isinstance(out, list)
         return out
 
     def delete(self, key: bytes) -> WriteResult:

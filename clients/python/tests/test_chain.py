@@ -32,6 +32,12 @@ class Chain(unittest.TestCase):
             self.assertEqual(cc.put_if(b"py-chain-cas", b"b", 0).version, first.op_id)
             self.assertEqual(cc.get(b"py-chain-cas").value, b"a")
 
+    def test_a_batch_through_the_chain(self):
+        with ChainClient(ZK) as cc:
+            op = cc.mwrite([(b"py-chain-b1", b"x"), (b"py-chain-b2", b"y")])
+            got = cc.mget([b"py-chain-b1", b"py-chain-b2"])
+            self.assertEqual([(v.version, v.value) for v in got], [(op, b"x"), (op, b"y")])
+
     def test_wrong_roles_redirect_and_the_client_follows(self):
         with Client(CHAIN[0]) as head:
             with self.assertRaises(ServerError) as e:

@@ -9,7 +9,7 @@ pub mod resp;
 
 use crate::client::{Client, ClientError, Options};
 use crate::serialize::Key;
-use crate::wire::{Body, WriteMode};
+use crate::wire::{BatchOp, Body, WriteMode};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +38,9 @@ pub enum Mix {
     Get,
     /// Reads with this probability, puts otherwise.
     Mixed(f64),
+    /// Puts, each pipeline's worth sent as one batch: one MWRITE (Redis:
+    /// one MSET) of `pipeline` keys.
+    MPut,
 }
 
 #[derive(Debug, Clone)]
@@ -142,8 +145,38 @@ fn connect(target: &Target) -> Result<Conn, String> {
 }
 
 impl Conn {
+    /// Sends the puts of `ops` as one write (MWRITE; Redis: MSET); returns
+    /// how many failed (all of them, if it failed).
+    fn one_write(&mut self, ops: &[(bool, u64)], value: &[u8]) -> Result<u64, String> {
+        match self {
+            Conn::Redis(r) => {
+                let keys: Vec<Vec<u8>> = ops.iter().map(|(_, k)| key_bytes(*k)).collect();
+                r.queue_mset(keys.iter().map(|k| (k.as_slice(), value)));
+                r.flush_and_read(1).map(|_| 0).map_err(|e| e.to_string())
+            }
+            Conn::Etcd(_) => Err("etcd: no batch workload in this bench".into()),
+            Conn::Table { write, .. } => {
+                let batch = ops
+                    .iter()
+                    .map(|(_, k)| BatchOp::Put {
+                        key: Key::new(key_bytes(*k)).expect("16-byte key"),
+                        value: value.to_vec(),
+                    })
+                    .collect();
+                match write.mwrite(batch) {
+                    Ok(_) => Ok(0),
+                    Err(ClientError::Server(_)) => Ok(ops.len() as u64),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+
     /// Sends one batch of (is_read, key) requests; returns how many failed.
-    fn batch(&mut self, ops: &[(bool, u64)], value: &[u8]) -> Result<u64, String> {
+    fn batch(&mut self, ops: &[(bool, u64)], value: &[u8], one_write: bool) -> Result<u64, String> {
+        if one_write {
+            return self.one_write(ops, value);
+        }
         match self {
             Conn::Redis(r) => {
                 for (is_read, k) in ops {
@@ -232,14 +265,14 @@ fn client_loop(
         ops.clear();
         for _ in 0..w.pipeline {
             let is_read = match w.mix {
-                Mix::Put => false,
+                Mix::Put | Mix::MPut => false,
                 Mix::Get => true,
                 Mix::Mixed(p) => rng.chance(p),
             };
             ops.push((is_read, rng.below(w.keyspace)));
         }
         let t = Instant::now();
-        errors += conn.batch(&ops, &value)?;
+        errors += conn.batch(&ops, &value, w.mix == Mix::MPut)?;
         let us = crate::units::micros(t.elapsed());
         // Each request of a batch waited for the whole batch.
         let _ = hist.record_n(us.max(1), w.pipeline as u64);

@@ -41,6 +41,17 @@ impl Resp {
         self.bulk(value);
     }
 
+    /// One MSET of every pair.
+    pub fn queue_mset<'a>(&mut self, pairs: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>) {
+        self.out
+            .extend_from_slice(format!("*{}\r\n", 1 + 2 * pairs.len()).as_bytes());
+        self.bulk(b"MSET");
+        for (key, value) in pairs {
+            self.bulk(key);
+            self.bulk(value);
+        }
+    }
+
     pub fn queue_get(&mut self, key: &[u8]) {
         self.out.extend_from_slice(b"*2\r\n");
         self.bulk(b"GET");

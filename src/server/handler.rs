@@ -454,7 +454,23 @@ impl Server {
         }
         let body = match &msg.body {
             Body::Get { key } => Body::Value(self.table.get(key)),
-            Body::MGet { keys } => Body::MGetOk(self.table.get_many(keys)),
+            Body::MGet { keys } => {
+                // Sized before anything is copied (see `get_many_within`).
+                let max = self.cfg.payload_bytes_max;
+                let fits = |sizes: &mut dyn Iterator<Item = Option<usize>>| {
+                    let reply = sizes
+                        .map(|s| s.map_or(1, |len| VALUE_REPLY_OVERHEAD + len))
+                        .fold(4usize, usize::saturating_add);
+                    reply <= max
+                };
+                match self.table.get_many_within(keys, fits) {
+                    Some(values) => Body::MGetOk(values),
+                    None => {
+                        let why = format!("the reply exceeds the {max}-byte frame limit");
+                        return error(id, ErrorCode::ResultTooLarge, why);
+                    }
+                }
+            }
             Body::Size => Body::SizeOk {
                 entries: self.table.len() as u64,
             },

@@ -221,14 +221,28 @@ impl Table {
     /// whole or not at all).
     #[must_use]
     pub fn get_many(&self, keys: &[Key]) -> Vec<Option<Versioned>> {
+        self.get_many_within(keys, |_| true).unwrap_or_default()
+    }
+
+    /// [`Table::get_many`], but only if `fits` accepts the values' sizes
+    /// (one per key: `Some(value length)`, `None` when absent), which it
+    /// is asked under the same locks and *before* anything is copied: an
+    /// MGET of 1024 keys of 8 MiB each must not make the server copy
+    /// 8 GiB to find out that its reply is too large. `None` when it
+    /// does not.
+    #[must_use]
+    pub fn get_many_within(
+        &self,
+        keys: &[Key],
+        fits: impl FnOnce(&mut dyn Iterator<Item = Option<usize>>) -> bool,
+    ) -> Option<Vec<Option<Versioned>>> {
         let parts = self.lock_many(keys.iter());
-        keys.iter()
-            .map(|k| {
-                parts
-                    .get(&self.partition_of(k))
-                    .and_then(|p| p.map.get(k).cloned())
-            })
-            .collect()
+        let find = |k: &Key| parts.get(&self.partition_of(k)).and_then(|p| p.map.get(k));
+        let mut sizes = keys.iter().map(|k| find(k).map(|v| v.value.len()));
+        if !fits(&mut sizes) {
+            return None;
+        }
+        Some(keys.iter().map(|k| find(k).cloned()).collect())
     }
 
     /// The version of `key`, 0 when absent (what a compare-and-set

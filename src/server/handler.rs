@@ -386,6 +386,17 @@ impl Server {
                 .unwrap_or(0),
             _ => 0,
         };
+        if let WriteOp::Batch(ops) = &op {
+            let bytes = crate::wire::batch_encoded_len(ops);
+            if bytes > crate::wire::BATCH_BYTES_MAX {
+                // It must fit one log record (spec §7, BATCH_BYTES_MAX).
+                self.counters.errors_sent += 1;
+                let max = crate::wire::BATCH_BYTES_MAX;
+                let why = format!("a batch of {bytes} bytes: at most {max} (BATCH_BYTES_MAX)");
+                conn.reply(&error(request_id, ErrorCode::BadRequest, why));
+                return;
+            }
+        }
         let max = self.value_bytes_max();
         if longest_value > max {
             // A value whose VALUE reply would not fit the frame limit

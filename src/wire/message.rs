@@ -511,6 +511,24 @@ pub const UPDATE_KIND_UNCHANGED: u8 = 0x01;
 pub const UPDATE_KIND_BATCH: u8 = 0x03;
 /// Most keys in one MGET, and most writes in one MWRITE (spec §7).
 pub const BATCH_OPS_MAX: usize = 1024;
+/// Most bytes of an MWRITE's list of writes, as encoded (spec §7): what
+/// keeps its log record within `RECORD_PAYLOAD_BYTES_MAX`, whatever the
+/// frame limit (a larger batch would be logged and then refused by
+/// recovery as a corrupt record).
+pub const BATCH_BYTES_MAX: usize = crate::serialize::VALUE_BYTES_MAX;
+
+/// Bytes `ops` take encoded as a batch's list (a `u32` count, then each
+/// write), computed without encoding.
+#[must_use]
+pub fn batch_encoded_len(ops: &[BatchOp]) -> usize {
+    4 + ops
+        .iter()
+        .map(|o| match o {
+            BatchOp::Put { key, value } => 1 + key.encoded_len() + 4 + value.len(),
+            BatchOp::Del { key } => 1 + key.encoded_len(),
+        })
+        .sum::<usize>()
+}
 
 /// One write of an MWRITE batch: `u8 kind` (PUT 0x02, DEL 0x04), `key`,
 /// and for a PUT `data value`.

@@ -92,7 +92,7 @@ fn peak_rss_mib() -> u64 {
 
 fn print(cfg: &Config, r: &Report) {
     println!(
-        "seed {} ({} s, {} clients, {} keys{}{}): {} ops, {} acknowledged writes, {} unknown-outcome writes",
+        "seed {} ({} s, {} clients, {} keys{}{}): {} ops, {} acknowledged writes, {} compare-and-sets written and {} not, {} unknown-outcome writes",
         cfg.seed,
         cfg.duration.as_secs(),
         cfg.clients,
@@ -101,6 +101,8 @@ fn print(cfg: &Config, r: &Report) {
         if cfg.broken_reads { ", BROKEN reads" } else { "" },
         r.ops,
         r.acked_writes,
+        r.cas_written,
+        r.cas_mismatched,
         r.unknown_writes
     );
     for (kind, n) in &r.faults {
@@ -164,6 +166,8 @@ fn run_seeds(
         }
         totals.ops += report.ops;
         totals.acked_writes += report.acked_writes;
+        totals.cas_written += report.cas_written;
+        totals.cas_mismatched += report.cas_mismatched;
         totals.unknown_writes += report.unknown_writes;
         for (k, n) in &report.faults {
             *totals.faults.entry(k).or_default() += n;
@@ -190,10 +194,12 @@ fn run_seeds(
         }
     }
     println!(
-        "totals: {checked} checked runs, {} s of faults in them, {} ops, {} acknowledged writes, {} unknown-outcome writes, faults {:?}, {anomalies} anomalies, {harness_failures} harness failures (not checked)",
+        "totals: {checked} checked runs, {} s of faults in them, {} ops, {} acknowledged writes, {} compare-and-sets written and {} not, {} unknown-outcome writes, faults {:?}, {anomalies} anomalies, {harness_failures} harness failures (not checked)",
         (part_duration * u32::try_from(checked).unwrap_or(u32::MAX)).as_secs(),
         totals.ops,
         totals.acked_writes,
+        totals.cas_written,
+        totals.cas_mismatched,
         totals.unknown_writes,
         totals.faults,
     );

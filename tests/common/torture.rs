@@ -48,6 +48,10 @@ pub struct Report {
     pub ops: usize,
     pub acked_writes: usize,
     pub unknown_writes: usize,
+    /// Compare-and-sets answered: written, and not (mismatch). Those of
+    /// unknown outcome count in `unknown_writes`.
+    pub cas_written: usize,
+    pub cas_mismatched: usize,
     pub faults: BTreeMap<&'static str, usize>,
     pub schedule: Vec<String>,
     pub verdict: Option<String>,
@@ -678,12 +682,16 @@ fn final_reads(cfg: &Config, chain: &Chain, shared: &Shared) {
 fn summarize(history: &[Recorded], report: &mut Report) {
     report.ops = history.len();
     for r in history {
-        if matches!(r.op, KvOp::Put { .. } | KvOp::Del { .. }) {
-            if r.return_ns.is_some() {
-                report.acked_writes += 1;
-            } else {
+        match (&r.op, r.return_ns) {
+            (KvOp::Put { .. } | KvOp::Del { .. }, Some(_)) => report.acked_writes += 1,
+            (KvOp::Cas { applied, .. }, Some(_)) => match applied {
+                Some(false) => report.cas_mismatched += 1,
+                _ => report.cas_written += 1,
+            },
+            (KvOp::Put { .. } | KvOp::Del { .. } | KvOp::Cas { .. }, None) => {
                 report.unknown_writes += 1;
             }
+            (KvOp::Get { .. }, _) => {}
         }
     }
 }

@@ -499,16 +499,9 @@ impl Server {
         let payload_bytes = match &body {
             Body::Keys(keys) => list_encoded_len(keys.iter().map(Key::encoded_len)),
             Body::Entries(entries) => list_encoded_len(entries.iter().map(Entry::encoded_len)),
+            // (An MGET was sized under the locks it was copied under.)
             Body::Value(Some(v)) => VALUE_REPLY_OVERHEAD + v.value.len(),
-            Body::MGetOk(values) => values
-                .iter()
-                .map(|v| {
-                    v.as_ref()
-                        .map_or(1, |v| VALUE_REPLY_OVERHEAD + v.value.len())
-                })
-                .sum::<usize>()
-                .saturating_add(4),
-            Body::StatsOk(_) => Message::new(id, body.clone()).to_frame().payload.len(),
+            Body::StatsOk(s) => crate::serialize::Codec::to_bytes(s).len(),
             _ => 0,
         };
         self.over_frame_limit(id, payload_bytes)

@@ -30,7 +30,7 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Successor links dropped and redialled for staying silent.
     pub successor_timeouts: u64,
-    /// Per request opcode 0x01..=0x0A.
+    /// Per request opcode 0x01..=0x0F.
     pub per_op: [u64; 16],
 }
 

@@ -270,25 +270,11 @@ impl Table {
             WriteOp::Del { key } => self.lock_key(&key).remove(&key),
             WriteOp::Noop => false,
             WriteOp::Unchanged { .. } => return WriteOutcome::Mismatch,
-            // The worker resolves these before they get here; applied
-            // directly they compare and write under one lock, as resolved.
-            WriteOp::PutIf {
-                key,
-                value,
-                expected,
-            } => {
-                let mut part = self.lock_key(&key);
-                if part.map.get(&key).map_or(0, |v| v.version) != expected {
-                    return WriteOutcome::Mismatch;
-                }
-                part.insert(key, Versioned { version, value })
-            }
-            WriteOp::DelIf { key, expected } => {
-                let mut part = self.lock_key(&key);
-                if part.map.get(&key).map_or(0, |v| v.version) != expected {
-                    return WriteOutcome::Mismatch;
-                }
-                part.remove(&key)
+            // The worker resolves these before they get here; one applied
+            // directly is decided the same way (the table has one writer).
+            op @ (WriteOp::PutIf { .. } | WriteOp::DelIf { .. }) => {
+                let resolved = op.resolve(|key| self.version_of(key));
+                return self.apply_owned(version, resolved);
             }
             WriteOp::Batch(ops) => {
                 self.apply_batch(version, ops);
@@ -406,6 +392,27 @@ mod tests {
 
     fn key(s: &str) -> Key {
         Key::new(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_compare_and_set_applied_directly_is_decided_as_resolved() {
+        let table = Table::new(2);
+        let put_if = |value: &[u8], expected| WriteOp::PutIf {
+            key: key("k"),
+            value: value.to_vec(),
+            expected,
+        };
+        assert_eq!(table.apply(1, &put_if(b"a", 0)), WriteOutcome::Absent);
+        assert_eq!(table.apply(2, &put_if(b"b", 0)), WriteOutcome::Mismatch);
+        assert_eq!(table.apply(3, &put_if(b"c", 1)), WriteOutcome::Existed);
+        let del_if = |expected| WriteOp::DelIf {
+            key: key("k"),
+            expected,
+        };
+        assert_eq!(table.apply(4, &del_if(1)), WriteOutcome::Mismatch);
+        assert_eq!(table.get(&key("k")).map(|v| v.value), Some(b"c".to_vec()));
+        assert_eq!(table.apply(5, &del_if(3)), WriteOutcome::Existed);
+        assert_eq!(table.get(&key("k")), None);
     }
 
     #[test]

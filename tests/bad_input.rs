@@ -2,6 +2,8 @@
 //! well-behaved client keeps working beside them. Each bad-input class gets
 //! the answer the spec documents (§8), and nothing else is disturbed.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::serialize::Key;

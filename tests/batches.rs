@@ -3,6 +3,8 @@
 //! MGET reads many keys at one instant; limits are enforced; a batch
 //! survives a restart from the log and reaches every member of a chain.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::client::{Client, ClientError};

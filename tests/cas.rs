@@ -3,6 +3,8 @@
 //! surviving a restart from the log, and every member of a chain agreeing
 //! on every outcome.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::client::chain::ChainClient;

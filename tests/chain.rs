@@ -4,6 +4,8 @@
 //! timeout, ZooKeeper itself restarting, and (where the test may create
 //! network namespaces) partitions between members that heal.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::wire::{Body, ErrorCode, OpState};

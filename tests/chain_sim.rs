@@ -8,6 +8,8 @@
 //! Longer runs: `SIM_SCHEDULES=100000 cargo test --release --features
 //! testing --test chain_sim -- seeded` (README: "Simulation").
 
+#![cfg(feature = "testing")]
+
 #[path = "sim/mod.rs"]
 mod sim;
 

@@ -1,5 +1,7 @@
 //! The checker's own tests: hand-written histories with known verdicts.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use common::lincheck::{check, smallest_slice, KvOp, Recorded, Verdict, MAX_OPS_PER_KEY};

@@ -2,6 +2,8 @@
 //! three modes — one-shot, piped script, and the interactive shell (under a
 //! real pseudo-terminal via `script`) — using every command and alias.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use common::{client_bin, ServerProc};

@@ -4,6 +4,8 @@
 //! A pipelined client keeps 1000 requests in flight and gets 1000 replies
 //! in order. SIGTERM drains queued writes and exits 0.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::serialize::Key;

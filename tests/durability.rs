@@ -2,6 +2,8 @@
 //! with `--data-dir`, killed with SIGKILL, restarted on the same directory,
 //! its log torn or corrupted by hand, its disk filled up.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::client::{Client, Options};

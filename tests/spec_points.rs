@@ -2,6 +2,8 @@
 //! each answered in `spec/PROTOCOL.md` and checked here against a real
 //! `table-server`: what the spec says is what the server does.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::wire::{

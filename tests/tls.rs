@@ -4,6 +4,8 @@
 //! and still links with its chain peers (plaintext handshake + MAC) on the
 //! same port.
 
+#![cfg(feature = "testing")]
+
 mod common;
 
 use chaintable::client::{Client, ClientError, Options};

@@ -3,12 +3,6 @@
 //! killed when its handle drops, so a failing test leaves nothing behind.
 #![allow(dead_code)]
 
-#[cfg(not(feature = "testing"))]
-compile_error!(
-    "the tests need the `testing` feature: run scripts/test.sh, \
-     or cargo test --release --features testing"
-);
-
 pub mod chain;
 pub mod lincheck;
 pub mod netns;

@@ -24,12 +24,6 @@
 //! table and every acknowledged write, and the clients' histories must be
 //! linearizable (the same checker as the torture suite).
 
-#[cfg(not(feature = "testing"))]
-compile_error!(
-    "the tests need the `testing` feature: run scripts/test.sh, \
-     or cargo test --release --features testing"
-);
-
 pub mod world;
 
 pub use world::{run, Params, Summary};

@@ -24,4 +24,5 @@ pub mod storage;
 pub mod table;
 pub mod tls;
 pub mod units;
+pub mod watch;
 pub mod wire;

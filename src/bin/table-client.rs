@@ -3,7 +3,7 @@
 
 use chaintable::client::chain::ChainClient;
 use chaintable::client::cli::{self, Command};
-use chaintable::client::{Client, ClientError, Credentials, Options};
+use chaintable::client::{ChainWatcher, Client, ClientError, Credentials, Options};
 use chaintable::wire::Body;
 use clap::Parser;
 use std::io::{BufRead, IsTerminal};
@@ -74,6 +74,50 @@ enum Backend {
     Chain(Box<ChainClient>),
 }
 
+/// How to open another connection (a watch takes one of its own).
+struct Target {
+    addr: String,
+    zookeeper: bool,
+    chain_root: String,
+    opts: Options,
+}
+
+impl Target {
+    /// `watch`: prints each update until `count` of them (or forever).
+    fn watch(
+        &self,
+        prefix: &[u8],
+        from_seq: u64,
+        count: Option<u64>,
+    ) -> Result<String, ClientError> {
+        let mut printed = 0u64;
+        let mut print = |u: Option<chaintable::client::WatchUpdate>| {
+            if let Some(u) = u {
+                println!("{}", cli::render_watch(&u));
+                printed += 1;
+            }
+            count.is_some_and(|n| printed >= n)
+        };
+        if self.zookeeper {
+            let chain = ChainClient::connect(&self.addr, &self.chain_root, self.opts.clone())?;
+            let mut w = ChainWatcher::open(chain, prefix, from_seq)?;
+            eprintln!(
+                "watching from op {} at {}",
+                w.last_seq(),
+                w.addr().unwrap_or("?")
+            );
+            while !print(w.next_update()?) {}
+            Ok(format!("stopped after op {}", w.last_seq()))
+        } else {
+            let mut w =
+                Client::connect_with(&self.addr, self.opts.clone())?.watch(prefix, from_seq)?;
+            eprintln!("watching from op {} at {}", w.last_seq(), w.addr());
+            while !print(w.next_update()?) {}
+            Ok(format!("stopped after op {}", w.last_seq()))
+        }
+    }
+}
+
 impl Backend {
     fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
         match self {
@@ -138,6 +182,7 @@ enum Outcome {
 
 struct Shell {
     backend: Backend,
+    target: Target,
     verbose: bool,
 }
 
@@ -165,6 +210,20 @@ impl Shell {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
+                    (Outcome::Failed, false)
+                }
+            },
+            Command::Watch {
+                prefix,
+                from_seq,
+                count,
+            } => match self.target.watch(&prefix, from_seq, count) {
+                Ok(done) => {
+                    eprintln!("{done}");
+                    (Outcome::Ok, false)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}{}", advice(&e));
                     (Outcome::Failed, false)
                 }
             },
@@ -221,6 +280,12 @@ fn main() -> ExitCode {
         tls,
         ..Options::default()
     };
+    let target = Target {
+        addr: args.addr.clone(),
+        zookeeper: args.zookeeper,
+        chain_root: args.chain_root.clone(),
+        opts: opts.clone(),
+    };
     let backend = if args.zookeeper {
         ChainClient::connect(&args.addr, &args.chain_root, opts)
             .map(|c| Backend::Chain(Box::new(c)))
@@ -236,6 +301,7 @@ fn main() -> ExitCode {
     };
     let mut shell = Shell {
         backend,
+        target,
         verbose: args.verbose,
     };
     let outcome = if !args.command.is_empty() {

@@ -106,6 +106,12 @@ struct Args {
     /// beyond).
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     queue_bytes_max: usize,
+    /// Limit: bytes of recent changes kept for watches to start or resume
+    /// in (at least 16 MiB); a watcher more than half of it behind is cut
+    /// off with WATCH_TOO_SLOW.
+    #[arg(long, default_value_t = chaintable::watch::WATCH_HISTORY_BYTES_DEFAULT,
+          value_parser = parse_watch_history_bytes)]
+    watch_history_bytes: usize,
     /// ZooKeeper session timeout in ms: a member that cannot confirm its
     /// session for this long stops serving (fencing).
     #[arg(long, default_value_t = 1000)]
@@ -252,6 +258,7 @@ fn config(
         sent_max: args.sent_max as usize,
         sent_bytes_max: args.sent_bytes_max.max(1),
         queue_bytes_max: args.queue_bytes_max.max(1),
+        watch_history_bytes: args.watch_history_bytes,
         zookeeper: args.zookeeper,
         chain_root: args.chain_root,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
@@ -272,4 +279,14 @@ fn config(
         },
         ..ServerConfig::default()
     }
+}
+
+/// `--watch-history-bytes`: at least [`chaintable::watch::WATCH_HISTORY_BYTES_MIN`].
+fn parse_watch_history_bytes(s: &str) -> Result<usize, String> {
+    let min = chaintable::watch::WATCH_HISTORY_BYTES_MIN;
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < min {
+        return Err(format!("at least {min} (one largest batch must fit)"));
+    }
+    Ok(n)
 }

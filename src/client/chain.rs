@@ -215,6 +215,12 @@ impl ChainClient {
         client.backup_to(out).map(|n| (n, addr))
     }
 
+    /// The options each connection is made with.
+    #[must_use]
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// Stops the ZooKeeper watcher.
     pub fn close(self) {
         self.coord.stop();

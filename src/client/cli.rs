@@ -23,6 +23,10 @@ commands (alias):
   gettable (t)                all entries
   stats (st)                  server statistics
   verify <op_id>              has write <op_id> been executed?
+  watch [<prefix>] [from <seq>] [count <n>]
+                              print every change under <prefix> (all keys
+                              when none) after op <seq> (from now when none),
+                              until <n> updates or Ctrl-C
   snapshot save <file>        save a consistent backup of the table (from the
                               tail) to <file>; table-server --restore <file>
   help (h)                    this text
@@ -34,6 +38,12 @@ pub enum Command {
     Request(Body),
     /// `snapshot save FILE`: BACKUP into a file.
     SnapshotSave(std::path::PathBuf),
+    /// `watch [PREFIX] [from SEQ] [count N]`.
+    Watch {
+        prefix: Vec<u8>,
+        from_seq: u64,
+        count: Option<u64>,
+    },
     Help,
     Quit,
 }
@@ -139,11 +149,70 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             }
             Command::SnapshotSave(file.into())
         }
+        "watch" | "w" => parse_watch(rest)?,
         "help" | "h" | "?" => Command::Help,
         "quit" | "q" | "exit" => Command::Quit,
         other => return Err(format!("unknown command '{other}' (type 'help')")),
     };
     Ok(Some(cmd))
+}
+
+fn parse_watch(rest: &str) -> Result<Command, String> {
+    const USAGE: &str = "usage: watch [<prefix>] [from <seq>] [count <n>]";
+    let mut words: Vec<&str> = rest.split_whitespace().collect();
+    let mut from_seq = crate::wire::WATCH_FROM_NOW;
+    let mut count = None;
+    let number = |w: Option<&&str>| -> Result<u64, String> {
+        w.and_then(|n| n.parse().ok())
+            .ok_or_else(|| USAGE.to_string())
+    };
+    let prefix = match words.first() {
+        Some(w) if *w != "from" && *w != "count" => words.remove(0).as_bytes().to_vec(),
+        _ => Vec::new(),
+    };
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match *w {
+            "from" => from_seq = number(it.next())?,
+            "count" => count = Some(number(it.next())?),
+            _ => return Err(USAGE.into()),
+        }
+    }
+    Ok(Command::Watch {
+        prefix,
+        from_seq,
+        count,
+    })
+}
+
+/// One watch update for people: `op SEQ: put KEY = VALUE`, one line per
+/// change, or `op SEQ: (no change under the prefix)` for a progress mark.
+#[must_use]
+pub fn render_watch(u: &crate::client::WatchUpdate) -> String {
+    use crate::wire::WatchChange;
+    if u.changes.is_empty() {
+        return format!("op {}: (no change under the prefix up to here)", u.seq);
+    }
+    u.changes
+        .iter()
+        .map(|c| match c {
+            WatchChange::Put { key, value } => {
+                format!(
+                    "op {}: put {} = {}",
+                    u.seq,
+                    show_bytes(key.as_bytes()),
+                    show_bytes(value)
+                )
+            }
+            WatchChange::Del { key } => format!("op {}: del {}", u.seq, show_bytes(key.as_bytes())),
+            WatchChange::Changed { key } => format!(
+                "op {}: put {} (value too large for an event: get it)",
+                u.seq,
+                show_bytes(key.as_bytes())
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn split_word(s: &str) -> (&str, &str) {

@@ -5,8 +5,10 @@
 pub mod chain;
 pub mod cli;
 mod error;
+mod watch;
 
 pub use error::ClientError;
+pub use watch::{ChainWatcher, WatchUpdate, Watcher};
 
 use crate::serialize::{Entry, Key, Stats};
 use crate::wire::{BatchOp, Body, CasOk, FrameDecoder, Hello, HelloOk, Message, PeerRole};

@@ -100,4 +100,25 @@ impl Replica {
             Standing::Active => refuse(ErrorCode::NotTail, self.tail_addr()),
         }
     }
+
+    /// Whether this member may serve a WATCH: any active member may (it
+    /// sends only committed changes, see [`Replica::watch_horizon`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`]: fenced or without a chain (UNAVAILABLE), joining
+    /// (NOT_TAIL naming its predecessor, as for reads).
+    pub fn check_can_watch(&self) -> Result<(), Refusal> {
+        match self.standing {
+            Standing::Fenced => Err(Refusal::new(ErrorCode::Unavailable, None)),
+            Standing::Joining { .. } => Err(Refusal::new(
+                ErrorCode::NotTail,
+                self.predecessor().map(|m| m.addr.clone()),
+            )),
+            Standing::Active if self.chain && self.members.is_empty() => {
+                Err(Refusal::new(ErrorCode::Unavailable, None))
+            }
+            Standing::Active => Ok(()),
+        }
+    }
 }

@@ -277,6 +277,10 @@ pub struct Replica {
     /// first and in order, and they belong to a history this member no
     /// longer holds, so they are ignored.
     stale_applies: usize,
+    /// Bumped whenever this member's history is replaced (its table
+    /// cleared, a snapshot installed): watches of the old one end, and the
+    /// IO layer's record of recent changes starts again.
+    history_epoch: u64,
     /// Between a FIRST and a LAST snapshot chunk: the table is partial.
     partial_snapshot: bool,
     /// The LAST chunk (of this snapshot sequence number) has been handed to
@@ -341,6 +345,7 @@ impl Replica {
             waiting: VecDeque::new(),
             unapplied: 0,
             stale_applies: 0,
+            history_epoch: 0,
             partial_snapshot: false,
             awaiting_install: None,
             actions: VecDeque::new(),
@@ -420,6 +425,7 @@ impl Replica {
 
     /// Empties the table through the worker, in order with other writes.
     pub(super) fn clear_table(&mut self) {
+        self.history_epoch += 1;
         self.emit(Action::Install(SnapshotChunk {
             snapshot_seq: 0,
             first: true,
@@ -599,6 +605,24 @@ impl Replica {
     /// This member's node name (empty until it registers).
     pub fn name(&self) -> &str {
         &self.me
+    }
+
+    /// Changes every time this member's history is replaced (see
+    /// `history_epoch`).
+    #[must_use]
+    pub fn history_epoch(&self) -> u64 {
+        self.history_epoch
+    }
+
+    /// How far a watch may be sent changes (spec §4.1, WATCH): the last
+    /// update this member has applied and knows the tail has applied, so
+    /// committed; `None` while it serves no watch (joining, fenced).
+    #[must_use]
+    pub fn watch_horizon(&self) -> Option<u64> {
+        match self.standing {
+            Standing::Active => Some(self.last_acked.min(self.last_applied)),
+            _ => None,
+        }
     }
 
     /// `last_seq` for HELLO_OK: 0 while the state is not usable.

@@ -175,6 +175,7 @@ impl Replica {
         if self.awaiting_install != Some(seq) {
             return;
         }
+        self.history_epoch += 1;
         self.awaiting_install = None;
         let Standing::Joining {
             installed: false, ..

@@ -7,6 +7,14 @@ use crate::wire::{Body, NodeRole, Update, WriteOk, WriteOp, WriteOutcome};
 
 impl Replica {
     /// The worker executed update `seq` with `outcome`.
+    /// Whether [`Replica::handle_applied`] will take the next completion,
+    /// update `seq`, into this member's history (it skips the applies of a
+    /// state it dropped, and repeats).
+    #[must_use]
+    pub fn takes_applied(&self, seq: u64) -> bool {
+        self.stale_applies == 0 && seq > self.last_applied
+    }
+
     pub fn handle_applied(&mut self, update: Update, outcome: WriteOutcome) {
         if self.stale_applies > 0 {
             self.stale_applies -= 1;

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub sent_bytes_max: usize,
     /// Key and value bytes of writes waiting for the worker (BUSY beyond).
     pub queue_bytes_max: usize,
+    /// Bytes of recent changes kept for watches to start or resume in
+    /// (spec §4.1, WATCH); a watcher further behind than half of it is cut
+    /// off with WATCH_TOO_SLOW.
+    pub watch_history_bytes: usize,
     /// Listen backlog.
     pub backlog: i32,
     /// Chain mode: ZooKeeper `host:port` and the chain's root path.
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             sent_max: 65_536,
             sent_bytes_max: crate::replica::SENT_BYTES_MAX_DEFAULT,
             queue_bytes_max: 32 * 1024 * 1024,
+            watch_history_bytes: crate::watch::WATCH_HISTORY_BYTES_DEFAULT,
             backlog: 1024,
             zookeeper: None,
             chain_root: "/chain".into(),

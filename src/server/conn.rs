@@ -104,6 +104,10 @@ pub enum Slot {
     /// A BACKUP streaming its chunks (see `backup.rs`); the replies after
     /// it wait until it ends.
     Backup,
+    /// A WATCH or UNWATCH behind replies still owed: opened (or closed)
+    /// when it reaches the front, so that a watch's first frame follows
+    /// the replies to the requests before it, and its events follow that.
+    Watch(Message),
 }
 
 #[derive(Debug)]
@@ -144,6 +148,9 @@ pub struct Conn {
     /// When `closing` was set: a closing connection gets a grace period to
     /// receive what it is owed, then is closed regardless.
     pub closing_since: Option<Instant>,
+    /// Open watches (spec §4.1, WATCH): their events go straight to the
+    /// output, between replies, at most `WATCHES_PER_CONN_MAX` of them.
+    pub watches: Vec<crate::watch::Watch>,
 }
 
 /// Result of reading from the socket.
@@ -175,6 +182,7 @@ impl Conn {
             last_frame_at: now,
             last_drain_at: now,
             closing_since: None,
+            watches: Vec::new(),
             id,
             stream,
             kind,
@@ -216,9 +224,13 @@ impl Conn {
         self.out.capacity() + self.decoder.capacity() + self.slot_bytes
     }
 
-    /// Nothing in flight, nothing to send, nothing half-received.
+    /// Nothing in flight, nothing to send, nothing half-received, and no
+    /// watch open (a watcher waits for changes, not for itself).
     pub fn is_idle(&self) -> bool {
-        self.slots.is_empty() && !self.wants_write() && self.decoder.buffered() == 0
+        self.slots.is_empty()
+            && !self.wants_write()
+            && self.decoder.buffered() == 0
+            && self.watches.is_empty()
     }
 
     /// Marks the connection for closing once what it is owed is sent.
@@ -388,7 +400,7 @@ impl Conn {
                 return;
             }
             match slot {
-                Slot::Write { .. } | Slot::Backup => return,
+                Slot::Write { .. } | Slot::Backup | Slot::Watch(_) => return,
                 Slot::Ready(bytes) => {
                     self.slot_bytes -= bytes.len();
                     self.out.extend_from_slice(bytes)

@@ -121,6 +121,11 @@ impl Server {
                     let id = b.conn;
                     self.touch(id);
                 }
+                // Only what the replica takes (not a stale apply of a state
+                // it dropped) is in this member's history.
+                if self.replica.takes_applied(update.seq) {
+                    self.record_applied(&update);
+                }
                 self.replica.handle_applied(update, outcome);
             }
             Completion::Snapshot { seq, entries } => {

@@ -85,6 +85,8 @@ impl Server {
             }
         }
         self.drain_background();
+        self.sync_history_epoch();
+        self.touch_watchers();
         self.pump_all();
         self.feed_successor();
         Ok(())
@@ -256,9 +258,10 @@ impl Server {
                 self.process_frames(&mut conn);
             }
             let budget = self.cfg.output_bytes_max;
-            conn.flush_slots(budget, |m| self.eval_read(m));
+            self.flush_with_watches(&mut conn, budget);
             let backup_paused = self.pump_backup(&mut conn);
-            conn.flush_slots(budget, |m| self.eval_read(m));
+            self.flush_with_watches(&mut conn, budget);
+            let watches_left = self.pump_watches(&mut conn);
             if !conn.connecting {
                 if let Err(e) = conn.write_some(&mut self.counters.bytes_out, now) {
                     self.close(conn, &format!("write failed: {e}"));
@@ -274,7 +277,7 @@ impl Server {
             // come for them, so come back next round.
             let held_frames = conn.decoder.frame_ready() && self.wants_read(&conn);
             let backup_resumes = backup_paused && Self::backup_may_resume(&conn);
-            if held_frames || backup_resumes || conn.slots_flushable(budget) {
+            if held_frames || backup_resumes || watches_left || conn.slots_flushable(budget) {
                 self.dirty.push(id);
             }
             conn.shrink_idle_buffers();

@@ -13,6 +13,7 @@ use super::Server;
 use crate::replica::{Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::serialize::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::wire::FEATURE_WATCH;
 use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
 use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
@@ -177,7 +178,7 @@ impl Server {
     /// HELLO_OK, with protocol 1.1's extension (spec §4.1.1) for a client
     /// that asked for it.
     pub(super) fn hello_ok(&self, request_id: u64, extension: bool) -> Message {
-        let mut features = FEATURE_CAS | FEATURE_BATCH;
+        let mut features = FEATURE_CAS | FEATURE_BATCH | FEATURE_WATCH;
         if self.cfg.users.is_some() {
             features |= FEATURE_AUTH_REQUIRED;
         }
@@ -213,6 +214,14 @@ impl Server {
             (ServerLimit::KEY_BYTES_MAX, KEY_BYTES_MAX as u64),
             (ServerLimit::IDLE_TIMEOUT_MS, ms(cfg.idle_timeout)),
             (ServerLimit::SEND_TIMEOUT_MS, ms(cfg.send_timeout)),
+            (
+                ServerLimit::WATCHES_PER_CONN_MAX,
+                crate::watch::WATCHES_PER_CONN_MAX as u64,
+            ),
+            (
+                ServerLimit::WATCH_HISTORY_BYTES,
+                cfg.watch_history_bytes as u64,
+            ),
         ]
         .into_iter()
         .map(|(id, value)| ServerLimit { id, value })
@@ -352,6 +361,7 @@ impl Server {
             Body::MWrite { ops } => {
                 self.write(conn, msg.request_id, WriteOp::Batch(ops), WriteMode::Sync);
             }
+            Body::Watch { .. } | Body::Unwatch { .. } => self.watch_request(conn, msg),
             Body::Backup => {
                 if let Some(refused) = self.start_backup(conn, msg.request_id) {
                     self.counters.errors_sent += 1;
@@ -530,6 +540,9 @@ impl Server {
         s.count("last_assigned", self.replica.last_queued());
         s.count("last_executed", self.replica.last_applied());
         s.text("role", self.replica.role().name());
+        s.count("watches_open", self.watches_open() as u64);
+        s.count("watch_history_floor", self.history.floor());
+        s.count("watch_history_bytes", self.history.bytes() as u64);
         if self.coord.is_some() {
             s.text("node", self.replica.name());
             s.count(

@@ -17,6 +17,7 @@ mod links;
 use links::{finish_connect, listen};
 mod peer;
 mod stats;
+mod watches;
 mod worker;
 
 pub use config::ServerConfig;
@@ -117,6 +118,12 @@ pub struct Server {
     /// completions to catch up with it).
     worker_applied: Arc<std::sync::atomic::AtomicU64>,
     conns: HashMap<u64, Conn, BuildHasherDefault<IdHasher>>,
+    /// Recent changes, for watches (spec §4.1, WATCH).
+    history: crate::watch::History,
+    /// The replica's history epoch the history follows.
+    history_epoch: u64,
+    /// The watch horizon when watchers were last pumped for it.
+    watch_horizon_seen: Option<u64>,
     /// Connections with something to do since the last pump (events,
     /// completed writes, peer traffic): only these are pumped, so an idle
     /// connection costs nothing per loop iteration.
@@ -213,6 +220,8 @@ impl Server {
         .map_err(|e| ServerError::Setup(e.to_string()))?;
         let coord = start_coordinator(&cfg, &wake)?;
         let mut replica = new_replica(&cfg);
+        let history =
+            crate::watch::History::new(resume.as_ref().map_or(0, |r| r.0), cfg.watch_history_bytes);
         let health = resume.and_then(|(last_seq, gaps, restarted, health)| {
             replica.resume(last_seq, &gaps, restarted);
             health
@@ -233,6 +242,9 @@ impl Server {
             backup: None,
             worker_applied,
             conns: HashMap::default(),
+            history_epoch: 0,
+            history,
+            watch_horizon_seen: None,
             dirty: Vec::new(),
             next_conn_id: 1,
             counters: Counters::default(),

@@ -30,8 +30,12 @@ pub struct Counters {
     pub auth_failures: u64,
     /// Successor links dropped and redialled for staying silent.
     pub successor_timeouts: u64,
-    /// Per request opcode 0x01..=0x0F.
-    pub per_op: [u64; 16],
+    /// WATCH_EVENT frames sent.
+    pub watch_events_sent: u64,
+    /// Watches ended with WATCH_TOO_SLOW.
+    pub watches_cut_slow: u64,
+    /// Per request opcode 0x01..=0x11.
+    pub per_op: [u64; 18],
 }
 
 impl Counters {
@@ -62,6 +66,8 @@ impl Counters {
         s.count("idle_evictions", self.idle_evictions);
         s.count("accept_errors", self.accept_errors);
         s.count("auth_failures", self.auth_failures);
+        s.count("watch_events_sent", self.watch_events_sent);
+        s.count("watches_cut_slow", self.watches_cut_slow);
         let names = [
             (op::HELLO, "ops_hello"),
             (op::PUT, "ops_put"),
@@ -78,6 +84,8 @@ impl Counters {
             (op::CDEL, "ops_cdel"),
             (op::MGET, "ops_mget"),
             (op::MWRITE, "ops_mwrite"),
+            (op::WATCH, "ops_watch"),
+            (op::UNWATCH, "ops_unwatch"),
         ];
         for (code, name) in names {
             s.count(name, self.per_op[code as usize]);

@@ -5,7 +5,9 @@
 use super::message::*;
 use super::opcode::op;
 use crate::serialize::types::decode_text;
-use crate::serialize::{decode_data, decode_list, Codec, DecodeError, Entry, Key, Reader, Stats};
+use crate::serialize::{
+    decode_data, decode_list, Codec, DecodeError, Entry, Key, Reader, Stats, KEY_BYTES_MAX,
+};
 
 /// Decodes the payload of a frame with `opcode` (and ASYNC `mode`).
 pub(super) fn decode_body(
@@ -29,7 +31,9 @@ pub(super) fn decode_body(
         | op::CPUT
         | op::CDEL
         | op::MGET
-        | op::MWRITE => decode_request(opcode, mode, r).map_err(bad),
+        | op::MWRITE
+        | op::WATCH
+        | op::UNWATCH => decode_request(opcode, mode, r).map_err(bad),
         op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
@@ -80,6 +84,13 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         },
         op::MWRITE => Body::MWrite {
             ops: decode_batch(r, "batch writes", BatchOp::MIN_ENCODED_LEN)?,
+        },
+        op::WATCH => Body::Watch {
+            from_seq: r.u64("from seq")?,
+            prefix: decode_prefix(r)?,
+        },
+        op::UNWATCH => Body::Unwatch {
+            watch_id: r.u64("watch id")?,
         },
         op::AUTH => Body::Auth {
             user: decode_text(r, "user")?,
@@ -171,9 +182,25 @@ fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeEr
         op::CDEL => decode_cas_ok(r).map(Body::DelIfOk),
         op::MGET => decode_mget_ok(r),
         op::MWRITE => r.u64("op id").map(|op_id| Body::MWriteOk { op_id }),
+        op::WATCH => WatchEvent::decode(r).map(Body::WatchEvent),
+        op::UNWATCH => decode_bool(r, "found").map(|found| Body::Unwatched { found }),
         _ => return None,
     };
     Some(body)
+}
+
+/// A WATCH prefix: `u16` length (0 ..= [`KEY_BYTES_MAX`], checked before
+/// anything is copied), then the bytes.
+fn decode_prefix(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let len = usize::from(r.u16("prefix length")?);
+    if len > KEY_BYTES_MAX {
+        return Err(DecodeError::TooLong {
+            what: "prefix",
+            len,
+            max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(r.take(len, "prefix")?.to_vec())
 }
 
 fn decode_backup_chunk(r: &mut Reader<'_>) -> Result<Body, DecodeError> {

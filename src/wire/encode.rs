@@ -46,6 +46,13 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
         }
         MGet { keys } => encode_list(out, keys),
         MWrite { ops } => encode_list(out, ops),
+        Watch { from_seq, prefix } => {
+            put_u64(out, *from_seq);
+            // At most KEY_BYTES_MAX bytes: the sender's limit to check.
+            let _ = out.write_u16::<BigEndian>(u16::try_from(prefix.len()).unwrap_or(u16::MAX));
+            out.extend_from_slice(prefix);
+        }
+        Unwatch { watch_id } => put_u64(out, *watch_id),
         Size | GetKeys | GetTable | Stats | Backup => {}
         Verify { op_id } => put_u64(out, *op_id),
         Auth { user, password } => {
@@ -130,6 +137,8 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
             }
         }
         MWriteOk { op_id } => put_u64(out, *op_id),
+        WatchEvent(e) => e.encode(out),
+        Unwatched { found } => put_u8(out, u8::from(*found)),
         PutIfOk(c) | DelIfOk(c) => {
             put_u64(out, c.op_id);
             put_u8(out, c.outcome as u8);

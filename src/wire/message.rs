@@ -78,6 +78,8 @@ pub const FEATURE_DATA_DIR: u32 = 1 << 2;
 pub const FEATURE_CAS: u32 = 1 << 3;
 /// HELLO_OK feature bit: the server takes MGET and MWRITE (batches).
 pub const FEATURE_BATCH: u32 = 1 << 4;
+/// HELLO_OK feature bit: the server takes WATCH and UNWATCH.
+pub const FEATURE_WATCH: u32 = 1 << 5;
 /// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
 /// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
 pub const HELLO_WANTS_EXTENSION: u32 = 1;
@@ -111,6 +113,10 @@ impl ServerLimit {
     pub const IDLE_TIMEOUT_MS: u16 = 5;
     /// A client whose replies do not move is closed after it.
     pub const SEND_TIMEOUT_MS: u16 = 6;
+    /// Watches open at once on one connection.
+    pub const WATCHES_PER_CONN_MAX: u16 = 7;
+    /// Bytes of recent changes each member keeps for watches to resume in.
+    pub const WATCH_HISTORY_BYTES: u16 = 8;
 }
 
 /// HELLO_OK's 1.1 extension: sent only to a client whose HELLO set
@@ -596,6 +602,131 @@ pub fn decode_batch<T: Codec>(
     crate::serialize::decode_list_within(r, what, min_item_bytes, 1..=BATCH_OPS_MAX)
 }
 
+/// WATCH's `from_seq` for "changes from now on": the stream starts at the
+/// member's committed sequence number, which the first WATCH_EVENT names.
+pub const WATCH_FROM_NOW: u64 = u64::MAX;
+
+/// One key's change in a WATCH_EVENT: `u8 kind`, `key`, and for a PUT
+/// `data value` (spec §4.1, WATCH).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub enum WatchChange {
+    /// Kind 0x02: the key now holds `value`, at the event's version.
+    Put { key: Key, value: Vec<u8> },
+    /// Kind 0x04: the key was deleted.
+    Del { key: Key },
+    /// Kind 0x03: the key was written, but its value would not fit in one
+    /// frame under the server's limit: GET it (the version is the event's).
+    Changed { key: Key },
+}
+
+impl WatchChange {
+    /// Smallest encoding: a kind byte and a one-byte key.
+    pub const MIN_ENCODED_LEN: usize = 1 + Key::MIN_ENCODED_LEN;
+
+    #[must_use]
+    pub fn key(&self) -> &Key {
+        match self {
+            WatchChange::Put { key, .. }
+            | WatchChange::Del { key }
+            | WatchChange::Changed { key } => key,
+        }
+    }
+
+    /// Bytes of its encoding.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            WatchChange::Put { key, value } => 1 + key.encoded_len() + 4 + value.len(),
+            WatchChange::Del { key } | WatchChange::Changed { key } => 1 + key.encoded_len(),
+        }
+    }
+}
+
+impl Codec for WatchChange {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            WatchChange::Put { key, value } => {
+                out.push(op::PUT);
+                key.encode(out);
+                crate::serialize::encode_data(out, value);
+            }
+            WatchChange::Del { key } => {
+                out.push(op::DEL);
+                key.encode(out);
+            }
+            WatchChange::Changed { key } => {
+                out.push(op::GET);
+                key.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("change kind")? {
+            op::PUT => Ok(WatchChange::Put {
+                key: Key::decode(r)?,
+                value: crate::serialize::decode_data(r)?,
+            }),
+            op::DEL => Ok(WatchChange::Del {
+                key: Key::decode(r)?,
+            }),
+            op::GET => Ok(WatchChange::Changed {
+                key: Key::decode(r)?,
+            }),
+            other => Err(DecodeError::Invalid {
+                what: "change kind",
+                value: other.into(),
+            }),
+        }
+    }
+}
+
+/// WATCH_EVENT (reply 0x90): every change under the watch's prefix at
+/// sequence number `seq`, or none (a progress mark: nothing under the
+/// prefix changed up to `seq`). `more` says that the changes of this `seq`
+/// continue in the next frame (a batch too large for one frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub struct WatchEvent {
+    pub seq: u64,
+    pub more: bool,
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_batch))]
+    pub changes: Vec<WatchChange>,
+}
+
+impl WatchEvent {
+    /// Bytes of `seq`, `more` and the change count.
+    pub const HEADER_LEN: usize = 8 + 1 + 4;
+}
+
+impl Codec for WatchEvent {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.push(u8::from(self.more));
+        crate::serialize::encode_list(out, &self.changes);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let seq = r.u64("seq")?;
+        let more = match r.u8("more")? {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "more (0 or 1)",
+                    value: other.into(),
+                })
+            }
+        };
+        let changes = crate::serialize::decode_list_within(
+            r,
+            "changes",
+            WatchChange::MIN_ENCODED_LEN,
+            0..=BATCH_OPS_MAX,
+        )?;
+        Ok(WatchEvent { seq, more, changes })
+    }
+}
+
 #[cfg(feature = "arbitrary")]
 fn arbitrary_batch<'a, T: Arbitrary<'a>>(u: &mut Unstructured<'a>) -> arbitrary::Result<Vec<T>> {
     let n = u.int_in_range(1..=8)?;
@@ -753,6 +884,17 @@ pub enum Body {
         #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_batch))]
         ops: Vec<BatchOp>,
     },
+    /// WATCH: stream every change under `prefix` after `from_seq` (or
+    /// from now: [`WATCH_FROM_NOW`]) as WATCH_EVENT replies, until
+    /// UNWATCH or an error ends it.
+    Watch {
+        from_seq: u64,
+        prefix: Vec<u8>,
+    },
+    /// UNWATCH: end the watch opened by request `watch_id`.
+    Unwatch {
+        watch_id: u64,
+    },
     Update(Update),
     Ack {
         seq: u64,
@@ -796,6 +938,11 @@ pub enum Body {
     /// wrote.
     MWriteOk {
         op_id: u64,
+    },
+    WatchEvent(WatchEvent),
+    /// UNWATCH done: whether the watch was open. No frame of it follows.
+    Unwatched {
+        found: bool,
     },
     Error(ErrorReply),
 }
@@ -855,6 +1002,8 @@ impl Body {
             DelIf { .. } => op::CDEL,
             MGet { .. } => op::MGET,
             MWrite { .. } => op::MWRITE,
+            Watch { .. } => op::WATCH,
+            Unwatch { .. } => op::UNWATCH,
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
@@ -877,6 +1026,8 @@ impl Body {
             DelIfOk(_) => op::REPLY | op::CDEL,
             MGetOk(_) => op::REPLY | op::MGET,
             MWriteOk { .. } => op::REPLY | op::MWRITE,
+            WatchEvent(_) => op::REPLY | op::WATCH,
+            Unwatched { .. } => op::REPLY | op::UNWATCH,
             Error(_) => op::ERROR,
         }
     }

@@ -18,6 +18,10 @@ pub mod op {
     pub const CDEL: u8 = 0x0D;
     pub const MGET: u8 = 0x0E;
     pub const MWRITE: u8 = 0x0F;
+    pub const WATCH: u8 = 0x10;
+    pub const UNWATCH: u8 = 0x11;
+    /// The last assigned client request opcode.
+    pub const LAST_REQUEST: u8 = UNWATCH;
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;
@@ -48,10 +52,12 @@ impl OpClass {
     #[must_use]
     pub fn of(opcode: u8) -> OpClass {
         match opcode {
-            op::HELLO..=op::MWRITE => OpClass::ClientRequest,
+            op::HELLO..=op::LAST_REQUEST => OpClass::ClientRequest,
             op::UPDATE..=op::PEER_PROOF => OpClass::Peer,
             op::ERROR => OpClass::Reply,
-            o if o & op::REPLY != 0 && (op::HELLO..=op::MWRITE).contains(&(o & !op::REPLY)) => {
+            o if o & op::REPLY != 0
+                && (op::HELLO..=op::LAST_REQUEST).contains(&(o & !op::REPLY)) =>
+            {
                 OpClass::Reply
             }
             _ => OpClass::Unknown,

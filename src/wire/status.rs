@@ -66,10 +66,14 @@ pub enum ErrorCode {
     NotPermitted = 18,
     #[error("the server cannot write its log (disk full or failing); reads still work")]
     StorageUnavailable = 19,
+    #[error("the watch's start is older than the history this member keeps")]
+    HistoryGone = 20,
+    #[error("the watcher fell too far behind and was cut off; resume from the last seq it saw")]
+    WatchTooSlow = 21,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
@@ -89,6 +93,8 @@ impl ErrorCode {
         ErrorCode::AuthFailed,
         ErrorCode::NotPermitted,
         ErrorCode::StorageUnavailable,
+        ErrorCode::HistoryGone,
+        ErrorCode::WatchTooSlow,
     ];
 
     #[must_use]
@@ -102,12 +108,11 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             TooManyConnections | Busy | NotHead | NotTail | Unavailable | ShuttingDown
-            | StorageUnavailable => Retry::Retriable,
+            | StorageUnavailable | WatchTooSlow => Retry::Retriable,
             OutcomeUnknown | Internal => Retry::OutcomeUnknown,
             BadFrame | UnsupportedVersion | FrameTooLarge | UnknownOpcode | BadRequest
-            | HandshakeRequired | ResultTooLarge | AuthRequired | AuthFailed | NotPermitted => {
-                Retry::NotRetriable
-            }
+            | HandshakeRequired | ResultTooLarge | AuthRequired | AuthFailed | NotPermitted
+            | HistoryGone => Retry::NotRetriable,
         }
     }
 
@@ -146,6 +151,8 @@ impl ErrorCode {
             AuthFailed => "AUTH_FAILED",
             NotPermitted => "NOT_PERMITTED",
             StorageUnavailable => "STORAGE_UNAVAILABLE",
+            HistoryGone => "HISTORY_GONE",
+            WatchTooSlow => "WATCH_TOO_SLOW",
         }
     }
 }

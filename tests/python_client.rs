@@ -77,7 +77,15 @@ fn the_python_client_installs_and_passes_its_tests_against_real_servers() {
     let Some(venv) = venv_with_package(&root) else {
         return;
     };
-    let standalone = ServerProc::start(4, &["--frame-bytes-max", "65536"]);
+    let standalone = ServerProc::start(
+        4,
+        &[
+            "--frame-bytes-max",
+            "65536",
+            "--watch-history-bytes",
+            "16777216",
+        ],
+    );
     let chain = Chain::start_with(3, false, &[]);
     let out = run(Command::new(venv.join("bin/python"))
         // Not the source tree: the tests must import the installed package.

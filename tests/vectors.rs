@@ -123,6 +123,21 @@ fn batch_writes(ops: &Value) -> Vec<BatchOp> {
         .collect()
 }
 
+fn changes(list: &Value) -> Vec<WatchChange> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| match s(c, "op") {
+            "put" => WatchChange::Put {
+                key: key(c),
+                value: s(c, "value").as_bytes().to_vec(),
+            },
+            "changed" => WatchChange::Changed { key: key(c) },
+            _ => WatchChange::Del { key: key(c) },
+        })
+        .collect()
+}
+
 fn cas_ok(m: &Value) -> CasOk {
     let w = write_ok(m);
     CasOk {
@@ -141,6 +156,8 @@ fn hello_extension(e: &Value) -> HelloExtension {
         "key_bytes_max" => ServerLimit::KEY_BYTES_MAX,
         "idle_timeout_ms" => ServerLimit::IDLE_TIMEOUT_MS,
         "send_timeout_ms" => ServerLimit::SEND_TIMEOUT_MS,
+        "watches_per_conn_max" => ServerLimit::WATCHES_PER_CONN_MAX,
+        "watch_history_bytes" => ServerLimit::WATCH_HISTORY_BYTES,
         other => panic!("limit {other}"),
     };
     HelloExtension {
@@ -235,6 +252,21 @@ fn message(m: &Value) -> Message {
                 })
                 .collect(),
         ),
+        "WATCH" => Body::Watch {
+            from_seq: n(m, "from_seq"),
+            prefix: s(m, "prefix").as_bytes().to_vec(),
+        },
+        "UNWATCH" => Body::Unwatch {
+            watch_id: n(m, "watch_id"),
+        },
+        "WATCH_EVENT" => Body::WatchEvent(WatchEvent {
+            seq: n(m, "seq"),
+            more: m["more"].as_bool().unwrap(),
+            changes: changes(&m["changes"]),
+        }),
+        "UNWATCH_OK" => Body::Unwatched {
+            found: m["found"].as_bool().unwrap(),
+        },
         "MWRITE_OK" => Body::MWriteOk {
             op_id: n(m, "op_id"),
         },

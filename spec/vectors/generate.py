@@ -18,7 +18,7 @@ import zlib
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
           GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, BACKUP=0x0B, CPUT=0x0C, CDEL=0x0D,
-          MGET=0x0E, MWRITE=0x0F,
+          MGET=0x0E, MWRITE=0x0F, WATCH=0x10, UNWATCH=0x11,
           UPDATE=0x40, ACK=0x41,
           SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
           PEER_PROOF=0x46, ERROR=0xFF)
@@ -31,13 +31,17 @@ ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPC
               BAD_REQUEST=5, HANDSHAKE_REQUIRED=6, TOO_MANY_CONNECTIONS=7, BUSY=8,
               NOT_HEAD=9, NOT_TAIL=10, UNAVAILABLE=11, SHUTTING_DOWN=12,
               RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15, AUTH_REQUIRED=16,
-              AUTH_FAILED=17, NOT_PERMITTED=18, STORAGE_UNAVAILABLE=19)
+              AUTH_FAILED=17, NOT_PERMITTED=18, STORAGE_UNAVAILABLE=19,
+              HISTORY_GONE=20, WATCH_TOO_SLOW=21)
 ACCESS = dict(readonly=1, readwrite=2)
 # Protocol 1.1 (spec 4.1.1): HELLO feature bit 0 asks for HELLO_OK's
 # extension; HELLO_OK feature bit 1 says it follows.
 HELLO_WANTS_EXTENSION, FEATURE_AUTH_REQUIRED, FEATURE_EXTENSION, FEATURE_DATA_DIR, FEATURE_CAS = 1, 1, 2, 4, 8
 LIMITS = dict(inflight_max=1, output_bytes_max=2, value_bytes_max=3, key_bytes_max=4,
-              idle_timeout_ms=5, send_timeout_ms=6)
+              idle_timeout_ms=5, send_timeout_ms=6, watches_per_conn_max=7,
+              watch_history_bytes=8)
+FEATURE_WATCH = 32
+WATCH_FROM_NOW = (1 << 64) - 1
 
 
 def frame(opcode, request_id, payload, flags=0, version=VERSION, magic=MAGIC, crc=None):
@@ -65,6 +69,13 @@ def batch_write(o):
     if o["op"] == "put":
         return bytes([OP["PUT"]]) + key(o["key"].encode()) + data(o["value"].encode())
     return bytes([OP["DEL"]]) + key(o["key"].encode())
+
+
+def change(c):
+    """One change of a WATCH_EVENT: kind, key, and for a put the value."""
+    kind = {"put": 0x02, "changed": 0x03, "del": 0x04}[c["op"]]
+    out = bytes([kind]) + key(c["key"].encode())
+    return out + data(c["value"].encode()) if c["op"] == "put" else out
 
 
 def entry(e):
@@ -102,6 +113,15 @@ def encode(m):
         p = struct.pack(">I", len(m["keys"])) + b"".join(key(x.encode()) for x in m["keys"])
     elif t == "MWRITE":
         p = struct.pack(">I", len(m["ops"])) + b"".join(batch_write(o) for o in m["ops"])
+    elif t == "WATCH":
+        prefix = m["prefix"].encode()
+        p = struct.pack(">QH", m["from_seq"], len(prefix)) + prefix
+    elif t == "UNWATCH":
+        p = struct.pack(">Q", m["watch_id"])
+    elif t == "WATCH_EVENT":
+        p = struct.pack(">QBI", m["seq"], int(m["more"]), len(m["changes"])) + b"".join(change(c) for c in m["changes"])
+    elif t == "UNWATCH_OK":
+        p = bytes([int(m["found"])])
     elif t == "MGET_OK":
         p = struct.pack(">I", len(m["values"])) + b"".join(
             b"\x00" if v is None else b"\x01" + struct.pack(">Q", v["version"]) + data(v["value"].encode())
@@ -154,7 +174,7 @@ def encode(m):
         p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
     else:
         raise ValueError(t)
-    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL", "MGET_OK": "MGET", "MWRITE_OK": "MWRITE"}[t]] | REPLY
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL", "MGET_OK": "MGET", "MWRITE_OK": "MWRITE", "WATCH_EVENT": "WATCH", "UNWATCH_OK": "UNWATCH"}[t]] | REPLY
     return frame(opcode, rid, p, flags)
 
 
@@ -224,6 +244,23 @@ VALID = [
     ("mget-ok", dict(type="MGET_OK", request_id=18, values=[dict(version=60, value="1"), None])),
     ("update-batch", dict(type="UPDATE", request_id=0, seq=60, prev_seq=59, op="batch",
                           ops=[dict(op="put", key="a", value="1"), dict(op="del", key="b")])),
+    # Watches (spec 4.1.2): every change under "user/" after op 60; the
+    # stream's first frame names its start, then one frame per write.
+    ("watch", dict(type="WATCH", request_id=19, from_seq=60, prefix="user/")),
+    ("watch-from-now", dict(type="WATCH", request_id=20, from_seq=WATCH_FROM_NOW, prefix="")),
+    ("watch-event-start", dict(type="WATCH_EVENT", request_id=19, seq=60, more=False, changes=[])),
+    ("watch-event", dict(type="WATCH_EVENT", request_id=19, seq=61, more=False,
+                         changes=[dict(op="put", key="user/1", value="ann")])),
+    # An MWRITE (op 62) too large for one frame: its changes in two frames.
+    ("watch-event-more", dict(type="WATCH_EVENT", request_id=19, seq=62, more=True,
+                              changes=[dict(op="del", key="user/1")])),
+    ("watch-event-last", dict(type="WATCH_EVENT", request_id=19, seq=62, more=False,
+                              changes=[dict(op="changed", key="user/2")])),
+    ("watch-event-progress", dict(type="WATCH_EVENT", request_id=19, seq=90, more=False, changes=[])),
+    ("unwatch", dict(type="UNWATCH", request_id=21, watch_id=19)),
+    ("unwatch-ok", dict(type="UNWATCH_OK", request_id=21, found=True)),
+    ("error-history-gone", dict(type="ERROR", request_id=19, code="HISTORY_GONE", message="this member keeps the changes after seq 70 only: read the keys, then watch from now", redirect="")),
+    ("error-watch-too-slow", dict(type="ERROR", request_id=19, code="WATCH_TOO_SLOW", message="33554500 bytes of changes behind: resume from the last seq received", redirect="")),
     ("hello-ok-cas", dict(type="HELLO_OK", request_id=1, version=1, features=FEATURE_CAS, payload_bytes_max=16777216, role="head", last_seq=49)),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
     ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
@@ -294,6 +331,7 @@ def malformed():
         ("trailing-bytes", frame(OP["SIZE"], 6, b"\x00"), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("empty-key", frame(OP["GET"], 4, key(b"")), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("key-too-long", too_long_key, "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("watch-prefix-too-long", frame(OP["WATCH"], 19, struct.pack(">QH", 0, 1025) + b"x" * 1025), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("data-length-past-end", frame(OP["PUT"], 2, key(b"k") + struct.pack(">I", 100) + b"abc"), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("bad-update-kind", frame(OP["UPDATE"], 0, struct.pack(">QQ", 1, 0) + b"\x07" + key(b"k")), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),
         ("snapshot-gap-reversed", frame(OP["SNAPSHOT"], 0, struct.pack(">QBIQQI", 9, 3, 1, 5, 4, 0)), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),

@@ -90,12 +90,16 @@ class Client:
         del self._buf[:n]
         return out
 
-    def _recv(self, rid: int, req: Request) -> Result:
+    def _read_frame(self) -> Tuple[int, int, object]:
+        """The next frame: its opcode, request id and decoded payload."""
         head = self._read_exact(wire.HEADER_BYTES)
         opcode, _flags, got_id, length, crc = wire.parse_header(head, self._recv_max)
         payload = self._read_exact(length)
         wire.check_crc(head, payload, crc)
-        reply = wire.decode_reply(opcode, payload)
+        return opcode, got_id, wire.decode_reply(opcode, payload)
+
+    def _recv(self, rid: int, req: Request) -> Result:
+        opcode, got_id, reply = self._read_frame()
         if isinstance(reply, ServerError):
             if got_id == 0:
                 # A stream error: the server closes the connection.
@@ -221,3 +225,11 @@ class Client:
             out += data
             if last:
                 return bytes(out)
+
+    def watch(self, prefix: bytes = b"", from_seq: int = wire.WATCH_FROM_NOW) -> "Watch":
+        """Every change under `prefix` after op `from_seq` (from now when
+        omitted), as a :class:`Watch`; the connection is given over to it
+        (spec section 4.1.2)."""
+        from .watch import Watch
+        return Watch(self, prefix, from_seq)
+

@@ -36,6 +36,11 @@ FEATURE_EXTENSION = 1 << 1
 FEATURE_DATA_DIR = 1 << 2
 FEATURE_CAS = 1 << 3
 FEATURE_BATCH = 1 << 4
+FEATURE_WATCH = 1 << 5
+#: WATCH's from_seq for "changes from now on" (spec section 4.1.2).
+WATCH_FROM_NOW = (1 << 64) - 1
+#: Longest key, and longest WATCH prefix.
+KEY_BYTES_MAX = 1024
 #: Most keys in one MGET, most writes in one MWRITE.
 BATCH_OPS_MAX = 1024
 
@@ -56,6 +61,8 @@ class Op(enum.IntEnum):
     CDEL = 0x0D
     MGET = 0x0E
     MWRITE = 0x0F
+    WATCH = 0x10
+    UNWATCH = 0x11
 
 
 REPLY = 0x80
@@ -72,6 +79,8 @@ LIMIT_NAMES = {
     4: "key_bytes_max",
     5: "idle_timeout_ms",
     6: "send_timeout_ms",
+    7: "watches_per_conn_max",
+    8: "watch_history_bytes",
 }
 
 
@@ -104,6 +113,8 @@ ERRORS: Dict[int, Tuple[str, Retry, bool]] = {
     17: ("AUTH_FAILED", Retry.NOT_RETRIABLE, True),
     18: ("NOT_PERMITTED", Retry.NOT_RETRIABLE, False),
     19: ("STORAGE_UNAVAILABLE", Retry.RETRIABLE, False),
+    20: ("HISTORY_GONE", Retry.NOT_RETRIABLE, False),
+    21: ("WATCH_TOO_SLOW", Retry.RETRIABLE, False),
 }
 
 
@@ -380,6 +391,54 @@ def dec_backup_chunk(r: Reader) -> Tuple[bool, bytes]:
     return bool(last), r.data_()
 
 
+@dataclass(frozen=True)
+class Change:
+    """One key's change in a watch event: kind "put" (with the value),
+    "del", or "changed" (written, but the value did not fit a frame: GET it)."""
+
+    kind: str
+    key: bytes
+    value: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A WATCH_EVENT frame: the changes at `seq` (none: a progress mark);
+    `more` says this seq's changes continue in the next frame."""
+
+    seq: int
+    more: bool
+    changes: List[Change]
+
+
+def dec_change(r: Reader) -> Change:
+    kind = r.u8("change kind")
+    if kind == Op.PUT:
+        return Change("put", r.key(), r.data_())
+    if kind == Op.DEL:
+        return Change("del", r.key())
+    if kind == Op.GET:
+        return Change("changed", r.key())
+    raise ProtocolError(f"change kind {kind}")
+
+
+def dec_watch_event(r: Reader) -> WatchEvent:
+    seq = r.u64("seq")
+    more = r.u8("more")
+    if more > 1:
+        raise ProtocolError(f"more {more}")
+    # Smallest change: a kind byte and a one-byte key (3 bytes).
+    n = r.count("changes", 4, BATCH_OPS_MAX)
+    return WatchEvent(seq, bool(more), [dec_change(r) for _ in range(n)])
+
+
+def dec_found(r: Reader) -> bool:
+    found = r.u8("found")
+    if found > 1:
+        raise ProtocolError(f"found {found}")
+    return bool(found)
+
+
 def dec_error(r: Reader) -> ServerError:
     code = r.u16("code")
     return ServerError(code, r.text("message"), r.text("redirect"))
@@ -402,6 +461,8 @@ DECODERS: Dict[int, Callable[[Reader], object]] = {
     REPLY | Op.CDEL: dec_cas,
     REPLY | Op.MGET: dec_mget,
     REPLY | Op.MWRITE: lambda r: r.u64("op_id"),
+    REPLY | Op.WATCH: dec_watch_event,
+    REPLY | Op.UNWATCH: dec_found,
     ERROR: dec_error,
 }
 
@@ -506,3 +567,14 @@ def auth(user: str, password: str) -> Request:
 
 def backup() -> Request:
     return Request(Op.BACKUP)
+
+
+def watch(prefix: bytes, from_seq: int = WATCH_FROM_NOW) -> Request:
+    """WATCH: every change under `prefix` after `from_seq`."""
+    if len(prefix) > KEY_BYTES_MAX:
+        raise ValueError(f"a prefix holds at most {KEY_BYTES_MAX} bytes")
+    return Request(Op.WATCH, struct.pack(">QH", from_seq, len(prefix)) + prefix)
+
+
+def unwatch(watch_id: int) -> Request:
+    return Request(Op.UNWATCH, struct.pack(">Q", watch_id))

@@ -4,7 +4,7 @@ test harness (tests/python_client.rs)."""
 import os
 import unittest
 
-from chaintable import ChainClient, Client, Retry, ServerError, find_members
+from chaintable import ChainClient, ChainWatch, Client, Retry, ServerError, find_members
 
 ZK = os.environ.get("CHAINTABLE_ZK")
 CHAIN = os.environ.get("CHAINTABLE_CHAIN", "").split(",")
@@ -52,3 +52,19 @@ class Chain(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+    def test_a_chain_watch_streams_committed_writes_from_the_tail(self):
+        w = ChainWatch(ZK, b"py-chain-w/")
+        try:
+            self.assertEqual(w.addr, CHAIN[-1], "opened at the tail first")
+            with ChainClient(ZK) as cc:
+                ops = [cc.put(b"py-chain-w/%d" % i, b"%d" % i).op_id for i in range(3)]
+            got = [w.next(timeout=5.0) for _ in range(3)]
+            self.assertEqual([u.seq for u in got], ops)
+            self.assertEqual([u.changes[0].value for u in got], [b"0", b"1", b"2"])
+        finally:
+            w.close()
+        # Any member serves a watch: the head resumes it from the first op.
+        with Client(CHAIN[0]).watch(b"py-chain-w/", ops[0]) as at_head:
+            self.assertEqual([at_head.next(timeout=5.0).seq for _ in range(2)], ops[1:])
+

@@ -105,6 +105,40 @@ class Standalone(unittest.TestCase):
         # Both kept the connection.
         self.assertEqual(self.c.put(b"py-after", b"ok").outcome in ("absent", "existed"), True)
 
+    def test_a_watch_streams_the_changes_under_its_prefix_in_order(self):
+        start = self.c.put(b"py-w-before", b"x").op_id
+        with Client(ADDR).watch(b"py-w/", start) as w:
+            self.assertEqual(w.last_seq, start)
+            a = self.c.put(b"py-w/a", b"1").op_id
+            self.c.put(b"py-other", b"not watched")
+            op = self.c.mwrite([(b"py-w/b", b"2"), (b"py-w/a", None)])
+            got = [w.next(timeout=5.0) for _ in range(2)]
+            self.assertEqual([u.seq for u in got], [a, op])
+            self.assertEqual([(c.kind, c.key, c.value) for c in got[0].changes],
+                             [("put", b"py-w/a", b"1")])
+            self.assertEqual([(c.kind, c.key) for c in got[1].changes],
+                             [("put", b"py-w/b"), ("del", b"py-w/a")])
+            self.assertIsNone(w.next(timeout=0.2), "nothing else under the prefix")
+            w.cancel()
+        # Resuming from the first event's seq gives exactly what followed it.
+        with Client(ADDR).watch(b"py-w/", a) as again:
+            self.assertEqual(again.next(timeout=5.0).seq, op)
+        self.assertTrue(self.c.hello.features & wire.FEATURE_WATCH)
+        self.assertEqual(self.c.hello.limits["watches_per_conn_max"], 8)
+
+    def test_a_watch_from_before_the_history_is_history_gone(self):
+        # The harness keeps 16 MiB of history: overwrite one key past it.
+        value = b"f" * 60000
+        self.c.pipeline([wire.put(b"py-w-fill", value) for _ in range(320)])
+        self.c.delete(b"py-w-fill")
+        floor = self.c.stats()["watch_history_floor"]
+        self.assertGreater(floor, 0, "the oldest changes were dropped")
+        with self.assertRaises(ServerError) as e:
+            Client(ADDR).watch(b"", floor - 1)
+        self.assertEqual((e.exception.name, e.exception.retry), ("HISTORY_GONE", Retry.NOT_RETRIABLE))
+        with Client(ADDR).watch(b"", floor) as w:
+            self.assertEqual(w.last_seq, floor, "from the floor itself is still whole")
+
     def test_a_backup_is_a_snapshot_file(self):
         self.c.put(b"py-backup", b"kept")
         data = self.c.backup()

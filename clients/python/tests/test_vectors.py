@@ -12,7 +12,7 @@ VECTORS = os.environ.get(
 
 REPLY_TYPES = {"HELLO_OK", "PUT_OK", "DEL_OK", "VALUE", "SIZE_OK", "KEYS", "ENTRIES",
                "STATS_OK", "VERIFY_OK", "AUTH_OK", "BACKUP_CHUNK", "ERROR", "CPUT_OK", "CDEL_OK",
-               "MGET_OK", "MWRITE_OK"}
+               "MGET_OK", "MWRITE_OK", "WATCH_EVENT", "UNWATCH_OK"}
 
 
 def request_of(m):
@@ -42,6 +42,10 @@ def request_of(m):
                             for o in m["ops"]])
     if t == "AUTH":
         return wire.auth(m["user"], m["password"])
+    if t == "WATCH":
+        return wire.watch(m["prefix"].encode(), m["from_seq"])
+    if t == "UNWATCH":
+        return wire.unwatch(m["watch_id"])
     simple = {"SIZE": wire.size, "GETKEYS": wire.getkeys, "GETTABLE": wire.gettable,
               "STATS": wire.stats, "BACKUP": wire.backup}
     return simple[t]() if t in simple else None
@@ -60,6 +64,13 @@ def check_reply(test, m, got):
                          [None if v is None else (v["version"], v["value"].encode()) for v in m["values"]])
     elif t == "MWRITE_OK":
         test.assertEqual(got, m["op_id"])
+    elif t == "WATCH_EVENT":
+        test.assertEqual((got.seq, got.more), (m["seq"], m["more"]))
+        test.assertEqual([(c.kind, c.key, c.value) for c in got.changes],
+                         [(c["op"], c["key"].encode(), c["value"].encode() if "value" in c else None)
+                          for c in m["changes"]])
+    elif t == "UNWATCH_OK":
+        test.assertEqual(got, m["found"])
     elif t in ("CPUT_OK", "CDEL_OK"):
         test.assertEqual((got.op_id, got.outcome, got.version), (m["op_id"], m["outcome"], m["version"]))
     elif t in ("PUT_OK", "DEL_OK"):

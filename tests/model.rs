@@ -305,6 +305,10 @@ impl State {
                     l.up.push_back(Up::Ack(seq));
                 }
             }
+            // Modelled members keep no disk, so they are never durable.
+            Action::PublishFloor(_) | Action::StepAside => {
+                panic!("a modelled member asked for durable-chain work")
+            }
         }
     }
 

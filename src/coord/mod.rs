@@ -16,10 +16,12 @@
 //! followed by a `notify` call that wakes the consumer (the server's poll
 //! loop). No async code runs on the server's hot path.
 
+mod durable;
 mod members;
 mod session;
 mod zk_auth;
 
+pub use durable::{decode_floor, encode_floor};
 use members::list_members;
 pub use members::{order_members, CHILDREN_MAX};
 use session::session;
@@ -60,7 +62,27 @@ pub enum CoordEvent {
         /// How long after `sent` the member may serve.
         lease: Duration,
     },
+    /// The chain's durable floor as ZooKeeper holds it (see `durable.rs`):
+    /// read with every membership listing, and after every publication.
+    DurableFloor(u64),
 }
+
+/// What the server asks of the coordination thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordCommand {
+    /// Raise the chain's durable floor to this sequence number, then report
+    /// it ([`CoordEvent::DurableFloor`]).
+    PublishFloor(u64),
+    /// Leave the front of the chain: this member may not found it (its log
+    /// stops before the durable floor). After [`STEP_ASIDE_DELAY`] its node
+    /// is deleted and it registers anew, at the end.
+    StepAside,
+}
+
+/// How long a member that may not found the chain waits before it steps
+/// aside, so that members restarting together do not cycle through
+/// ZooKeeper while the one that may found it is still on its way.
+pub const STEP_ASIDE_DELAY: Duration = Duration::from_secs(1);
 
 /// Pause between attempts to reach ZooKeeper (it costs no CPU meanwhile).
 const RECONNECT_DELAY: Duration = Duration::from_millis(200);
@@ -94,6 +116,7 @@ pub struct Coordinator {
     /// What the thread reports, in order; the consumer is woken by the
     /// `notify` callback after each.
     pub events: Receiver<CoordEvent>,
+    commands: smol::channel::Sender<CoordCommand>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -109,19 +132,27 @@ impl Coordinator {
         notify: impl Fn() + Send + 'static,
     ) -> std::io::Result<Coordinator> {
         let (tx, events) = mpsc::channel();
+        let (commands, inbox) = smol::channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("coordination".into())
             .spawn(move || {
                 let out = Outbox { tx, notify };
-                smol::block_on(run(cfg, out, stop2));
+                smol::block_on(run(cfg, out, stop2, inbox));
             })?;
         Ok(Coordinator {
             events,
+            commands,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Hands the thread a command (it never blocks: the queue is unbounded,
+    /// and the server sends at most one per wake-up).
+    pub fn command(&self, c: CoordCommand) {
+        let _ = self.commands.try_send(c);
     }
 
     /// Asks the thread to end (its session closes, so our node goes away).
@@ -174,7 +205,12 @@ struct Resume {
 /// session may have been left behind by the chain, so only a fresh joiner
 /// (which receives a snapshot) is safe, and a chain whose members all
 /// re-register has no one left to hold the state.
-async fn run<F: Fn()>(cfg: CoordConfig, out: Outbox<F>, stop: Arc<AtomicBool>) {
+async fn run<F: Fn()>(
+    cfg: CoordConfig,
+    out: Outbox<F>,
+    stop: Arc<AtomicBool>,
+    inbox: smol::channel::Receiver<CoordCommand>,
+) {
     let mut resume: Option<Resume> = None;
     while !stop.load(Ordering::SeqCst) {
         let session_info = resume.as_ref().map(|r| r.session.clone());
@@ -196,7 +232,7 @@ async fn run<F: Fn()>(cfg: CoordConfig, out: Outbox<F>, stop: Arc<AtomicBool>) {
             tracing::info!(node = %r.node, "session resumed");
             (r.node, sent)
         });
-        match session(&cfg, &client, &out, &stop, registered).await {
+        match session(&cfg, &client, &out, &stop, registered, &inbox).await {
             SessionEnd::Stopped => break,
             SessionEnd::Unconfirmed(node) => {
                 resume = node.map(|node| Resume {

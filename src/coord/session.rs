@@ -13,6 +13,7 @@ pub(super) async fn session<F: Fn()>(
     out: &Outbox<F>,
     stop: &AtomicBool,
     registered: Option<(String, Instant)>,
+    inbox: &smol::channel::Receiver<CoordCommand>,
 ) -> SessionEnd {
     let lease = lease_for(cfg.session_timeout, client.session_timeout());
     let node = match (&cfg.advertise, registered) {
@@ -42,6 +43,17 @@ pub(super) async fn session<F: Fn()>(
                         return SessionEnd::Lost(why);
                     }
                 }
+                if node.is_some() {
+                    // Before the members: a member deciding whether it may
+                    // found the chain needs the floor first.
+                    match durable::read_floor(client, cfg).await {
+                        Ok(Ok((floor, _))) => out.send(CoordEvent::DurableFloor(floor)),
+                        Ok(Err(why)) => {
+                            tracing::error!(root = %cfg.root, why, "the chain root holds no valid durable floor")
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot read the durable floor"),
+                    }
+                }
                 out.send(CoordEvent::Members(members));
                 watcher
             }
@@ -54,11 +66,12 @@ pub(super) async fn session<F: Fn()>(
             }
         };
         let lessee = Lessee {
-            root: &cfg.root,
+            cfg,
             lease,
             node: node.as_deref(),
         };
-        if let Err(end) = await_change(client, out, stop, &mut state, watcher, &lessee).await {
+        if let Err(end) = await_change(client, out, stop, &mut state, watcher, &lessee, inbox).await
+        {
             return end;
         }
     }
@@ -67,7 +80,7 @@ pub(super) async fn session<F: Fn()>(
 /// What renewing the lease needs: the node to renew it for (none before
 /// registering), the path to read, and the lease each renewal grants.
 struct Lessee<'a> {
-    root: &'a str,
+    cfg: &'a CoordConfig,
     lease: Duration,
     node: Option<&'a str>,
 }
@@ -83,11 +96,13 @@ async fn await_change<F: Fn()>(
     state: &mut zk::StateWatcher,
     watcher: zk::OneshotWatcher,
     lessee: &Lessee<'_>,
+    inbox: &smol::channel::Receiver<CoordCommand>,
 ) -> Result<(), SessionEnd> {
     enum Woke {
         Children,
         State(zk::SessionState),
         Tick,
+        Command(CoordCommand),
     }
     let mut children = std::pin::pin!(watcher.changed());
     loop {
@@ -100,6 +115,13 @@ async fn await_change<F: Fn()>(
             smol::Timer::after(RECONNECT_DELAY).await;
             Woke::Tick
         })
+        .or(async {
+            match inbox.recv().await {
+                Ok(c) => Woke::Command(c),
+                // No server holds the sender any more: nothing will come.
+                Err(_) => std::future::pending().await,
+            }
+        })
         .await;
         match woke {
             Woke::Children => return Ok(()),
@@ -110,9 +132,10 @@ async fn await_change<F: Fn()>(
             Woke::Tick if stop.load(Ordering::SeqCst) => return Err(SessionEnd::Stopped),
             Woke::Tick => {
                 if lessee.node.is_some() {
-                    renew_lease(client, lessee.root, lessee.lease, out).await;
+                    renew_lease(client, &lessee.cfg.root, lessee.lease, out).await;
                 }
             }
+            Woke::Command(c) => command(client, out, lessee, inbox, c).await?,
         }
     }
 }
@@ -183,4 +206,42 @@ pub(super) async fn wait_usable(
         })
         .await;
     }
+}
+
+/// Carries out a server's command. Floor publications queued meanwhile
+/// are folded into one (the highest).
+async fn command<F: Fn()>(
+    client: &zk::Client,
+    out: &Outbox<F>,
+    lessee: &Lessee<'_>,
+    inbox: &smol::channel::Receiver<CoordCommand>,
+    first: CoordCommand,
+) -> Result<(), SessionEnd> {
+    let mut publish = None;
+    let mut step_aside = false;
+    for c in std::iter::once(first).chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
+        match c {
+            CoordCommand::PublishFloor(seq) => publish = publish.max(Some(seq)),
+            CoordCommand::StepAside => step_aside = true,
+        }
+    }
+    if let Some(seq) = publish {
+        match durable::publish_floor(client, lessee.cfg, seq).await {
+            Ok(floor) => out.send(CoordEvent::DurableFloor(floor)),
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "cannot raise the durable floor; retried with the next write")
+            }
+        }
+    }
+    let (true, Some(node)) = (step_aside, lessee.node) else {
+        return Ok(());
+    };
+    smol::Timer::after(STEP_ASIDE_DELAY).await;
+    let path = format!("{}/{node}", lessee.cfg.root.trim_end_matches('/'));
+    if let Err(e) = client.delete(&path, None).await {
+        tracing::warn!(node, error = %e, "cannot delete own node to step aside");
+    }
+    Err(SessionEnd::Lost(format!(
+        "stepped aside: {node} may not found the chain (its log stops before the durable floor)"
+    )))
 }

@@ -34,6 +34,9 @@ impl Replica {
 
     pub(super) fn becomes_head(&mut self, was_head: bool, had_predecessor: bool) {
         if let Standing::Joining { .. } = self.standing {
+            if !self.may_found() {
+                return; // stays joining: it serves nothing, and steps aside
+            }
             // No member is left before it. Every member after it joined
             // later and holds less, so what it holds is the best state
             // left: empty for a new chain, or a whole snapshot from a tail
@@ -107,7 +110,7 @@ impl Replica {
         match wanted {
             Some(next) => self.connect_successor(next),
             // No successor: this member is the tail for all it holds.
-            None => self.ack_through(self.last_applied),
+            None => self.tail_ack(self.last_applied),
         }
     }
 

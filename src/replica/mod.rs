@@ -38,6 +38,7 @@
 //! its successor's history followed by its Sent list.
 
 mod client;
+mod durable;
 mod gaps;
 mod membership;
 #[cfg(feature = "testing")]
@@ -176,6 +177,12 @@ pub enum Action {
     SendDown(Body),
     /// Send ACK to the predecessor.
     SendUp(u64),
+    /// Raise the chain's durable floor in ZooKeeper to this sequence
+    /// number; report the floor with [`Replica::handle_durable_floor`].
+    PublishFloor(u64),
+    /// Leave the front of the chain and register again (this durable
+    /// member may not found the chain; see `durable.rs`).
+    StepAside,
 }
 
 /// Why a client write was refused before getting a sequence number.
@@ -263,6 +270,14 @@ pub struct Replica {
     /// until the tail has acknowledged it, so that every member knows of
     /// the ids this head skipped before it hands out any.
     takeover_mark: Option<u64>,
+    /// A chain member with a data directory (see `durable.rs`).
+    durable: bool,
+    /// The chain's durable floor, once read from ZooKeeper.
+    durable_floor: Option<u64>,
+    /// The highest floor asked for so far.
+    floor_asked: u64,
+    /// A step aside was asked for and the member has not registered again.
+    stepping_aside: bool,
     /// Highest sequence number the worker has reported applied.
     last_applied: u64,
     /// Highest sequence number known to be applied by the tail.
@@ -339,6 +354,10 @@ impl Replica {
             last_queued: 0,
             seq_floor: 0,
             takeover_mark: None,
+            durable: false,
+            durable_floor: None,
+            floor_asked: 0,
+            stepping_aside: false,
             last_applied: 0,
             last_acked: 0,
             sent: SentList::new(sent_max.min(HELD_UPDATES_MAX / 2)),
@@ -372,7 +391,6 @@ impl Replica {
     /// chain with a table two seconds old).
     pub fn rejoin(&mut self, name: impl Into<String>) {
         self.me = name.into();
-        self.forget_unapplied();
         self.members.clear();
         self.successor = Successor::None;
         self.outgoing = None;
@@ -380,15 +398,24 @@ impl Replica {
             installed: false,
             handoff: None,
         };
-        self.partial_snapshot = false;
         self.awaiting_install = None;
         self.sent.trim_through(u64::MAX);
         self.waiting.clear();
-        self.last_queued = 0;
-        self.last_applied = 0;
-        self.last_acked = 0;
         self.seq_floor = 0;
         self.takeover_mark = None;
+        self.stepping_aside = false;
+        self.last_acked = 0;
+        if self.durable && !self.partial_snapshot {
+            // Its table is its log: kept, to found a chain with (when it
+            // reaches the durable floor) or to be replaced by the snapshot
+            // it receives as a joiner. Writes still with the worker land
+            // in both, in order.
+            return;
+        }
+        self.partial_snapshot = false;
+        self.forget_unapplied();
+        self.last_queued = 0;
+        self.last_applied = 0;
         self.forget_gaps();
         self.clear_table();
     }

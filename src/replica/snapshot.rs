@@ -124,7 +124,7 @@ impl Replica {
             }
             // Acknowledgements held back while the backlog was full.
             if self.acting_tail() {
-                self.ack_through(self.last_applied);
+                self.tail_ack(self.last_applied);
             }
         }
     }
@@ -215,8 +215,15 @@ impl Replica {
 
     pub(super) fn become_active_tail(&mut self) {
         self.standing = Standing::Active;
-        self.last_acked = self.last_applied;
-        self.emit(Action::SendUp(self.last_applied));
+        if self.durable {
+            // What it applied past the floor is acknowledged once the
+            // floor covers it.
+            self.tail_ack(self.last_applied);
+            self.emit(Action::SendUp(self.last_acked));
+        } else {
+            self.last_acked = self.last_applied;
+            self.emit(Action::SendUp(self.last_applied));
+        }
         // A successor that registered while this member was joining waits
         // for it to be complete before it is served.
         if let Some(next) = self.successor_member().cloned() {

@@ -61,7 +61,7 @@ impl Replica {
             }
         }
         if self.acting_tail() && !self.backlog_full() {
-            self.ack_through(seq);
+            self.tail_ack(seq);
         }
         #[cfg(feature = "testing")]
         if self.planted(super::PlantedBug::AckBeforeSuccessor) && self.is_head() {
@@ -204,7 +204,7 @@ impl Replica {
             };
             self.emit(Action::Snapshot);
             // A joiner is not a replica yet: this member is the tail.
-            self.ack_through(self.last_applied);
+            self.tail_ack(self.last_applied);
             return;
         }
         self.successor = Successor::Active(member);
@@ -227,7 +227,7 @@ impl Replica {
         match self.successor_member().cloned() {
             Some(next) if self.standing == Standing::Active => self.connect_successor(next),
             Some(_) => {}
-            None if self.standing == Standing::Active => self.ack_through(self.last_applied),
+            None if self.standing == Standing::Active => self.tail_ack(self.last_applied),
             None => {}
         }
     }

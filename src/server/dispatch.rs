@@ -74,6 +74,16 @@ impl Server {
                     }
                 }
                 Action::SendUp(seq) => ack_up = Some(seq),
+                Action::PublishFloor(seq) => {
+                    if let Some(c) = &self.coord {
+                        c.command(crate::coord::CoordCommand::PublishFloor(seq));
+                    }
+                }
+                Action::StepAside => {
+                    if let Some(c) = &self.coord {
+                        c.command(crate::coord::CoordCommand::StepAside);
+                    }
+                }
             }
         }
         self.queue.push_all(tasks);
@@ -153,6 +163,7 @@ impl Server {
                 tracing::info!(role = self.replica.role().name(), "role");
             }
             CoordEvent::Alive { sent, lease } => self.replica.handle_lease(sent, lease),
+            CoordEvent::DurableFloor(floor) => self.replica.handle_durable_floor(floor),
             CoordEvent::Fenced(reason) => {
                 tracing::warn!(reason = %reason, "fenced: serving nothing until re-registered");
                 self.replica.fence();

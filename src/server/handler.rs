@@ -562,6 +562,9 @@ impl Server {
             s.count("last_applied", self.replica.last_applied());
             s.count("last_acked", self.replica.last_acked());
             s.count("sent_len", self.replica.sent_len() as u64);
+            if self.replica.is_durable() {
+                s.count("durable_floor", self.replica.durable_floor());
+            }
         }
         if let (Some(h), Some(st)) = (&self.health, &self.cfg.storage) {
             use std::sync::atomic::Ordering::Relaxed;

@@ -223,7 +223,13 @@ impl Server {
         let history =
             crate::watch::History::new(resume.as_ref().map_or(0, |r| r.0), cfg.watch_history_bytes);
         let health = resume.and_then(|(last_seq, gaps, restarted, health)| {
-            replica.resume(last_seq, &gaps, restarted);
+            if cfg.zookeeper.is_some() {
+                // A durable chain member: its table is its log's, kept
+                // when it registers (see `replica/durable.rs`).
+                replica.resume_durable(last_seq, &gaps);
+            } else {
+                replica.resume(last_seq, &gaps, restarted);
+            }
             health
         });
         Ok(Server {
@@ -312,13 +318,6 @@ fn open_storage(
     let Some(storage) = &cfg.storage else {
         return Ok(None);
     };
-    if cfg.zookeeper.is_some() {
-        return Err(ServerError::Setup(
-            "--data-dir is for standalone servers for now: chain members restart empty \
-             and receive the state from the chain"
-                .into(),
-        ));
-    }
     crate::storage::Store::open(storage.clone(), table)
         .map(Some)
         .map_err(|e| ServerError::Setup(format!("data directory: {e}")))

@@ -244,6 +244,7 @@ pub fn spawn(
         table_seq,
         store,
         applies: Vec::new(),
+        install_gaps: Vec::new(),
     };
     std::thread::Builder::new()
         .name("worker".into())
@@ -261,6 +262,8 @@ struct Worker {
     store: Option<Store>,
     /// Writes taken from the queue, not yet logged and applied.
     applies: Vec<Update>,
+    /// The gaps of the snapshot being installed (its first chunk's).
+    install_gaps: Vec<crate::wire::SeqGap>,
 }
 
 impl Worker {
@@ -329,6 +332,25 @@ impl Worker {
         true
     }
 
+    /// A durable chain member's installed snapshot replaces its data
+    /// directory before anything after it is logged. If that fails the
+    /// member stops (fail-stop): logging later writes after a history the
+    /// disk does not hold would make a log that recovers to a wrong table,
+    /// and the chain tolerates a member that stops.
+    fn persist_install(&mut self, seq: u64) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let gaps = std::mem::take(&mut self.install_gaps);
+        match store.replace(seq, gaps) {
+            Ok(()) => tracing::info!(seq, "installed snapshot written to the data directory"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the installed snapshot to the data directory: stopping");
+                std::process::exit(74);
+            }
+        }
+    }
+
     /// State-transfer tasks, in order with the writes around them.
     fn run_other(&mut self, task: Task) {
         let done = match task {
@@ -340,6 +362,7 @@ impl Worker {
             Task::Install(chunk) => {
                 if chunk.first {
                     self.table.clear();
+                    self.install_gaps = chunk.gaps;
                 }
                 for entry in chunk.entries {
                     self.table.install(entry);
@@ -348,6 +371,7 @@ impl Worker {
                     return;
                 }
                 self.table_seq = chunk.snapshot_seq;
+                self.persist_install(chunk.snapshot_seq);
                 Completion::Installed {
                     seq: chunk.snapshot_seq,
                 }

@@ -306,6 +306,44 @@ impl Store {
         self.snapshot = None;
     }
 
+    /// Replaces everything the directory holds by the table as it is now,
+    /// at `seq` (a chain member installed a snapshot from its
+    /// predecessor): the old log and snapshots are deleted first, then the
+    /// table is written as a snapshot and a new log starts after it. A
+    /// crash in between leaves an empty directory (a member with nothing),
+    /// never the old log continued by the new history.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when a file cannot be deleted or written.
+    pub fn replace(&mut self, seq: u64, gaps: Vec<SeqGap>) -> Result<(), StorageError> {
+        if let Some(h) = self.snapshot.take() {
+            let _ = h.join();
+        }
+        let dir = self.cfg.dir.clone();
+        let listing = super::list_dir(&dir)?;
+        let old = listing.segments.iter().chain(&listing.snapshots);
+        for path in old.map(|(_, p)| p).chain(&listing.unfinished) {
+            std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+        }
+        super::sync_dir(&dir)?;
+        let written = AtomicU64::new(seq);
+        write_snapshot(&SnapshotJob {
+            table: &self.table,
+            dir: &dir,
+            seq,
+            gaps: gaps.clone(),
+            written_seq: &written,
+        })?;
+        self.wal = Wal::open(&dir, self.cfg.fsync, self.cfg.segment_bytes_max, None, seq)?;
+        super::sync_dir(&dir)?;
+        self.gaps = gaps.into_iter().collect();
+        self.writes_since_snapshot = 0;
+        self.health.logged_seq.store(seq, Ordering::Relaxed);
+        self.health.snapshot_seq.store(seq, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Takes a snapshot whenever `flag` is set (the server sets it on
     /// SIGUSR1), as soon as no other is running.
     pub fn snapshot_on(&mut self, flag: Arc<AtomicBool>) {

@@ -191,6 +191,10 @@ impl World {
                 }
             }
             Action::SendUp(seq) => self.send_up(pid, Up::Ack(seq)),
+            // Simulated members keep no disk, so they are never durable.
+            Action::PublishFloor(_) | Action::StepAside => {
+                panic!("a simulated member asked for durable-chain work: {a:?}")
+            }
         }
     }
 

@@ -6,7 +6,10 @@
 //! iproute2), the second seed, and every long run, also cuts partitions;
 //! elsewhere it fails unless CHAINTABLE_ALLOW_SKIP=netns lets it skip them
 //! (and says so). `--no-partitions` turns them off;
-//! `--broken-only` runs only the broken-mode check (about 20 s).
+//! `--broken-only` runs only the broken-mode check (about 20 s). The
+//! third seed runs a durable chain (every member with `--data-dir`), whose
+//! faults restart killed members on their disks and kill every member at
+//! once; `--durable` makes every segment of a long run durable.
 //! Long runs:
 //!
 //! ```sh
@@ -43,6 +46,8 @@ struct Args {
     no_partitions: bool,
     /// Only the run against the broken server mode (the checker's check).
     broken_only: bool,
+    /// Every segment on a durable chain (see `Config::durable`).
+    durable: bool,
 }
 
 fn parse_args() -> Args {
@@ -56,6 +61,7 @@ fn parse_args() -> Args {
         skip: false,
         no_partitions: false,
         broken_only: false,
+        durable: false,
     };
     let mut it = std::env::args().skip(1);
     let secs = |s: Option<String>| s.and_then(|s| s.parse().ok()).map(Duration::from_secs);
@@ -72,6 +78,7 @@ fn parse_args() -> Args {
             "--runs" => a.runs = it.next().and_then(|s| s.parse().ok()).unwrap_or(1),
             "--no-partitions" => a.no_partitions = true,
             "--broken-only" => a.broken_only = true,
+            "--durable" => a.durable = true,
             // libtest flags cargo may pass: accept and ignore.
             s if s.starts_with("--") => {}
             // A name filter that does not select this suite skips it.
@@ -97,7 +104,11 @@ fn print(cfg: &Config, r: &Report) {
         cfg.duration.as_secs(),
         cfg.clients,
         cfg.keys,
-        if cfg.partitions { ", partitions" } else { "" },
+        match (cfg.partitions, cfg.durable) {
+            (true, _) => ", partitions",
+            (false, true) => ", durable",
+            (false, false) => "",
+        },
         if cfg.broken_reads { ", BROKEN reads" } else { "" },
         r.ops,
         r.acked_writes,
@@ -133,6 +144,7 @@ fn run_seeds(
     seeds: &[u64],
     part_duration: Duration,
     partitions: impl Fn(u64) -> bool,
+    durable: impl Fn(u64) -> bool,
 ) -> (usize, usize) {
     let (mut passed, mut failed) = (0, 0);
     let mut totals = Report::default();
@@ -145,7 +157,10 @@ fn run_seeds(
             clients: 6,
             keys: 8,
             broken_reads: false,
-            partitions: partitions(seed),
+            // Durable members restart on their own ports and disks, which
+            // the test network does not model: no partitions there.
+            partitions: partitions(seed) && !durable(seed),
+            durable: durable(seed),
         };
         // A harness failure (e.g. a chain that never settles) is counted
         // and reported, and the remaining segments still run.
@@ -183,7 +198,11 @@ fn run_seeds(
                 cfg.seed,
                 cfg.seed,
                 part_duration.as_secs(),
-                if cfg.partitions { "" } else { " --no-partitions" }
+                match (cfg.partitions, cfg.durable) {
+                    (_, true) => " --durable",
+                    (true, false) => "",
+                    (false, false) => " --no-partitions",
+                }
             );
             for line in &report.schedule {
                 println!("    {line}");
@@ -237,7 +256,7 @@ fn main() {
     } else if args.broken_only {
         vec![]
     } else {
-        vec![11, 12]
+        vec![11, 12, 13]
     };
     let duration = args.duration.unwrap_or(Duration::from_secs(40));
     let (seeds, part_duration) = match args.replay {
@@ -247,10 +266,12 @@ fn main() {
     let netns_ok = !args.no_partitions && netns_available();
     // In the default run, only seed 12's segment cuts partitions.
     let partitions = |seed: u64| netns_ok && (long || seed / 1000 == 12);
+    // In the default run, seed 13's segment runs a durable chain.
+    let durable = |seed: u64| args.durable || (!long && seed / 1000 == 13);
     let (mut passed, mut failed) = if seeds.is_empty() {
         (0, 0)
     } else {
-        run_seeds(&seeds, part_duration, partitions)
+        run_seeds(&seeds, part_duration, partitions, durable)
     };
     if !long {
         // The checker must catch a server that answers reads anywhere.
@@ -262,6 +283,7 @@ fn main() {
             keys: 3,
             broken_reads: true,
             partitions: false,
+            durable: false,
         };
         let report = run(&cfg);
         print(&cfg, &report);

@@ -32,6 +32,9 @@ pub struct Chain {
     /// Declared last: dropped after the processes that use it.
     pub net: Option<Net>,
     pub hosts: Vec<Option<usize>>,
+    /// A durable chain: member `i` logs to `<data_root>/m<i>` (`--fsync
+    /// always`) and can be restarted on it ([`Chain::restart`]).
+    pub data_root: Option<std::path::PathBuf>,
 }
 
 impl Chain {
@@ -51,6 +54,24 @@ impl Chain {
     /// As `start_with`, on a test network: the calling thread must already
     /// be in the network's hub (`Net::enter_hub`), where ZooKeeper runs.
     pub fn start_full(n: usize, inspect: bool, extra: &[&str], net: Option<Net>) -> Chain {
+        Chain::start_inner(n, inspect, extra, net, None)
+    }
+
+    /// As `start_with`, every member with a data directory of its own.
+    pub fn start_durable(n: usize, inspect: bool, extra: &[&str], tag: &str) -> Chain {
+        let root =
+            std::env::temp_dir().join(format!("chaintable-chain-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        Chain::start_inner(n, inspect, extra, None, Some(root))
+    }
+
+    fn start_inner(
+        n: usize,
+        inspect: bool,
+        extra: &[&str],
+        net: Option<Net>,
+        data_root: Option<std::path::PathBuf>,
+    ) -> Chain {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let zk = match net {
             Some(_) => ZooKeeper::start_on(ZK_IP),
@@ -64,6 +85,7 @@ impl Chain {
             inspect,
             net,
             hosts: Vec::new(),
+            data_root,
         };
         for _ in 0..n {
             chain.add_member();
@@ -73,7 +95,31 @@ impl Chain {
     }
 
     pub fn add_member(&mut self) -> usize {
+        let (p, host) = self.spawn_member(self.members.len());
+        self.members.push(Some(p));
+        self.hosts.push(host);
+        self.members.len() - 1
+    }
+
+    /// Starts member `i` again on its data directory (a durable chain's
+    /// member that was killed), and waits until it has registered.
+    pub fn restart(&mut self, i: usize) {
+        assert!(
+            self.data_root.is_some(),
+            "only a durable chain's members restart on their disk"
+        );
+        assert!(self.members[i].is_none(), "member {i} is running");
+        let (p, host) = self.spawn_member(i);
+        self.members[i] = Some(p);
+        self.hosts[i] = host;
+    }
+
+    fn spawn_member(&mut self, i: usize) -> (ServerProc, Option<usize>) {
         let zk = self.zk.addr();
+        let dir = self
+            .data_root
+            .as_ref()
+            .map(|r| r.join(format!("m{i}")).to_string_lossy().to_string());
         let secret = super::cluster_secret_file();
         let mut args: Vec<&str> = vec![&zk, "--session-timeout-ms", "1000"];
         // A chain the test starts with --insecure-peers has no secret.
@@ -84,6 +130,9 @@ impl Chain {
             args.push("--unsafe-reads-anywhere");
         }
         args.extend(self.extra.iter().map(|s| s.as_str()));
+        if let Some(dir) = &dir {
+            args.extend(["--data-dir", dir, "--fsync", "always"]);
+        }
         let (p, host) = match self.net.as_mut() {
             Some(net) => {
                 let (id, ns, ip) = net.host();
@@ -102,9 +151,7 @@ impl Chain {
             "member did not register:\n{}",
             p.log_text()
         );
-        self.members.push(Some(p));
-        self.hosts.push(host);
-        self.members.len() - 1
+        (p, host)
     }
 
     pub fn member(&self, i: usize) -> &ServerProc {
@@ -373,6 +420,19 @@ impl Writer {
                 later_unknown,
                 "key{k}: holds write {got}, but the last acknowledged write is {acked_i}"
             );
+        }
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        if let Some(root) = self.data_root.take() {
+            for m in &mut self.members {
+                if let Some(mut p) = m.take() {
+                    p.kill9();
+                }
+            }
+            let _ = std::fs::remove_dir_all(root);
         }
     }
 }

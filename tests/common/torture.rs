@@ -41,6 +41,10 @@ pub struct Config {
     /// Run the chain on a test network (see `netns.rs`) and add partition
     /// faults. Callers check `netns::Net::create` works first.
     pub partitions: bool,
+    /// Every member logs to a data directory (`--fsync always`): a killed
+    /// member restarts on its disk, and a fault kills every member at once
+    /// and restarts them all on their disks.
+    pub durable: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -109,7 +113,11 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
     } else {
         vec![]
     };
-    let mut chain = Chain::start_full(cfg.members, false, &extra, net);
+    let mut chain = if cfg.durable {
+        Chain::start_durable(cfg.members, false, &extra, &format!("t{}", cfg.seed))
+    } else {
+        Chain::start_full(cfg.members, false, &extra, net)
+    };
     let shared = Arc::new(Shared {
         start: Instant::now(),
         history: Mutex::new(Vec::new()),
@@ -513,8 +521,34 @@ fn inject_faults(cfg: &Config, chain: &mut Chain, shared: &Shared, report: &mut 
                     .schedule
                     .push(format!("{t} ms: kill -9 member {victim}"));
                 std::thread::sleep(Duration::from_millis(rng.gen_range(200..1000)));
-                chain.add_member();
-                "kill -9 + restart"
+                if cfg.durable {
+                    chain.restart(victim);
+                    "kill -9 + restart from its disk"
+                } else {
+                    chain.add_member();
+                    "kill -9 + restart"
+                }
+            }
+            80..=89 if cfg.durable => {
+                let down = rng.gen_range(200..1500);
+                let victims: Vec<usize> = (0..chain.members.len())
+                    .filter(|i| chain.members[*i].is_some())
+                    .collect();
+                report.schedule.push(format!(
+                    "{t} ms: kill -9 of every member {victims:?}, restarted from their disks after {down} ms"
+                ));
+                for &v in &victims {
+                    chain.kill9(v);
+                }
+                std::thread::sleep(Duration::from_millis(down));
+                let mut order = victims.clone();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.gen_range(0..=i));
+                }
+                for v in order {
+                    chain.restart(v);
+                }
+                "kill -9 of every member + restart from their disks"
             }
             30..=49 => {
                 let victim = pick_running(chain, &mut rng);

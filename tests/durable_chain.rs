@@ -336,3 +336,58 @@ fn a_member_with_a_stale_disk_may_not_found_the_chain() {
         tail(&stale_log, 30)
     );
 }
+
+/// A member killed (-9) while the chain goes on, restarted on its disk:
+/// its new predecessor sends only the updates after what its log holds
+/// (a delta), not the table, and it ends with the same table as the rest.
+#[test]
+fn a_member_restarted_on_its_disk_catches_up_by_delta() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut chain = DurableChain::new(3, "delta");
+    for i in 0..3 {
+        chain.start(i);
+    }
+    chain.wait_settled();
+    // A table much larger than what the member will miss.
+    let mut c = chain.client();
+    let value = vec![b'v'; 1000];
+    for i in 0..2000 {
+        let body = Body::Put {
+            key: Key::new(format!("bulk{i}")).unwrap(),
+            value: value.clone(),
+            mode: WriteMode::Sync,
+        };
+        c.call(body).unwrap();
+    }
+    c.close();
+    let load = Load::start(chain.client());
+    load.wait_acked(100);
+    chain.kill9(1);
+    load.wait_acked(200);
+    chain.start(1); // registers last: its predecessor is member 2
+    chain.wait_settled();
+    load.wait_acked(100);
+    let log = load.stop();
+    let table = chain.converged_table();
+    Writer::check(&log, KEYS, &table);
+    assert!(table.len() >= 2000);
+    let count = |name: &str| -> u64 {
+        stat_text(&chain.addr(2), name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in member 2's STATS"))
+    };
+    let (full, delta, updates) = (
+        count("transfers_full"),
+        count("transfers_delta"),
+        count("transfer_delta_updates"),
+    );
+    assert_eq!(
+        (full, delta),
+        (0, 1),
+        "one delta, no snapshot, to the restarted member"
+    );
+    assert!(
+        (200..2000).contains(&updates),
+        "the delta held the {updates} updates the member missed, not the table's 2,000 entries"
+    );
+}

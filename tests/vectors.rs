@@ -343,6 +343,7 @@ fn message(m: &Value) -> Message {
             snapshot_seq: n(m, "snapshot_seq"),
             first: m["first"].as_bool().unwrap(),
             last: m["last"].as_bool().unwrap(),
+            keep: m.get("keep").and_then(Value::as_bool).unwrap_or(false),
             gaps: gaps(m),
             entries: entries(&m["entries"]),
         }),

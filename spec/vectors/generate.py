@@ -140,7 +140,8 @@ def encode(m):
         p = struct.pack(">Q", m["seq"])
     elif t == "SNAPSHOT":
         gaps = struct.pack(">I", len(m["gaps"])) + b"".join(struct.pack(">QQ", g["first"], g["last"]) for g in m["gaps"])
-        p = struct.pack(">QB", m["snapshot_seq"], int(m["first"]) | int(m["last"]) << 1) + gaps + struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
+        snap_flags = int(m["first"]) | int(m["last"]) << 1 | int(m.get("keep", False)) << 2
+        p = struct.pack(">QB", m["snapshot_seq"], snap_flags) + gaps + struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"])
     elif t == "PEER_HELLO":
         p = text(m["from"]) + text(m["to"]) + text(m["root"]) + bytes.fromhex(m["nonce"])
     elif t == "PEER_CHALLENGE":
@@ -264,6 +265,8 @@ VALID = [
     ("hello-ok-cas", dict(type="HELLO_OK", request_id=1, version=1, features=FEATURE_CAS, payload_bytes_max=16777216, role="head", last_seq=49)),
     ("ack", dict(type="ACK", request_id=0, seq=44)),
     ("handoff", dict(type="HANDOFF", request_id=0, seq=45)),
+    # A delta to a joiner whose log ends at op 44: it keeps its table.
+    ("snapshot-keep", dict(type="SNAPSHOT", request_id=0, snapshot_seq=44, first=True, last=True, keep=True, gaps=[], entries=[])),
     ("snapshot-only-chunk", dict(type="SNAPSHOT", request_id=0, snapshot_seq=41, first=True, last=True, gaps=[dict(first=3, last=9)], entries=[dict(key="a", version=40, value="x")])),
 ]
 
@@ -334,6 +337,7 @@ def malformed():
         ("watch-prefix-too-long", frame(OP["WATCH"], 19, struct.pack(">QH", 0, 1025) + b"x" * 1025), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("data-length-past-end", frame(OP["PUT"], 2, key(b"k") + struct.pack(">I", 100) + b"abc"), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("bad-update-kind", frame(OP["UPDATE"], 0, struct.pack(">QQ", 1, 0) + b"\x07" + key(b"k")), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),
+        ("snapshot-keep-with-entries", frame(OP["SNAPSHOT"], 0, struct.pack(">QBI", 44, 7, 0) + struct.pack(">I", 1) + entry(dict(key="a", version=40, value="x"))), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),
         ("snapshot-gap-reversed", frame(OP["SNAPSHOT"], 0, struct.pack(">QBIQQI", 9, 3, 1, 5, 4, 0)), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),
     ]
 

@@ -11,7 +11,29 @@
 //! founder holds every acknowledged write, and the members that join it
 //! take its state (a snapshot) whatever they held.
 
-use super::{Action, Replica, Standing};
+use super::{Action, Replica, Standing, Successor};
+use crate::member::Member;
+use crate::wire::{Body, SnapshotChunk, Update};
+
+/// Key and value bytes of recent updates a durable member keeps, so that a
+/// successor restarting on its disk receives only what it misses (Redis's
+/// replication backlog). Beyond, the oldest are dropped, and a successor
+/// whose disk ends before them receives a whole snapshot.
+pub const RECENT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// What one kept update counts besides its key and value bytes.
+const RECENT_OVERHEAD_BYTES: usize = 64;
+
+/// State transfers this member made to successors (STATS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Whole snapshots.
+    pub full: u64,
+    /// Deltas: the successor kept its table and received the updates after
+    /// it.
+    pub delta: u64,
+    /// Updates sent in deltas.
+    pub delta_updates: u64,
+}
 
 impl Replica {
     /// This chain member logs to a data directory and resumes from it:
@@ -85,5 +107,103 @@ impl Replica {
             self.emit(Action::StepAside);
         }
         reaches && self.standing != Standing::Fenced
+    }
+
+    /// State transfers made to successors.
+    #[must_use]
+    pub fn transfers(&self) -> Transfers {
+        self.transfers
+    }
+
+    /// Keeps an applied update among the recent ones.
+    pub(super) fn remember(&mut self, update: &Update) {
+        self.recent_bytes += update.op.held_bytes() + RECENT_OVERHEAD_BYTES;
+        self.recent.push_back(update.clone());
+        while self.recent_bytes > RECENT_BYTES_MAX {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes -= old.op.held_bytes() + RECENT_OVERHEAD_BYTES;
+        }
+    }
+
+    /// The history was replaced (a snapshot installed): what was kept no
+    /// longer continues it.
+    pub(super) fn forget_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
+    }
+
+    /// A joining successor whose log ends at `last_seq`: when this member
+    /// applied that very update and keeps every update after it, the
+    /// successor keeps its table (a KEEP snapshot) and receives only those.
+    /// A sequence number names one update in the whole chain's life (a new
+    /// head skips past every id its predecessors may have used), so a log
+    /// that ends at an update this member applied holds this member's
+    /// history up to it. Returns whether the delta was sent.
+    pub(super) fn send_delta(&mut self, member: &Member, last_seq: u64) -> bool {
+        if !self.durable || last_seq == 0 || last_seq > self.last_applied {
+            return false;
+        }
+        let after: Vec<Update> = if last_seq == self.last_applied {
+            Vec::new()
+        } else {
+            let Some(i) = self.recent.iter().position(|u| u.seq == last_seq) else {
+                return false;
+            };
+            self.recent.iter().skip(i + 1).cloned().collect()
+        };
+        self.transfers.delta += 1;
+        self.transfers.delta_updates += after.len() as u64;
+        tracing::info!(
+            successor = %member.name,
+            from_seq = last_seq,
+            updates = after.len(),
+            "the successor keeps its disk's table: sending the updates after it"
+        );
+        self.successor = Successor::Transferring {
+            member: member.clone(),
+            snapshot_seq: Some(last_seq),
+        };
+        self.emit(Action::SendDown(Body::Snapshot(SnapshotChunk {
+            snapshot_seq: last_seq,
+            first: true,
+            last: true,
+            keep: true,
+            gaps: Vec::new(),
+            entries: Vec::new(),
+        })));
+        for u in after {
+            self.emit(Action::SendDown(Body::Update(u)));
+        }
+        // The joiner is not a replica yet: this member is the tail.
+        self.tail_ack(self.last_applied);
+        true
+    }
+
+    /// KEEP from the predecessor: this joining member's table, its log up
+    /// to `seq`, is the predecessor's history there; the updates after it
+    /// follow. Ignored unless this member is durable and holds exactly
+    /// that, with nothing in flight (the predecessor's next UPDATE then
+    /// does not continue its history, the link closes, and the next
+    /// handshake reports where it stands).
+    pub(super) fn keep_own_table(&mut self, seq: u64) {
+        if !self.durable || self.last_applied != seq || self.unapplied > 0 || self.partial_snapshot
+        {
+            tracing::warn!(
+                seq,
+                last_applied = self.last_applied,
+                "a KEEP snapshot that does not match this member's table: ignored"
+            );
+            return;
+        }
+        self.standing = Standing::Joining {
+            installed: true,
+            handoff: None,
+        };
+        self.awaiting_install = None;
+        self.last_queued = seq;
+        self.last_acked = seq;
+        self.emit(Action::SendUp(seq));
     }
 }

@@ -50,10 +50,12 @@ mod stream;
 mod tests;
 mod time;
 
+use durable::Transfers;
 use snapshot::OutgoingSnapshot;
 use time::Timers;
 
 pub use crate::member::Member;
+pub use durable::RECENT_BYTES_MAX;
 #[cfg(feature = "testing")]
 pub use planted::PlantedBug;
 pub use sent::SentList;
@@ -278,6 +280,14 @@ pub struct Replica {
     floor_asked: u64,
     /// A step aside was asked for and the member has not registered again.
     stepping_aside: bool,
+    /// A durable member's most recent updates, in order, for a successor
+    /// whose disk ends among them (see `durable.rs`).
+    recent: VecDeque<Update>,
+    /// Key and value bytes in `recent`.
+    recent_bytes: usize,
+    /// State transfers to a successor: whole snapshots, and deltas (the
+    /// updates after what its disk holds), with the updates the deltas sent.
+    pub(super) transfers: Transfers,
     /// Highest sequence number the worker has reported applied.
     last_applied: u64,
     /// Highest sequence number known to be applied by the tail.
@@ -358,6 +368,9 @@ impl Replica {
             durable_floor: None,
             floor_asked: 0,
             stepping_aside: false,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            transfers: Transfers::default(),
             last_applied: 0,
             last_acked: 0,
             sent: SentList::new(sent_max.min(HELD_UPDATES_MAX / 2)),
@@ -457,6 +470,7 @@ impl Replica {
             snapshot_seq: 0,
             first: true,
             last: false,
+            keep: false,
             gaps: Vec::new(),
             entries: Vec::new(),
         }));
@@ -657,6 +671,11 @@ impl Replica {
     pub fn hello_last_seq(&self) -> u64 {
         match self.standing {
             Standing::Active => self.last_applied,
+            // A durable joiner says where its log ends: its predecessor
+            // may then send only what follows (see `durable.rs`).
+            Standing::Joining {
+                installed: false, ..
+            } if self.durable && !self.partial_snapshot && self.unapplied == 0 => self.last_applied,
             _ => 0,
         }
     }

@@ -26,6 +26,9 @@ impl Replica {
             return;
         }
         self.last_applied = seq;
+        if self.durable {
+            self.remember(&update);
+        }
         if let Some(w) = self.waiting.iter_mut().find(|w| w.0 == seq) {
             // The key's version now, as the update the worker resolved says.
             let version = match update.op {
@@ -198,6 +201,10 @@ impl Replica {
         };
         let member = member.clone();
         if role == NodeRole::Joining || last_seq < self.last_acked {
+            if role == NodeRole::Joining && self.send_delta(&member, last_seq) {
+                return;
+            }
+            self.transfers.full += 1;
             self.successor = Successor::Transferring {
                 member,
                 snapshot_seq: None,

@@ -565,6 +565,10 @@ impl Server {
             if self.replica.is_durable() {
                 s.count("durable_floor", self.replica.durable_floor());
             }
+            let t = self.replica.transfers();
+            s.count("transfers_full", t.full);
+            s.count("transfers_delta", t.delta);
+            s.count("transfer_delta_updates", t.delta_updates);
         }
         if let (Some(h), Some(st)) = (&self.health, &self.cfg.storage) {
             use std::sync::atomic::Ordering::Relaxed;

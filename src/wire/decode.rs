@@ -122,15 +122,26 @@ fn decode_peer(opcode: u8, r: &mut Reader<'_>) -> Result<Body, DecodeError> {
         },
         _ => {
             let snapshot_seq = r.u64("snapshot seq")?;
-            // Bits other than FIRST (0) and LAST (1) are reserved: ignored.
+            // Bits other than FIRST (0), LAST (1) and KEEP (2) are
+            // reserved: ignored.
             let flags = r.u8("snapshot flags")?;
-            Body::Snapshot(SnapshotChunk {
+            let chunk = SnapshotChunk {
                 snapshot_seq,
                 first: flags & 1 != 0,
                 last: flags & 2 != 0,
+                keep: flags & 4 != 0,
                 gaps: decode_gaps(r)?,
                 entries: decode_list(r, "entries", Entry::MIN_ENCODED_LEN)?,
-            })
+            };
+            // KEEP stands for a whole transfer: FIRST and LAST, nothing in it.
+            let whole_and_empty = chunk.first && chunk.last && chunk.entries.is_empty();
+            if chunk.keep && !whole_and_empty {
+                return Err(DecodeError::Invalid {
+                    what: "KEEP snapshot (must be FIRST, LAST and empty)",
+                    value: flags.into(),
+                });
+            }
+            Body::Snapshot(chunk)
         }
     })
 }
@@ -368,6 +379,7 @@ mod tests {
             snapshot_seq: 1 << 40,
             first: true,
             last: true,
+            keep: false,
             gaps,
             entries: Vec::new(),
         };

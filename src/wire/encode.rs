@@ -72,7 +72,10 @@ fn encode_peer(body: &Body, out: &mut Vec<u8>) {
         Ack { seq } | Handoff { seq } => put_u64(out, *seq),
         Snapshot(s) => {
             put_u64(out, s.snapshot_seq);
-            put_u8(out, u8::from(s.first) | (u8::from(s.last) << 1));
+            put_u8(
+                out,
+                u8::from(s.first) | (u8::from(s.last) << 1) | (u8::from(s.keep) << 2),
+            );
             encode_list(out, &s.gaps);
             encode_list(out, &s.entries);
         }

@@ -794,6 +794,11 @@ pub struct SnapshotChunk {
     pub first: bool,
     /// Set on the final chunk; UPDATEs after `snapshot_seq` follow.
     pub last: bool,
+    /// KEEP (flag bit 2, with FIRST and LAST, no entries): the receiver
+    /// already holds the sender's history up to `snapshot_seq` (its log
+    /// ends there) and keeps its table; only the UPDATEs after it follow.
+    #[cfg_attr(feature = "arbitrary", arbitrary(default))]
+    pub keep: bool,
     /// The gaps in the history up to `snapshot_seq` (FIRST chunk only;
     /// empty in the others).
     #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_gaps))]

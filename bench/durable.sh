@@ -5,17 +5,26 @@
 # the longest pause a background snapshot causes, and recovery speed after
 # kill -9. Prints a table; JSON lines are kept in $OUT.
 #
+# Then a durable 3-member chain (--data-dir, --fsync always on every member)
+# against a 3-member etcd cluster with its data on the same disk.
+#
 # Usage: bench/durable.sh [SECONDS_PER_TEST]   (default 10)
-# Installs redis-server from Debian if missing (needs root). DATA (default
-# /var/tmp) is where the data directories go: it must be a real disk.
+# Installs redis-server, etcd and zookeeper from Debian if missing (needs
+# root). DATA (default /var/tmp) is where the data directories go: it must
+# be a real disk. SECTIONS (default "standalone million chain") picks parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 out=${OUT:-bench/results-durable-$(date +%Y%m%d-%H%M%S).jsonl}
 data_root=${DATA:-/var/tmp}
-if ! command -v redis-server >/dev/null; then
-  echo "== installing redis-server"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+sections=${SECTIONS:-standalone million chain}
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v etcd >/dev/null || need+=(etcd-server etcd-client)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet
 bin=target/release
@@ -31,6 +40,7 @@ bench() { "$bin/table-bench" -q --json --duration "$secs" "$@" | tee -a "$out"; 
 : > "$out"
 echo "== data on $(df -P "$tmp" | awk 'NR==2 {print $1 " (" $6 ")"}')"
 
+if [[ " $sections " == *" standalone "* ]]; then
 for policy in always everysec; do
   echo "== standalone SET, --fsync $policy vs Redis appendfsync $policy (50 clients, 100-byte values, 100,000 keys)"
   ct=$(free_port)
@@ -47,7 +57,9 @@ for policy in always everysec; do
   done
   kill -9 $ct_pid $rd_pid
 done
+fi
 
+if [[ " $sections " == *" million "* ]]; then
 echo "== about a million keys: snapshot pauses while writing, then recovery after kill -9"
 ct=$(free_port)
 dir="$tmp/million"
@@ -90,6 +102,39 @@ print(json.dumps({"target": "chaintable", "test": "recovery_snapshot_and_log",
                   "records": int(last["replayed_records"]), "mb": float(last["replayed_mb"]),
                   "mb_per_sec": float(last["replay_mb_per_s"]), "took_ms": int(last["took_ms"])}))
 EOF
+fi
+
+if [[ " $sections " == *" chain "* ]]; then
+echo "== durable replication: 3-member chain (--fsync always on every member) vs 3-member etcd, data on the same disk"
+zk=$(free_port)
+scripts/zookeeper.sh "$zk" >"$tmp/zk.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$zk && echo srvr >&3 && timeout 1 cat <&3 | grep -q Mode) 2>/dev/null && break; sleep 0.2; done
+head -c 32 /dev/urandom | base64 > "$tmp/cluster.secret"
+chain_pids=()
+for i in 1 2 3; do
+  p=$(free_port); "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" \
+    --data-dir "$tmp/chain-$i" --fsync always 2>"$tmp/chain-$i.log" & chain_pids+=($!); pids+=($!)
+  wait_port "$p"; sleep 0.5
+done
+sleep 1
+e_ports=(); e_peers=(); cluster=""
+for i in 1 2 3; do e_ports+=($(free_port)); e_peers+=($(free_port)); cluster+="e$i=http://127.0.0.1:${e_peers[$((i-1))]},"; done
+etcd_pids=()
+for i in 1 2 3; do
+  etcd --name e$i --data-dir "$tmp/etcd-$i" \
+    --listen-client-urls http://127.0.0.1:${e_ports[$((i-1))]} --advertise-client-urls http://127.0.0.1:${e_ports[$((i-1))]} \
+    --listen-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} --initial-advertise-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} \
+    --initial-cluster "${cluster%,}" --initial-cluster-state new --log-level error >"$tmp/etcd$i.log" 2>&1 &
+  etcd_pids+=($!); pids+=($!)
+done
+for p in "${e_ports[@]}"; do wait_port "$p"; done
+sleep 2
+for c in 1 100; do
+  bench --zookeeper 127.0.0.1:$zk --label durable-chain -c $c -d 100 -r 100000 -t put --server-pid "${chain_pids[0]}" --server-pid "${chain_pids[1]}" --server-pid "${chain_pids[2]}"
+  bench --etcd 127.0.0.1:${e_ports[0]} --label etcd-disk -c $c -d 100 -r 100000 -t put --server-pid "${etcd_pids[0]}" --server-pid "${etcd_pids[1]}" --server-pid "${etcd_pids[2]}"
+done
+for p in "${etcd_pids[@]}" "${chain_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+fi
 
 echo
 python3 - "$out" "$secs" <<'EOF'
@@ -119,5 +164,12 @@ for t, label in (("recovery_log_only", "recovery, log only"), ("recovery_snapsho
     r = find("chaintable", t)
     if r:
         print(f"| {label}: {r['records']:,} records, {r['mb']:.0f} MB of log | log MB/s (total ms) | {r['mb_per_sec']:.0f} ({r['took_ms']}) | - | target >= 200 |")
+for c in (1, 100):
+    o, e = find("durable-chain", "put", clients=c), find("etcd-disk", "put", clients=c)
+    if not o or not e:
+        continue
+    w = f"3-member durable chain vs etcd, {c} clients, PUT"
+    print(f"| {w} | ops/s | {o['ops_per_sec']:,.0f} | etcd {e['ops_per_sec']:,.0f} | {o['ops_per_sec'] / e['ops_per_sec']:.2f}x |")
+    print(f"| {w} | p50 / p99 µs | {o['p50_us']} / {o['p99_us']} | etcd {e['p50_us']} / {e['p99_us']} | - |")
 print(f"\n({sys.argv[2]} s per throughput test)")
 EOF

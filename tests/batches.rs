@@ -186,16 +186,6 @@ fn a_batch_reaches_every_member_of_a_chain() {
     c.close();
 }
 
-/// The server's high-water mark of resident memory, in KiB.
-fn peak_kib(s: &ServerProc) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// An MGET naming one 1 MiB value 1024 times asks for a 1 GiB reply. It is
 /// refused (RESULT_TOO_LARGE) from the sizes alone, before anything is
 /// copied: the server's peak memory barely moves, and the connection
@@ -205,13 +195,13 @@ fn an_mget_too_large_for_a_frame_is_refused_before_anything_is_copied() {
     let s = ServerProc::start(2, &["--frame-bytes-max", "2097152"]);
     let mut c = s.client();
     c.put(b"big", &vec![7u8; 1 << 20]).unwrap();
-    let before = peak_kib(&s);
+    let before = s.peak_kib();
     let same: Vec<&[u8]> = vec![b"big"; BATCH_OPS_MAX];
     for _ in 0..3 {
         let e = c.mget(&same).unwrap_err();
         assert_eq!(code(&e), Some(ErrorCode::ResultTooLarge), "{e:?}");
     }
-    let grew_kib = peak_kib(&s) - before;
+    let grew_kib = s.peak_kib() - before;
     assert!(
         grew_kib < 32 * 1024,
         "refusing a 1 GiB MGET raised the server's peak memory by {grew_kib} KiB"

@@ -20,16 +20,6 @@ fn key(k: &str) -> Key {
     Key::new(k).unwrap()
 }
 
-/// The server's high-water mark of resident memory, in KiB.
-fn peak_kib(s: &ServerProc) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// The next update, waiting at most 5 s.
 fn next(w: &mut chaintable::client::Watcher) -> WatchUpdate {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -181,7 +171,7 @@ fn a_watcher_that_does_not_read_is_cut_off_and_memory_stays_bounded() {
     );
     let mut c = s.client();
     c.put(b"warm", b"up").unwrap();
-    let before_kib = peak_kib(&s);
+    let before_kib = s.peak_kib();
     let mut stalled = Raw::hello(&s.addr());
     stalled.send(&Message::new(
         7,
@@ -203,7 +193,7 @@ fn a_watcher_that_does_not_read_is_cut_off_and_memory_stays_bounded() {
             assert!(r.is_ok(), "a write failed: {r:?}");
         }
     }
-    let peak = peak_kib(&s);
+    let peak = s.peak_kib();
     let stats = c.stats().unwrap();
     assert_eq!(stats.get_count("watches_cut_slow"), Some(1), "{stats:?}");
     // Whatever was queued for it, then the ERROR that ended it.

@@ -164,7 +164,13 @@ impl Replica {
             // registered again land before the snapshot, which replaces
             // them: their completions are not this history's (found by a
             // durable torture run: "applied 3013 beyond queued 3012").
+            // Nor is what its disk held: the table is being replaced, and
+            // its log may even run past the snapshot (an old head's writes
+            // that were never acknowledged).
             self.forget_unapplied();
+            self.last_queued = 0;
+            self.last_applied = 0;
+            self.last_acked = 0;
             self.standing = Standing::Joining {
                 installed: false,
                 handoff: None,

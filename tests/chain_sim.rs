@@ -75,6 +75,46 @@ fn seeded_schedules_keep_the_invariants_and_stay_linearizable() {
     }
 }
 
+/// Durable schedules in the default run (`SIM_DURABLE_SCHEDULES`
+/// overrides): every member has a disk, crashed members restart on it, and
+/// the whole chain dies at once now and then.
+const DURABLE_SCHEDULES: u64 = 1000;
+
+#[test]
+fn durable_schedules_keep_every_acknowledged_write_through_total_outages() {
+    let (first, count) = match env_u64("SIM_SEED") {
+        Some(seed) => (seed, 1),
+        None => (
+            env_u64("SIM_FIRST_SEED").unwrap_or(0),
+            env_u64("SIM_DURABLE_SCHEDULES").unwrap_or(DURABLE_SCHEDULES),
+        ),
+    };
+    let started = Instant::now();
+    let mut total = Summary::default();
+    for seed in first..first + count {
+        let mut p = Params::new(seed);
+        p.durable = true;
+        let s = sim::run(&p).unwrap_or_else(|e| panic!("durable: {e}"));
+        total.events += s.events;
+        total.acked += s.acked;
+        total.crashes += s.crashes;
+        total.restarts += s.restarts;
+        total.outages += s.outages;
+        total.step_asides += s.step_asides;
+    }
+    eprintln!(
+        "{count} durable schedules in {:.1} s: {total:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        total.acked as u64 >= count * 20,
+        "too few writes: {total:?}"
+    );
+    if count >= 100 {
+        assert!(total.outages > 0 && total.restarts > 0, "{total:?}");
+    }
+}
+
 /// Each planted bug must be found within this many schedules.
 #[cfg(feature = "testing")]
 const PLANTED_SCHEDULES_MAX: u64 = 2000;

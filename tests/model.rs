@@ -306,7 +306,7 @@ impl State {
                 }
             }
             // Modelled members keep no disk, so they are never durable.
-            Action::PublishFloor(_) | Action::StepAside => {
+            Action::RaiseFloor(_) | Action::StepAside => {
                 panic!("a modelled member asked for durable-chain work")
             }
         }

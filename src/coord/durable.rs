@@ -8,46 +8,62 @@
 //! restarted member may found the chain again only if its log reaches the
 //! floor, so whoever founds it holds every acknowledged write.
 //!
-//! The root's data is untrusted input: `durable <seq>`, and with a cluster
-//! secret a signature over the root and the number on a second line
-//! (`sig:<hex>`), so that only members can move it.
+//! It also holds the ids reserved: no head assigns a sequence number above
+//! them, and a founder starts above them (see [`DurableFloor`]).
+//!
+//! The root's data is untrusted input: `durable <floor> <reserved>`, and
+//! with a cluster secret a signature over the root and both numbers on a
+//! second line (`sig:<hex>`), so that only members can move them.
 
 use super::*;
 use crate::auth::{hex, unhex};
+use crate::member::DurableFloor;
 
 const PREFIX: &str = "durable ";
 const SIGNATURE_PREFIX: &str = "sig:";
 /// Longest root data read as a floor (the signed form is ~100 bytes).
 const FLOOR_BYTES_MAX: usize = 256;
 
-fn signature(secret: &Secret, root: &str, seq: u64) -> [u8; 32] {
-    let key = secret.derive("durable floor");
-    crate::auth::hmac_parts(&key, &[root.as_bytes(), b"\0", &seq.to_be_bytes()])
+fn parts(root: &str, d: DurableFloor) -> [Vec<u8>; 3] {
+    [
+        root.as_bytes().to_vec(),
+        d.floor.to_be_bytes().to_vec(),
+        d.reserved.to_be_bytes().to_vec(),
+    ]
 }
 
-/// The root's data for floor `seq`.
+fn signature(secret: &Secret, root: &str, d: DurableFloor) -> [u8; 32] {
+    let key = secret.derive("durable floor");
+    let p = parts(root, d);
+    crate::auth::hmac_parts(&key, &[&p[0], b"\0", &p[1], &p[2]])
+}
+
+/// The root's data for `d`.
 #[must_use]
-pub fn encode_floor(secret: Option<&Secret>, root: &str, seq: u64) -> Vec<u8> {
+pub fn encode_floor(secret: Option<&Secret>, root: &str, d: DurableFloor) -> Vec<u8> {
+    let line = format!("{PREFIX}{} {}", d.floor, d.reserved);
     match secret {
-        Some(s) => format!(
-            "{PREFIX}{seq}\n{SIGNATURE_PREFIX}{}",
-            hex(&signature(s, root, seq))
-        )
-        .into_bytes(),
-        None => format!("{PREFIX}{seq}").into_bytes(),
+        Some(s) => {
+            format!("{line}\n{SIGNATURE_PREFIX}{}", hex(&signature(s, root, d))).into_bytes()
+        }
+        None => line.into_bytes(),
     }
 }
 
-/// The floor the root's data holds: 0 for a root without one (a new chain,
-/// or one whose members never logged).
+/// The state the root's data holds: zeros for a root without one (a new
+/// chain, or one whose members never logged).
 ///
 /// # Errors
 ///
-/// Why the data is not a floor: malformed, too long, or (with a secret)
-/// not signed by a member.
-pub fn decode_floor(secret: Option<&Secret>, root: &str, data: &[u8]) -> Result<u64, &'static str> {
+/// Why the data is not a durable state: malformed, too long, or (with a
+/// secret) not signed by a member.
+pub fn decode_floor(
+    secret: Option<&Secret>,
+    root: &str,
+    data: &[u8],
+) -> Result<DurableFloor, &'static str> {
     if data.is_empty() {
-        return Ok(0);
+        return Ok(DurableFloor::default());
     }
     if data.len() > FLOOR_BYTES_MAX {
         return Err("root data too long for a durable floor");
@@ -57,21 +73,29 @@ pub fn decode_floor(secret: Option<&Secret>, root: &str, data: &[u8]) -> Result<
         Some((f, s)) => (f, Some(s.trim())),
         None => (text.trim(), None),
     };
-    let seq: u64 = first
+    let mut numbers = first
         .strip_prefix(PREFIX)
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or("root data is not a durable floor")?;
+        .ok_or("root data is not a durable floor")?
+        .split_whitespace()
+        .map(str::parse::<u64>);
+    let (Some(Ok(floor)), Some(Ok(reserved)), None) =
+        (numbers.next(), numbers.next(), numbers.next())
+    else {
+        return Err("root data is not a durable floor");
+    };
+    let d = DurableFloor { floor, reserved };
     let Some(secret) = secret else {
-        return Ok(seq);
+        return Ok(d);
     };
     let sig = sig
         .and_then(|s| s.strip_prefix(SIGNATURE_PREFIX))
         .and_then(unhex)
         .ok_or("unsigned durable floor")?;
     let key = secret.derive("durable floor");
-    let parts: [&[u8]; 3] = [root.as_bytes(), b"\0", &seq.to_be_bytes()];
+    let p = parts(root, d);
+    let parts: [&[u8]; 4] = [&p[0], b"\0", &p[1], &p[2]];
     if Secret::new(key.to_vec()).verify(&parts, &sig) {
-        Ok(seq)
+        Ok(d)
     } else {
         Err("durable floor with a bad signature")
     }
@@ -81,29 +105,31 @@ pub fn decode_floor(secret: Option<&Secret>, root: &str, data: &[u8]) -> Result<
 pub(super) async fn read_floor(
     client: &zk::Client,
     cfg: &CoordConfig,
-) -> Result<Result<(u64, i32), &'static str>, zk::Error> {
+) -> Result<Result<(DurableFloor, i32), &'static str>, zk::Error> {
     let (data, stat) = client.get_data(&cfg.root).await?;
-    Ok(decode_floor(cfg.real_secret(), &cfg.root, &data).map(|seq| (seq, stat.version)))
+    Ok(decode_floor(cfg.real_secret(), &cfg.root, &data).map(|d| (d, stat.version)))
 }
 
-/// Raises the floor to `seq` (never lowers it); returns the floor now.
+/// Raises the floor and the reserved ids to at least `want` (never lowers
+/// either); returns the state now.
 pub(super) async fn publish_floor(
     client: &zk::Client,
     cfg: &CoordConfig,
-    seq: u64,
-) -> Result<u64, String> {
+    want: DurableFloor,
+) -> Result<DurableFloor, String> {
     loop {
-        let (floor, version) = match read_floor(client, cfg).await {
+        let (now, version) = match read_floor(client, cfg).await {
             Ok(Ok(v)) => v,
             Ok(Err(why)) => return Err(why.to_string()),
             Err(e) => return Err(e.to_string()),
         };
-        if floor >= seq {
-            return Ok(floor);
+        let new = now.max(want);
+        if new == now {
+            return Ok(now);
         }
-        let data = encode_floor(cfg.real_secret(), &cfg.root, seq);
+        let data = encode_floor(cfg.real_secret(), &cfg.root, new);
         match client.set_data(&cfg.root, &data, Some(version)).await {
-            Ok(_) => return Ok(seq),
+            Ok(_) => return Ok(new),
             // Another member moved it meanwhile: read it again.
             Err(zk::Error::BadVersion) => {}
             Err(e) => return Err(e.to_string()),
@@ -118,15 +144,28 @@ mod tests {
     #[test]
     fn floors_round_trip_and_a_forged_one_is_refused() {
         let secret = Secret::new(b"s3cret".to_vec());
-        let data = encode_floor(Some(&secret), "/chain", 42);
-        assert_eq!(decode_floor(Some(&secret), "/chain", &data), Ok(42));
+        let d = DurableFloor {
+            floor: 42,
+            reserved: 4200,
+        };
+        let data = encode_floor(Some(&secret), "/chain", d);
+        assert_eq!(decode_floor(Some(&secret), "/chain", &data), Ok(d));
         assert!(decode_floor(Some(&secret), "/other", &data).is_err());
-        assert!(decode_floor(Some(&secret), "/chain", b"durable 99").is_err());
-        let forged = String::from_utf8(data).unwrap().replace("42", "99");
+        assert!(decode_floor(Some(&secret), "/chain", b"durable 99 99").is_err());
+        let forged = String::from_utf8(data).unwrap().replace("4200", "9900");
         assert!(decode_floor(Some(&secret), "/chain", forged.as_bytes()).is_err());
-        assert_eq!(decode_floor(None, "/chain", b"durable 7"), Ok(7));
-        assert_eq!(decode_floor(None, "/chain", b""), Ok(0));
-        assert!(decode_floor(None, "/chain", b"durable x").is_err());
+        let seven = DurableFloor {
+            floor: 7,
+            reserved: 8,
+        };
+        assert_eq!(decode_floor(None, "/chain", b"durable 7 8"), Ok(seven));
+        assert_eq!(
+            decode_floor(None, "/chain", b""),
+            Ok(DurableFloor::default())
+        );
+        assert!(decode_floor(None, "/chain", b"durable 7").is_err());
+        assert!(decode_floor(None, "/chain", b"durable 7 8 9").is_err());
+        assert!(decode_floor(None, "/chain", b"durable x 1").is_err());
         assert!(decode_floor(None, "/chain", &[b'7'; 300]).is_err());
     }
 }

@@ -64,15 +64,15 @@ pub enum CoordEvent {
     },
     /// The chain's durable floor as ZooKeeper holds it (see `durable.rs`):
     /// read with every membership listing, and after every publication.
-    DurableFloor(u64),
+    DurableFloor(crate::member::DurableFloor),
 }
 
 /// What the server asks of the coordination thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoordCommand {
-    /// Raise the chain's durable floor to this sequence number, then report
-    /// it ([`CoordEvent::DurableFloor`]).
-    PublishFloor(u64),
+    /// Raise the chain's durable floor and reserved ids to at least these
+    /// (0: as they are), then report them ([`CoordEvent::DurableFloor`]).
+    RaiseFloor(crate::member::DurableFloor),
     /// Leave the front of the chain: this member may not found it (its log
     /// stops before the durable floor). After [`STEP_ASIDE_DELAY`] its node
     /// is deleted and it registers anew, at the end.

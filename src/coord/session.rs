@@ -47,7 +47,7 @@ pub(super) async fn session<F: Fn()>(
                     // Before the members: a member deciding whether it may
                     // found the chain needs the floor first.
                     match durable::read_floor(client, cfg).await {
-                        Ok(Ok((floor, _))) => out.send(CoordEvent::DurableFloor(floor)),
+                        Ok(Ok((d, _))) => out.send(CoordEvent::DurableFloor(d)),
                         Ok(Err(why)) => {
                             tracing::error!(root = %cfg.root, why, "the chain root holds no valid durable floor")
                         }
@@ -217,19 +217,19 @@ async fn command<F: Fn()>(
     inbox: &smol::channel::Receiver<CoordCommand>,
     first: CoordCommand,
 ) -> Result<(), SessionEnd> {
-    let mut publish = None;
+    let mut publish: Option<crate::member::DurableFloor> = None;
     let mut step_aside = false;
     for c in std::iter::once(first).chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
         match c {
-            CoordCommand::PublishFloor(seq) => publish = publish.max(Some(seq)),
+            CoordCommand::RaiseFloor(d) => publish = Some(publish.unwrap_or_default().max(d)),
             CoordCommand::StepAside => step_aside = true,
         }
     }
-    if let Some(seq) = publish {
-        match durable::publish_floor(client, lessee.cfg, seq).await {
-            Ok(floor) => out.send(CoordEvent::DurableFloor(floor)),
+    if let Some(want) = publish {
+        match durable::publish_floor(client, lessee.cfg, want).await {
+            Ok(d) => out.send(CoordEvent::DurableFloor(d)),
             Err(e) => {
-                tracing::warn!(seq, error = %e, "cannot raise the durable floor; retried with the next write")
+                tracing::warn!(?want, error = %e, "cannot raise the durable floor; asked again with the next lease")
             }
         }
     }

@@ -27,6 +27,13 @@ impl Replica {
                 redirect: None,
             });
         }
+        if !self.reserve_for(seq) {
+            return Err(Refusal {
+                code: ErrorCode::Unavailable,
+                why: "reserving sequence numbers in ZooKeeper; retry",
+                redirect: None,
+            });
+        }
         self.last_queued = seq;
         if let Some(token) = token {
             self.waiting.push_back((seq, token, None));

@@ -12,7 +12,7 @@
 //! take its state (a snapshot) whatever they held.
 
 use super::{Action, Replica, Standing, Successor};
-use crate::member::Member;
+use crate::member::{DurableFloor, Member};
 use crate::wire::{Body, SnapshotChunk, Update};
 
 /// Key and value bytes of recent updates a durable member keeps, so that a
@@ -20,6 +20,10 @@ use crate::wire::{Body, SnapshotChunk, Update};
 /// replication backlog). Beyond, the oldest are dropped, and a successor
 /// whose disk ends before them receives a whole snapshot.
 pub const RECENT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Sequence numbers a durable head reserves in ZooKeeper at a time (one
+/// ZooKeeper write per this many writes); it asks for more once half of a
+/// reservation is used, so that writes seldom wait for it.
+pub const ID_RESERVE_CHUNK: u64 = 1 << 24;
 /// What one kept update counts besides its key and value bytes.
 const RECENT_OVERHEAD_BYTES: usize = 64;
 
@@ -56,16 +60,49 @@ impl Replica {
     /// The chain's durable floor as last read or raised (0 before).
     #[must_use]
     pub fn durable_floor(&self) -> u64 {
-        self.durable_floor.unwrap_or(0)
+        self.durable_floor.map_or(0, |d| d.floor)
     }
 
-    /// ZooKeeper holds `floor`: writes up to it may be acknowledged.
-    pub fn handle_durable_floor(&mut self, floor: u64) {
-        let floor = self.durable_floor.map_or(floor, |f| f.max(floor));
-        self.durable_floor = Some(floor);
-        if self.durable && self.acting_tail() && !self.backlog_full() {
-            self.ack_through(self.last_applied.min(floor));
+    /// The ids reserved in ZooKeeper as last read or raised (0 before).
+    #[must_use]
+    pub fn ids_reserved(&self) -> u64 {
+        self.durable_floor.map_or(0, |d| d.reserved)
+    }
+
+    /// ZooKeeper holds `d`: writes up to its floor may be acknowledged,
+    /// and ids up to its reservation handed out.
+    pub fn handle_durable_floor(&mut self, d: DurableFloor) {
+        let d = self.durable_floor.map_or(d, |now| now.max(d));
+        self.durable_floor = Some(d);
+        if !self.durable {
+            return;
         }
+        if let Some(mark) = self.deferred_mark.filter(|m| *m <= d.reserved) {
+            self.deferred_mark = None;
+            self.log_mark(mark);
+        }
+        if self.acting_tail() && !self.backlog_full() {
+            self.ack_through(self.last_applied.min(d.floor));
+        }
+    }
+
+    /// Whether id `seq` may be handed out: always, unless this member is
+    /// durable and its reservation does not cover it yet (then it asks for
+    /// more). It asks ahead once half of the reservation is used.
+    pub(super) fn reserve_for(&mut self, seq: u64) -> bool {
+        if !self.durable {
+            return true;
+        }
+        let reserved = self.ids_reserved();
+        let want = seq.saturating_add(ID_RESERVE_CHUNK);
+        if seq.saturating_add(ID_RESERVE_CHUNK / 2) > reserved && want > self.reserve_asked {
+            self.reserve_asked = want;
+            self.emit(Action::RaiseFloor(DurableFloor {
+                floor: 0,
+                reserved: want,
+            }));
+        }
+        seq <= reserved
     }
 
     /// Acknowledges, as the acting tail, what it applied up to `seq`. A
@@ -81,9 +118,37 @@ impl Replica {
         let floor = self.durable_floor();
         if seq > floor && seq > self.floor_asked {
             self.floor_asked = seq;
-            self.emit(Action::PublishFloor(seq));
+            self.emit(Action::RaiseFloor(DurableFloor {
+                floor: seq,
+                reserved: 0,
+            }));
         }
         self.ack_through(seq.min(floor));
+    }
+
+    /// A durable acting tail whose applied writes wait for the floor asks
+    /// for it again (with every lease renewal): a raise ZooKeeper did not
+    /// take (it was down, the member was cut off) is not retried by
+    /// anything else, and the writes behind it would wait forever if no
+    /// other write came.
+    pub(super) fn ask_floor_again(&mut self) {
+        if !self.durable {
+            return;
+        }
+        let mut want = DurableFloor::default();
+        if self.standing == Standing::Active
+            && self.acting_tail()
+            && self.last_applied > self.durable_floor()
+        {
+            self.floor_asked = self.last_applied;
+            want.floor = self.last_applied;
+        }
+        if self.reserve_asked > self.ids_reserved() {
+            want.reserved = self.reserve_asked;
+        }
+        if want != DurableFloor::default() {
+            self.emit(Action::RaiseFloor(want));
+        }
     }
 
     /// Whether this joining member, first in the chain, may found it with
@@ -96,7 +161,7 @@ impl Replica {
         }
         let reaches = self
             .durable_floor
-            .is_some_and(|f| self.last_applied >= f && !self.partial_snapshot);
+            .is_some_and(|d| self.last_applied >= d.floor && !self.partial_snapshot);
         if !reaches && !self.stepping_aside {
             self.stepping_aside = true;
             tracing::warn!(

@@ -57,8 +57,12 @@ impl Replica {
         // Also with an empty history when this member had a predecessor:
         // the head that failed may have handed out ids it never saw (seed
         // 42234 of a 100,000-schedule run: it had seen none, and gave id 1
-        // again). The first member of a new chain has had no predecessor.
-        if !was_head && (self.last_queued > 0 || had_predecessor) {
+        // again). The first member of a new chain has had no predecessor;
+        // but in a durable chain, ids reserved in ZooKeeper say that heads
+        // before it may have handed out ids (a fresh member founding the
+        // chain after an outage gave id 1 again: durable seed 3841).
+        let ids_used_before = self.durable && self.ids_reserved() > 0;
+        if !was_head && (self.last_queued > 0 || had_predecessor || ids_used_before) {
             self.mark_id_skip();
         }
     }
@@ -74,14 +78,30 @@ impl Replica {
     /// admits a write, so a second crash skips from past it too.
     pub(super) fn mark_id_skip(&mut self) {
         // last_queued <= SEQ_MAX (checked on receipt), so no overflow.
-        let mark = self.last_queued.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
+        let mut mark = self.last_queued.saturating_add(HEAD_TAKEOVER_SEQ_GAP);
+        if self.durable {
+            // Past every id any head may have handed out, those of heads
+            // whose members all died included (`durable.rs`).
+            mark = mark.max(self.ids_reserved().saturating_add(1));
+        }
         self.seq_floor = mark;
         if mark > super::SEQ_MAX {
             return; // ids exhausted: this head admits no write at all
         }
+        self.takeover_mark = Some(mark);
+        if !self.reserve_for(mark) {
+            // Logged once the reservation covers it; no write is admitted
+            // before (the takeover mark is not acknowledged yet).
+            self.deferred_mark = Some(mark);
+            return;
+        }
+        self.log_mark(mark);
+    }
+
+    /// Queues the NOOP mark `mark` after this member's last update.
+    pub(super) fn log_mark(&mut self, mark: u64) {
         let prev_seq = self.last_queued;
         self.last_queued = mark;
-        self.takeover_mark = Some(mark);
         self.queue_apply(crate::wire::Update {
             seq: mark,
             prev_seq,

@@ -75,6 +75,13 @@ pub const HEAD_TAKEOVER_SEQ_GAP: u64 = 1 << 20;
 /// Default bound on the key and value bytes in Sent (unacknowledged writes).
 pub const SENT_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
 
+/// Largest step one update may make from the update before it: a takeover
+/// mark skips [`HEAD_TAKEOVER_SEQ_GAP`] ids, and a durable head's mark also
+/// skips past the ids reserved in ZooKeeper (`durable.rs`, a few
+/// `ID_RESERVE_CHUNK`s at most in practice). Anything larger is a broken
+/// stream.
+pub const SEQ_STEP_MAX: u64 = 1 << 40;
+
 /// Highest sequence number a head assigns (and a member accepts): far
 /// beyond any real history (2^62 writes), and low enough that `seq +
 /// HEAD_TAKEOVER_SEQ_GAP` can never wrap a `u64`.
@@ -96,7 +103,7 @@ pub enum StreamViolation {
         /// The last one this member holds.
         last: u64,
     },
-    #[error("update {seq} after {prev_seq} is not a valid step (at most {HEAD_TAKEOVER_SEQ_GAP} ids skipped, none past {SEQ_MAX})")]
+    #[error("update {seq} after {prev_seq} is not a valid step (at most {SEQ_STEP_MAX} ids skipped, none past {SEQ_MAX})")]
     /// The step itself is impossible: backwards, too far, or past
     /// [`SEQ_MAX`].
     BadStep {
@@ -179,9 +186,10 @@ pub enum Action {
     SendDown(Body),
     /// Send ACK to the predecessor.
     SendUp(u64),
-    /// Raise the chain's durable floor in ZooKeeper to this sequence
-    /// number; report the floor with [`Replica::handle_durable_floor`].
-    PublishFloor(u64),
+    /// Raise the chain's durable floor and reserved ids in ZooKeeper to at
+    /// least these (0: as they are); report the result with
+    /// [`Replica::handle_durable_floor`].
+    RaiseFloor(crate::member::DurableFloor),
     /// Leave the front of the chain and register again (this durable
     /// member may not found the chain; see `durable.rs`).
     StepAside,
@@ -274,8 +282,14 @@ pub struct Replica {
     takeover_mark: Option<u64>,
     /// A chain member with a data directory (see `durable.rs`).
     durable: bool,
-    /// The chain's durable floor, once read from ZooKeeper.
-    durable_floor: Option<u64>,
+    /// The chain's durable floor and reserved ids, once read from
+    /// ZooKeeper.
+    durable_floor: Option<crate::member::DurableFloor>,
+    /// The highest reservation asked for so far.
+    reserve_asked: u64,
+    /// A durable head's id-skip mark, waiting for the reservation to
+    /// cover it before it is logged.
+    deferred_mark: Option<u64>,
     /// The highest floor asked for so far.
     floor_asked: u64,
     /// A step aside was asked for and the member has not registered again.
@@ -366,6 +380,8 @@ impl Replica {
             takeover_mark: None,
             durable: false,
             durable_floor: None,
+            reserve_asked: 0,
+            deferred_mark: None,
             floor_asked: 0,
             stepping_aside: false,
             recent: VecDeque::new(),
@@ -416,6 +432,7 @@ impl Replica {
         self.waiting.clear();
         self.seq_floor = 0;
         self.takeover_mark = None;
+        self.deferred_mark = None;
         self.stepping_aside = false;
         self.last_acked = 0;
         if self.durable && !self.partial_snapshot {

@@ -2,7 +2,7 @@
 //! to the neighbours that carry it.
 
 use super::{Action, Replica, Standing, StreamViolation, Successor};
-use super::{HEAD_TAKEOVER_SEQ_GAP, SEQ_MAX};
+use super::{SEQ_MAX, SEQ_STEP_MAX};
 use crate::wire::{Body, NodeRole, Update, WriteOk, WriteOp, WriteOutcome};
 
 impl Replica {
@@ -94,8 +94,7 @@ impl Replica {
             }
         }
         let (seq, prev_seq) = (update.seq, update.prev_seq);
-        let step_ok =
-            seq > prev_seq && seq <= SEQ_MAX && seq - prev_seq <= HEAD_TAKEOVER_SEQ_GAP + 1;
+        let step_ok = seq > prev_seq && seq <= SEQ_MAX && seq - prev_seq <= SEQ_STEP_MAX;
         if !step_ok {
             return Err(StreamViolation::BadStep { seq, prev_seq });
         }

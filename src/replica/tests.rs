@@ -129,7 +129,7 @@ fn an_update_must_continue_the_history_exactly() {
         })
     );
     // Jumps too far, backwards steps, and seqs near the top of u64.
-    let far = 5 + HEAD_TAKEOVER_SEQ_GAP + 2;
+    let far = 5 + crate::replica::SEQ_STEP_MAX + 1;
     assert!(matches!(
         r.handle_update(del(far, 5)),
         Err(StreamViolation::BadStep { .. })

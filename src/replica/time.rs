@@ -61,6 +61,7 @@ impl Replica {
         let until = sent + lease;
         let t = &mut self.timers.lease_until;
         *t = Some(t.map_or(until, |u| u.max(until)));
+        self.ask_floor_again();
     }
 
     /// Whether the lease allows serving clients now: always for a

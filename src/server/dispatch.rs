@@ -74,9 +74,9 @@ impl Server {
                     }
                 }
                 Action::SendUp(seq) => ack_up = Some(seq),
-                Action::PublishFloor(seq) => {
+                Action::RaiseFloor(d) => {
                     if let Some(c) = &self.coord {
-                        c.command(crate::coord::CoordCommand::PublishFloor(seq));
+                        c.command(crate::coord::CoordCommand::RaiseFloor(d));
                     }
                 }
                 Action::StepAside => {
@@ -163,7 +163,7 @@ impl Server {
                 tracing::info!(role = self.replica.role().name(), "role");
             }
             CoordEvent::Alive { sent, lease } => self.replica.handle_lease(sent, lease),
-            CoordEvent::DurableFloor(floor) => self.replica.handle_durable_floor(floor),
+            CoordEvent::DurableFloor(d) => self.replica.handle_durable_floor(d),
             CoordEvent::Fenced(reason) => {
                 tracing::warn!(reason = %reason, "fenced: serving nothing until re-registered");
                 self.replica.fence();

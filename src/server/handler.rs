@@ -564,6 +564,7 @@ impl Server {
             s.count("sent_len", self.replica.sent_len() as u64);
             if self.replica.is_durable() {
                 s.count("durable_floor", self.replica.durable_floor());
+                s.count("ids_reserved", self.replica.ids_reserved());
             }
             let t = self.replica.transfers();
             s.count("transfers_full", t.full);

@@ -10,12 +10,14 @@ mod procs;
 mod zk;
 
 use super::lincheck::{self, KvOp, Recorded, Verdict};
-use chaintable::member::Member;
+use chaintable::member::{DurableFloor, Member};
 #[cfg(feature = "testing")]
 use chaintable::replica::PlantedBug;
 use chaintable::replica::{Action, Replica, WriteToken};
 use chaintable::serialize::{Entry, Key};
-use chaintable::wire::{BatchOp, Body, NodeRole, SnapshotChunk, Update, WriteOp, WriteOutcome};
+use chaintable::wire::{
+    BatchOp, Body, NodeRole, SeqGap, SnapshotChunk, Update, WriteOp, WriteOutcome,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -48,6 +50,10 @@ pub struct Params {
     /// Virtual time with faults and client traffic, before quiescing.
     pub run_ms: u64,
     pub faults: bool,
+    /// Every member has a disk (`--data-dir`, `--fsync always`): a crashed
+    /// member restarts on it, the whole chain may die at once, and the
+    /// durable floor lives in the ZooKeeper model.
+    pub durable: bool,
     #[cfg(feature = "testing")]
     pub planted: Option<PlantedBug>,
 }
@@ -60,6 +66,7 @@ impl Params {
             clients: 3,
             run_ms: 1500,
             faults: true,
+            durable: false,
             #[cfg(feature = "testing")]
             planted: None,
         }
@@ -78,6 +85,10 @@ pub struct Summary {
     pub partitions: u32,
     pub link_breaks: u32,
     pub expiries: u32,
+    /// Every member killed at once (durable schedules).
+    pub outages: u32,
+    /// Members that stepped aside rather than found the chain.
+    pub step_asides: u32,
 }
 
 /// Runs one schedule. `Err` says what broke, with the seed to replay it.
@@ -125,6 +136,20 @@ struct Proc {
     session: u64,
     /// Synchronous writes waiting at this process: token → client op.
     waiting: HashMap<WriteToken, (usize, u64)>,
+    /// The gaps in `hist` (what the log records with each write).
+    gaps: VecDeque<SeqGap>,
+    /// A durable member installing a snapshot: its disk still holds this
+    /// until the LAST chunk (`Store::replace`).
+    pre_install: Option<Disk>,
+}
+
+/// What a durable member's disk holds: its log's table, the sequence
+/// numbers it applied, and the gaps among them.
+#[derive(Debug, Clone, Default)]
+struct Disk {
+    table: BTreeMap<Key, (u64, Vec<u8>)>,
+    hist: Vec<u64>,
+    gaps: VecDeque<SeqGap>,
 }
 
 struct Session {
@@ -222,6 +247,14 @@ enum Ev {
     Heal,
     /// A crashed process starts again at the same address.
     Restart(Pid),
+    /// A member's raise of the durable floor and reserved ids (both) reaches
+    /// ZooKeeper.
+    FloorWrite(Pid, u64, (u64, u64)),
+    /// ZooKeeper's answer: the floor and reserved ids now.
+    FloorReply(Pid, u64, (u64, u64)),
+    /// A member that may not found the chain deletes its node and
+    /// registers again.
+    StepAside(Pid, u64),
 }
 
 struct World {
@@ -254,6 +287,10 @@ struct World {
     ids: HashMap<u64, WriteOp>,
     /// Quiescing: clients send nothing new.
     stopping: bool,
+    /// Durable schedules: the disks of crashed members, and the chain's
+    /// durable floor in ZooKeeper.
+    disks: HashMap<Pid, Disk>,
+    floor: DurableFloor,
     trace: VecDeque<String>,
     failure: Option<String>,
 }
@@ -285,6 +322,8 @@ impl World {
             summary: Summary::default(),
             ids: HashMap::new(),
             stopping: false,
+            disks: HashMap::new(),
+            floor: DurableFloor::default(),
             trace: VecDeque::new(),
             failure: None,
         }
@@ -405,12 +444,18 @@ impl World {
             Ev::Fault => self.fault(),
             Ev::Heal => self.heal(),
             Ev::Restart(pid) => {
-                if !self.procs.contains_key(&pid) && self.procs.len() < 5 {
+                // A durable member always comes back: its disk may hold the
+                // only state that reaches the floor.
+                let room = self.procs.len() < 5 || self.p.durable;
+                if !self.procs.contains_key(&pid) && room {
                     self.summary.restarts += 1;
                     self.note(format!("restart p{pid}"));
                     self.spawn_at(pid);
                 }
             }
+            Ev::FloorWrite(pid, s, seq) => self.floor_write(pid, s, seq),
+            Ev::FloorReply(pid, s, floor) => self.floor_reply(pid, s, floor),
+            Ev::StepAside(pid, s) => self.step_aside(pid, s),
         }
     }
 }

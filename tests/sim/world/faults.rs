@@ -35,14 +35,32 @@ impl World {
 
     pub(super) fn fault(&mut self) {
         let pids: Vec<Pid> = self.procs.keys().copied().collect();
+        if pids.is_empty() {
+            // Every member is down (a durable outage): they are restarting.
+            self.after(50 * MS, Ev::Fault);
+            return;
+        }
         let pick = self.rng.gen_range(0..pids.len());
         let victim = pids[pick];
         let other = pids[(pick + 1 + self.rng.gen_range(0..pids.len().max(2) - 1)) % pids.len()];
         let healthy = self.cuts.is_empty() && self.sound(Some(victim)) >= 1;
+        let durable = self.p.durable;
         match self.rng.gen_range(0..100) {
-            0..=19 if healthy && pids.len() > 1 => {
+            // With disks, every member may die at once: they come back.
+            0..=3 if durable => {
+                self.summary.outages += 1;
+                self.note("every member crashes".into());
+                for pid in pids {
+                    self.crash(pid);
+                    let after = self.rng.gen_range(20 * MS..300 * MS);
+                    self.after(after, Ev::Restart(pid));
+                }
+            }
+            0..=19 if (healthy || durable) && pids.len() > 1 => {
                 self.crash(victim);
-                if self.rng.gen_bool(0.5) {
+                // A member that may hold the only complete state comes back
+                // on its disk.
+                if !healthy || self.rng.gen_bool(0.5) {
                     let after = self.rng.gen_range(20 * MS..300 * MS);
                     self.after(after, Ev::Restart(victim));
                 }

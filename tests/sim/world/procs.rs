@@ -21,12 +21,23 @@ impl World {
         if let Some(bug) = self.p.planted {
             replica.plant(bug);
         }
+        // A durable member starts on its disk (empty the first time).
+        let disk = if self.p.durable {
+            let disk = self.disks.remove(&pid).unwrap_or_default();
+            let gaps: Vec<SeqGap> = disk.gaps.iter().copied().collect();
+            replica.resume_durable(disk.hist.last().copied().unwrap_or(0), &gaps);
+            disk
+        } else {
+            Disk::default()
+        };
         self.procs.insert(
             pid,
             Proc {
                 replica,
-                table: BTreeMap::new(),
-                hist: Vec::new(),
+                table: disk.table,
+                hist: disk.hist,
+                gaps: disk.gaps,
+                pre_install: None,
                 tasks: VecDeque::new(),
                 working: false,
                 tick_at: None,
@@ -191,9 +202,11 @@ impl World {
                 }
             }
             Action::SendUp(seq) => self.send_up(pid, Up::Ack(seq)),
-            // Simulated members keep no disk, so they are never durable.
-            Action::PublishFloor(_) | Action::StepAside => {
-                panic!("a simulated member asked for durable-chain work: {a:?}")
+            Action::RaiseFloor(d) => self.floor_write_start(pid, d),
+            Action::StepAside => {
+                let s = self.procs.get(&pid).map_or(0, |p| p.session);
+                // The coordinator waits STEP_ASIDE_DELAY first.
+                self.after(100 * MS, Ev::StepAside(pid, s));
             }
         }
     }
@@ -279,6 +292,7 @@ impl World {
                     _ => None,
                 };
                 p.hist.push(u.seq);
+                SeqGap::record(&mut p.gaps, u.prev_seq, u.skipped_until());
                 let outcome = match existed {
                     Some(true) => WriteOutcome::Existed,
                     Some(false) => WriteOutcome::Absent,
@@ -307,13 +321,22 @@ impl World {
             }
             Task::Install(chunk) => {
                 if chunk.first {
+                    if self.p.durable && p.pre_install.is_none() {
+                        p.pre_install = Some(Disk {
+                            table: p.table.clone(),
+                            hist: p.hist.clone(),
+                            gaps: p.gaps.clone(),
+                        });
+                    }
                     p.table.clear();
                     p.hist.clear();
+                    p.gaps = chunk.gaps.iter().copied().collect();
                 }
                 for e in chunk.entries {
                     p.table.insert(e.key, (e.version, e.value));
                 }
                 if chunk.last {
+                    p.pre_install = None; // the disk now holds the snapshot
                     let seq = chunk.snapshot_seq;
                     p.hist = self.snapshots.get(&seq).cloned().unwrap_or_default();
                     self.with(pid, |r| r.handle_snapshot_installed(seq));
@@ -334,6 +357,16 @@ impl World {
         self.summary.crashes += 1;
         if let Some(p) = self.procs.get_mut(&pid) {
             p.alive = false;
+            if self.p.durable {
+                // `--fsync always`: the disk holds what the worker applied
+                // (or, mid-install, what it held before the snapshot).
+                let disk = p.pre_install.take().unwrap_or_else(|| Disk {
+                    table: p.table.clone(),
+                    hist: p.hist.clone(),
+                    gaps: p.gaps.clone(),
+                });
+                self.disks.insert(pid, disk);
+            }
         }
         // The kernel resets its connections; its session lives on until
         // ZooKeeper expires it (kill -9 closes nothing politely).

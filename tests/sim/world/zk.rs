@@ -89,6 +89,11 @@ impl World {
         }
         let members = self.members();
         let fenced_before = self.role(pid) == Some(NodeRole::Fenced);
+        if self.p.durable {
+            // The coordinator reads the floor with every listing, first.
+            let floor = self.floor;
+            self.with(pid, |r| r.handle_durable_floor(floor));
+        }
         self.with(pid, |r| r.handle_membership(members));
         if !fenced_before && self.role(pid) == Some(NodeRole::Fenced) {
             // Its own node is gone: the coordinator registers it again.
@@ -98,5 +103,53 @@ impl World {
 
     pub(super) fn role(&self, pid: Pid) -> Option<NodeRole> {
         self.procs.get(&pid).map(|p| p.replica.role())
+    }
+
+    /// A member asks ZooKeeper to raise the durable floor: lost when it is
+    /// cut off or its session is over (it asks again with its next lease).
+    pub(super) fn floor_write_start(&mut self, pid: Pid, want: DurableFloor) {
+        let Some(s) = self.procs.get(&pid).map(|p| p.session) else {
+            return;
+        };
+        if !self.cut(End::Proc(pid), End::Zk) {
+            let d = self.delay();
+            self.after(d, Ev::FloorWrite(pid, s, (want.floor, want.reserved)));
+        }
+    }
+
+    pub(super) fn floor_write(&mut self, pid: Pid, s: u64, (floor, reserved): (u64, u64)) {
+        let live = self.sessions.get(&s).is_some_and(|x| !x.expired);
+        if self.cut(End::Proc(pid), End::Zk) || !live {
+            return;
+        }
+        self.floor = self.floor.max(DurableFloor { floor, reserved });
+        let (d, now) = (self.delay(), self.floor);
+        self.after(d, Ev::FloorReply(pid, s, (now.floor, now.reserved)));
+    }
+
+    pub(super) fn floor_reply(&mut self, pid: Pid, s: u64, (floor, reserved): (u64, u64)) {
+        let same = self.procs.get(&pid).map(|p| p.session) == Some(s);
+        if self.cut(End::Proc(pid), End::Zk) || !same {
+            return;
+        }
+        self.with(pid, |r| {
+            r.handle_durable_floor(DurableFloor { floor, reserved })
+        });
+    }
+
+    /// The member deletes its node, ends its session and registers again.
+    pub(super) fn step_aside(&mut self, pid: Pid, s: u64) {
+        let same = self.procs.get(&pid).map(|p| p.session) == Some(s);
+        if !same || self.cut(End::Proc(pid), End::Zk) {
+            return;
+        }
+        self.summary.step_asides += 1;
+        self.note(format!("p{pid} steps aside"));
+        self.znodes.retain(|(_, x)| *x != s);
+        if let Some(x) = self.sessions.get_mut(&s) {
+            x.expired = true;
+        }
+        self.with(pid, |r| r.fence());
+        self.register(pid);
     }
 }

@@ -10,6 +10,13 @@
 //! since every new head skips past what any member may hold). So the
 //! founder holds every acknowledged write, and the members that join it
 //! take its state (a snapshot) whatever they held.
+//!
+//! "Every new head skips past what any member may hold" needs one more
+//! piece across total outages, where a founder cannot see what the heads
+//! of the last era handed out: the ids reserved in ZooKeeper. A durable
+//! head reserves ids before it hands them out, and a new head starts past
+//! the reservation, so a sequence number names one update in the chain's
+//! whole life (which VERIFY and the delta rejoin below rely on).
 
 use super::{Action, Replica, Standing, Successor};
 use crate::member::{DurableFloor, Member};

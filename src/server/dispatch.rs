@@ -13,6 +13,8 @@ impl Server {
     /// of a batch is sent, as acks are cumulative.
     pub(super) fn dispatch(&mut self) {
         let mut ack_up = None;
+        // Floor raises are folded into one command per dispatch.
+        let mut raise: Option<crate::member::DurableFloor> = None;
         // Whether anything was queued on a peer link (only then can one
         // have passed its output bound).
         let mut peers_written = false;
@@ -74,11 +76,7 @@ impl Server {
                     }
                 }
                 Action::SendUp(seq) => ack_up = Some(seq),
-                Action::RaiseFloor(d) => {
-                    if let Some(c) = &self.coord {
-                        c.command(crate::coord::CoordCommand::RaiseFloor(d));
-                    }
-                }
+                Action::RaiseFloor(d) => raise = Some(raise.unwrap_or_default().max(d)),
                 Action::StepAside => {
                     if let Some(c) = &self.coord {
                         c.command(crate::coord::CoordCommand::StepAside);
@@ -87,6 +85,9 @@ impl Server {
             }
         }
         self.queue.push_all(tasks);
+        if let (Some(d), Some(c)) = (raise, &self.coord) {
+            c.command(crate::coord::CoordCommand::RaiseFloor(d));
+        }
         if let Some(seq) = ack_up {
             peers_written = true;
             self.touch_peers();

@@ -239,3 +239,50 @@ fn table_server_rejects_bad_arguments_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+/// `watch` prints each change under the prefix as it is committed, one
+/// line per change, and stops after `count` updates.
+#[test]
+fn watch_prints_the_changes_under_a_prefix_then_stops() {
+    let s = ServerProc::start(4, &[]);
+    let a = s.addr();
+    let first = text(&one_shot(&a, &["put", "user/ann", "1"]));
+    let op: u64 = first
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no op id in {first:?}"));
+    // From before the first write: it is replayed from the history.
+    let watcher = Command::new(client_bin())
+        .arg(&a)
+        .args([
+            "watch",
+            "user/",
+            "from",
+            &(op - 1).to_string(),
+            "count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run table-client watch");
+    one_shot(&a, &["put", "other", "x"]);
+    one_shot(&a, &["del", "user/ann"]);
+    one_shot(&a, &["mput", "user/bob", "2", "zed", "3"]);
+    let out = watcher.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = text(&out)
+        .lines()
+        .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest).to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        ["put user/ann = 1", "del user/ann", "put user/bob = 2"]
+    );
+}

@@ -271,6 +271,12 @@ fn an_outsider_can_read_but_not_write_the_chain_in_zookeeper() {
             c.set_acl("/chain", &open, None).await.map(|_| ()),
             "setACL on the root",
         );
+        // The root's data is a durable chain's floor (spec 5.1): lowering
+        // it would let a stale member found the chain.
+        denied(
+            c.set_data("/chain", b"durable 0 0", None).await.map(|_| ()),
+            "setData on the root",
+        );
         // Reading is allowed: clients need nothing to find the chain.
         let (data, stat) = c.get_data(&tail_node).await.expect("read a member");
         assert!(stat.ephemeral_owner != 0);

@@ -50,12 +50,11 @@ mod stream;
 mod tests;
 mod time;
 
-use durable::Transfers;
 use snapshot::OutgoingSnapshot;
 use time::Timers;
 
 pub use crate::member::Member;
-pub use durable::RECENT_BYTES_MAX;
+pub use durable::{Transfers, ID_RESERVE_CHUNK, RECENT_BYTES_MAX};
 #[cfg(feature = "testing")]
 pub use planted::PlantedBug;
 pub use sent::SentList;

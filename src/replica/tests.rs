@@ -434,3 +434,113 @@ fn a_new_predecessor_link_repeats_the_acknowledgement_level() {
     j.handle_predecessor_linked();
     assert!(drain(&mut j).is_empty());
 }
+
+/// Takes every action, handing applies straight back as applied; returns
+/// the other actions.
+fn drain_applying(r: &mut Replica) -> Vec<Action> {
+    let mut other = Vec::new();
+    while let Some(a) = r.poll_action() {
+        match a {
+            Action::Apply(u) => r.handle_applied(u, WriteOutcome::Absent),
+            a => other.push(a),
+        }
+    }
+    other
+}
+
+fn floor(floor: u64, reserved: u64) -> crate::member::DurableFloor {
+    crate::member::DurableFloor { floor, reserved }
+}
+
+#[test]
+fn a_durable_solo_acknowledges_only_what_the_floor_covers() {
+    let mut r = leased("n1", 16);
+    r.resume_durable(0, &[]);
+    r.rejoin("n1");
+    r.handle_durable_floor(floor(0, 0));
+    r.handle_membership(vec![member("n1")]);
+    assert_eq!(r.role(), NodeRole::Solo, "an empty log reaches floor 0");
+    // No id is reserved yet: the write waits for ZooKeeper (retriable).
+    let token = WriteToken {
+        conn: 1,
+        request_id: 1,
+    };
+    let del = |k: u64| WriteOp::Del {
+        key: Key::new(format!("k{k}")).unwrap(),
+    };
+    let refused = r.handle_client_write(del(1), Some(token)).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Unavailable);
+    let asked = drain_applying(&mut r);
+    assert!(
+        asked
+            .iter()
+            .any(|a| matches!(a, Action::RaiseFloor(d) if d.reserved > 0)),
+        "{asked:?}"
+    );
+    r.handle_durable_floor(floor(0, ID_RESERVE_CHUNK));
+    let seq = r.handle_client_write(del(1), Some(token)).unwrap();
+    let after_apply = drain_applying(&mut r);
+    assert!(
+        !after_apply
+            .iter()
+            .any(|a| matches!(a, Action::WriteDone { .. })),
+        "applied but above the floor: not acknowledged yet"
+    );
+    assert!(after_apply
+        .iter()
+        .any(|a| matches!(a, Action::RaiseFloor(d) if d.floor == seq)));
+    r.handle_durable_floor(floor(seq, ID_RESERVE_CHUNK));
+    let done = drain_applying(&mut r);
+    assert!(
+        done.iter()
+            .any(|a| matches!(a, Action::WriteDone { result, .. } if result.op_id == seq)),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn a_durable_member_whose_log_stops_before_the_floor_steps_aside() {
+    let mut r = leased("n1", 16);
+    r.resume_durable(10, &[]);
+    r.rejoin("n7");
+    r.handle_durable_floor(floor(50, 100));
+    r.handle_membership(vec![member("n7")]);
+    assert_eq!(r.role(), NodeRole::Joining, "it serves nothing");
+    let actions = drain_applying(&mut r);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::StepAside))
+            .count(),
+        1,
+        "{actions:?}"
+    );
+    // A member whose log reaches the floor founds the chain, and its mark
+    // skips past every id reserved (so no id is handed out twice).
+    let mut f = leased("n2", 16);
+    f.resume_durable(60, &[]);
+    f.rejoin("n8");
+    f.handle_durable_floor(floor(50, 100 + ID_RESERVE_CHUNK));
+    f.handle_membership(vec![member("n8")]);
+    assert_eq!(f.role(), NodeRole::Solo);
+    let reserved = 100 + ID_RESERVE_CHUNK;
+    let asked = drain_applying(&mut f);
+    assert_eq!(
+        f.last_queued(),
+        60,
+        "the mark waits for ids reserved past it"
+    );
+    let Some(want) = asked.iter().find_map(|a| match a {
+        Action::RaiseFloor(d) if d.reserved > reserved => Some(d.reserved),
+        _ => None,
+    }) else {
+        panic!("no reservation asked: {asked:?}")
+    };
+    f.handle_durable_floor(floor(50, want));
+    let _ = drain_applying(&mut f);
+    assert_eq!(
+        f.last_queued(),
+        reserved + 1,
+        "the mark skips every id reserved"
+    );
+}

@@ -15,7 +15,8 @@
 //! it saw and misses nothing, provided that member still keeps the
 //! changes after it (else HISTORY_GONE: re-read, then watch from now).
 
-use crate::wire::{BatchOp, Update, WatchChange, WatchEvent, WriteOp, WATCH_FROM_NOW};
+use crate::serialize::{Codec, Key, Reader};
+use crate::wire::{op, BatchOp, Update, WatchChange, WatchEvent, WriteOp, WATCH_FROM_NOW};
 use std::collections::VecDeque;
 
 /// Default for `--watch-history-bytes`.
@@ -37,7 +38,11 @@ const ENTRY_OVERHEAD_BYTES: usize = 64;
 #[derive(Debug)]
 struct Recorded {
     seq: u64,
-    changes: Vec<WatchChange>,
+    /// The changes, encoded as a WATCH_EVENT lists them (kind, key, and
+    /// for a put the value), one after the other: one allocation per
+    /// write, on the network thread's hot path; they are decoded only
+    /// for a watch that is sent them.
+    changes: Vec<u8>,
     /// Bytes this record counts against the bound.
     bytes: usize,
     /// Bytes recorded since the history began, this record included: the
@@ -105,17 +110,23 @@ impl History {
             return;
         }
         self.last = update.seq;
-        let changes = match &update.op {
-            WriteOp::Put { key, value } => vec![WatchChange::Put {
-                key: key.clone(),
-                value: value.clone(),
-            }],
-            WriteOp::Del { key } => vec![WatchChange::Del { key: key.clone() }],
-            WriteOp::Batch(ops) => ops.iter().map(change_of).collect(),
+        let mut changes = Vec::new();
+        match &update.op {
+            WriteOp::Put { key, value } => {
+                changes.reserve_exact(1 + key.encoded_len() + 4 + value.len());
+                changes.push(op::PUT);
+                key.encode(&mut changes);
+                crate::serialize::encode_data(&mut changes, value);
+            }
+            WriteOp::Del { key } => {
+                changes.push(op::DEL);
+                key.encode(&mut changes);
+            }
+            // A batch write encodes as the change it makes.
+            WriteOp::Batch(ops) => ops.iter().for_each(|o| BatchOp::encode(o, &mut changes)),
             _ => return,
-        };
-        let bytes =
-            ENTRY_OVERHEAD_BYTES + changes.iter().map(WatchChange::encoded_len).sum::<usize>();
+        }
+        let bytes = ENTRY_OVERHEAD_BYTES + changes.len();
         self.total += bytes as u64;
         self.bytes += bytes;
         self.records.push_back(Recorded {
@@ -149,14 +160,40 @@ impl History {
     }
 }
 
-fn change_of(op: &BatchOp) -> WatchChange {
-    match op {
-        BatchOp::Put { key, value } => WatchChange::Put {
-            key: key.clone(),
-            value: value.clone(),
-        },
-        BatchOp::Del { key } => WatchChange::Del { key: key.clone() },
+/// The changes of a record whose key starts with `prefix`, decoded. The
+/// bytes are our own encoding, so a decoding error cannot happen; were it
+/// to, the rest of the record is skipped rather than trusted.
+fn matching(changes: &[u8], prefix: &[u8]) -> Vec<WatchChange> {
+    let mut r = Reader::new(changes);
+    let mut out = Vec::new();
+    while r.remaining() > 0 {
+        let Ok(kind) = r.u8("kind") else { break };
+        let Ok(len) = r.u16("key length") else { break };
+        let Ok(key) = r.take(usize::from(len), "key") else {
+            break;
+        };
+        let value = if kind == op::PUT {
+            let Ok(n) = r.u32("value length") else { break };
+            let Ok(v) = r.take(n as usize, "value") else {
+                break;
+            };
+            Some(v)
+        } else {
+            None
+        };
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let Ok(key) = Key::new(key) else { break };
+        out.push(match value {
+            Some(v) => WatchChange::Put {
+                key,
+                value: v.to_vec(),
+            },
+            None => WatchChange::Del { key },
+        });
     }
+    out
 }
 
 /// Why a watch ended (each is an ERROR frame with the watch's id).
@@ -267,15 +304,11 @@ impl Watch {
             if !sink.has_room() {
                 return Ok(true);
             }
-            let mine: Vec<&WatchChange> = rec
-                .changes
-                .iter()
-                .filter(|c| c.key().as_bytes().starts_with(&self.prefix))
-                .collect();
+            let mine = matching(&rec.changes, &self.prefix);
             if mine.is_empty() {
                 self.passed_bytes += rec.bytes as u64;
             } else {
-                for event in frames(rec.seq, &mine, payload_bytes_max) {
+                for event in frames(rec.seq, mine, payload_bytes_max) {
                     sink.send(event);
                 }
                 self.passed_bytes = 0;
@@ -306,7 +339,7 @@ pub trait WatchSink {
 /// The frames for the changes at `seq`: as few as fit `payload_bytes_max`
 /// each, all but the last with `more` set. A PUT too large for any frame
 /// travels as [`WatchChange::Changed`] (its key and the version only).
-fn frames(seq: u64, changes: &[&WatchChange], payload_bytes_max: usize) -> Vec<WatchEvent> {
+fn frames(seq: u64, changes: Vec<WatchChange>, payload_bytes_max: usize) -> Vec<WatchEvent> {
     let room = payload_bytes_max.saturating_sub(WatchEvent::HEADER_LEN);
     let mut out = vec![WatchEvent {
         seq,
@@ -314,13 +347,13 @@ fn frames(seq: u64, changes: &[&WatchChange], payload_bytes_max: usize) -> Vec<W
         changes: Vec::new(),
     }];
     let mut used = 0;
-    for &change in changes {
+    for change in changes {
         let change = if change.encoded_len() > room {
             WatchChange::Changed {
                 key: change.key().clone(),
             }
         } else {
-            change.clone()
+            change
         };
         let len = change.encoded_len();
         let full = used + len > room

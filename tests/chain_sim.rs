@@ -30,34 +30,37 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn seeded_schedules_keep_the_invariants_and_stay_linearizable() {
+/// Runs the schedules the environment asks for (`SIM_SEED` for one,
+/// else `SIM_FIRST_SEED` and the count in `count_var`, `default` by
+/// default), durable or not; returns how many ran and their figures.
+fn run_schedules(count_var: &str, default: u64, durable: bool) -> (u64, Summary) {
     let (first, count) = match env_u64("SIM_SEED") {
         Some(seed) => (seed, 1),
         None => (
             env_u64("SIM_FIRST_SEED").unwrap_or(0),
-            env_u64("SIM_SCHEDULES").unwrap_or(SCHEDULES),
+            env_u64(count_var).unwrap_or(default),
         ),
     };
+    let kind = if durable { "durable " } else { "" };
     let started = Instant::now();
     let mut total = Summary::default();
     for seed in first..first + count {
-        let s = sim::run(&Params::new(seed)).unwrap_or_else(|e| panic!("{e}"));
-        total.events += s.events;
-        total.acked += s.acked;
-        total.client_ops += s.client_ops;
-        total.crashes += s.crashes;
-        total.restarts += s.restarts;
-        total.joins += s.joins;
-        total.partitions += s.partitions;
-        total.link_breaks += s.link_breaks;
-        total.expiries += s.expiries;
+        let mut p = Params::new(seed);
+        p.durable = durable;
+        let s = sim::run(&p).unwrap_or_else(|e| panic!("{kind}{e}"));
+        total.add(&s);
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{count} schedules in {secs:.1} s ({:.0}/s): {total:?}",
+        "{count} {kind}schedules in {secs:.1} s ({:.0}/s): {total:?}",
         f64::from(u32::try_from(count).unwrap_or(u32::MAX)) / secs
     );
+    (count, total)
+}
+
+#[test]
+fn seeded_schedules_keep_the_invariants_and_stay_linearizable() {
+    let (count, total) = run_schedules("SIM_SCHEDULES", SCHEDULES, false);
     // The schedules did what they are for: writes were acknowledged and
     // every kind of fault happened (a simulator that stopped injecting
     // faults would pass for the wrong reason).
@@ -82,30 +85,7 @@ const DURABLE_SCHEDULES: u64 = 1000;
 
 #[test]
 fn durable_schedules_keep_every_acknowledged_write_through_total_outages() {
-    let (first, count) = match env_u64("SIM_SEED") {
-        Some(seed) => (seed, 1),
-        None => (
-            env_u64("SIM_FIRST_SEED").unwrap_or(0),
-            env_u64("SIM_DURABLE_SCHEDULES").unwrap_or(DURABLE_SCHEDULES),
-        ),
-    };
-    let started = Instant::now();
-    let mut total = Summary::default();
-    for seed in first..first + count {
-        let mut p = Params::new(seed);
-        p.durable = true;
-        let s = sim::run(&p).unwrap_or_else(|e| panic!("durable: {e}"));
-        total.events += s.events;
-        total.acked += s.acked;
-        total.crashes += s.crashes;
-        total.restarts += s.restarts;
-        total.outages += s.outages;
-        total.step_asides += s.step_asides;
-    }
-    eprintln!(
-        "{count} durable schedules in {:.1} s: {total:?}",
-        started.elapsed().as_secs_f64()
-    );
+    let (count, total) = run_schedules("SIM_DURABLE_SCHEDULES", DURABLE_SCHEDULES, true);
     assert!(
         total.acked as u64 >= count * 20,
         "too few writes: {total:?}"

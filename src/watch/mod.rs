@@ -90,12 +90,6 @@ impl History {
         self.floor
     }
 
-    /// The last sequence number recorded.
-    #[must_use]
-    pub fn last(&self) -> u64 {
-        self.last
-    }
-
     /// Bytes held.
     #[must_use]
     pub fn bytes(&self) -> usize {

@@ -237,7 +237,6 @@ impl ServerProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Resident memory in KiB, from /proc.
     /// Highest resident set size seen over `over`, sampled every 100 ms.
     pub fn peak_rss_kib(&self, over: Duration) -> u64 {
         let mut peak = 0;
@@ -252,21 +251,21 @@ impl ServerProc {
     /// The high-water mark of resident memory in KiB (VmHWM): the peak,
     /// however briefly it was reached.
     pub fn peak_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        self.status_kib("VmHWM:")
     }
 
+    /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A KiB field of /proc/<pid>/status (0 if it cannot be read).
+    fn status_kib(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }

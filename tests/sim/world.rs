@@ -91,6 +91,23 @@ pub struct Summary {
     pub step_asides: u32,
 }
 
+impl Summary {
+    /// Adds another run's figures to these.
+    pub fn add(&mut self, s: &Summary) {
+        self.events += s.events;
+        self.acked += s.acked;
+        self.client_ops += s.client_ops;
+        self.crashes += s.crashes;
+        self.restarts += s.restarts;
+        self.joins += s.joins;
+        self.partitions += s.partitions;
+        self.link_breaks += s.link_breaks;
+        self.expiries += s.expiries;
+        self.outages += s.outages;
+        self.step_asides += s.step_asides;
+    }
+}
+
 /// Runs one schedule. `Err` says what broke, with the seed to replay it.
 pub fn run(p: &Params) -> Result<Summary, String> {
     let mut w = World::new(p.clone());

@@ -111,12 +111,52 @@ impl CoordConfig {
     }
 }
 
+/// What the server has asked of the coordination thread and it has not
+/// carried out yet, merged as it arrives: at most one floor raise (the
+/// highest asked) and one step aside, however many commands come, so it
+/// holds a fixed amount while ZooKeeper is away. `wake` (capacity 1) only
+/// says that there is something to take.
+pub(crate) struct Inbox {
+    pending: std::sync::Mutex<Pending>,
+    wake: smol::channel::Sender<()>,
+}
+
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub raise: Option<crate::member::DurableFloor>,
+    pub step_aside: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Plain data: a panic elsewhere cannot leave it torn.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, c: CoordCommand) {
+        {
+            let mut p = self.lock();
+            match c {
+                CoordCommand::RaiseFloor(d) => p.raise = Some(p.raise.unwrap_or_default().max(d)),
+                CoordCommand::StepAside => p.step_aside = true,
+            }
+        }
+        // Full means a wake-up is already on its way.
+        let _ = self.wake.try_send(());
+    }
+
+    /// Everything asked since the last take.
+    pub(crate) fn take(&self) -> Pending {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
 /// Handle to the coordination thread.
 pub struct Coordinator {
     /// What the thread reports, in order; the consumer is woken by the
     /// `notify` callback after each.
     pub events: Receiver<CoordEvent>,
-    commands: smol::channel::Sender<CoordCommand>,
+    inbox: Arc<Inbox>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -132,27 +172,32 @@ impl Coordinator {
         notify: impl Fn() + Send + 'static,
     ) -> std::io::Result<Coordinator> {
         let (tx, events) = mpsc::channel();
-        let (commands, inbox) = smol::channel::unbounded();
+        let (wake, woken) = smol::channel::bounded(1);
+        let inbox = Arc::new(Inbox {
+            pending: std::sync::Mutex::new(Pending::default()),
+            wake,
+        });
+        let inbox2 = inbox.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("coordination".into())
             .spawn(move || {
                 let out = Outbox { tx, notify };
-                smol::block_on(run(cfg, out, stop2, inbox));
+                smol::block_on(run(cfg, out, stop2, &inbox2, woken));
             })?;
         Ok(Coordinator {
             events,
-            commands,
+            inbox,
             stop,
             thread: Some(thread),
         })
     }
 
-    /// Hands the thread a command (it never blocks: the queue is unbounded,
-    /// and the server sends at most one per wake-up).
+    /// Hands the thread a command; it never blocks, and commands not yet
+    /// carried out are merged (see [`Inbox`]).
     pub fn command(&self, c: CoordCommand) {
-        let _ = self.commands.try_send(c);
+        self.inbox.put(c);
     }
 
     /// Asks the thread to end (its session closes, so our node goes away).
@@ -163,6 +208,12 @@ impl Coordinator {
             let _ = t.join();
         }
     }
+}
+
+/// The server's commands as a session sees them.
+struct Commands<'a> {
+    inbox: &'a Inbox,
+    woken: &'a smol::channel::Receiver<()>,
 }
 
 struct Outbox<F: Fn()> {
@@ -209,7 +260,8 @@ async fn run<F: Fn()>(
     cfg: CoordConfig,
     out: Outbox<F>,
     stop: Arc<AtomicBool>,
-    inbox: smol::channel::Receiver<CoordCommand>,
+    inbox: &Inbox,
+    woken: smol::channel::Receiver<()>,
 ) {
     let mut resume: Option<Resume> = None;
     while !stop.load(Ordering::SeqCst) {
@@ -232,7 +284,11 @@ async fn run<F: Fn()>(
             tracing::info!(node = %r.node, "session resumed");
             (r.node, sent)
         });
-        match session(&cfg, &client, &out, &stop, registered, &inbox).await {
+        let commands = Commands {
+            inbox,
+            woken: &woken,
+        };
+        match session(&cfg, &client, &out, &stop, registered, &commands).await {
             SessionEnd::Stopped => break,
             SessionEnd::Unconfirmed(node) => {
                 resume = node.map(|node| Resume {
@@ -334,5 +390,44 @@ async fn register<F: Fn()>(
             Ok(name)
         }
         Err(e) => Err(format!("cannot register: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
+    use crate::member::DurableFloor;
+
+    #[test]
+    fn commands_the_thread_has_not_taken_are_merged_not_queued() {
+        let (wake, woken) = smol::channel::bounded(1);
+        let inbox = Inbox {
+            pending: std::sync::Mutex::new(Pending::default()),
+            wake,
+        };
+        // A server asking at full speed while ZooKeeper is away.
+        for seq in 1..=100_000u64 {
+            inbox.put(CoordCommand::RaiseFloor(DurableFloor {
+                floor: seq,
+                reserved: 0,
+            }));
+        }
+        inbox.put(CoordCommand::RaiseFloor(DurableFloor {
+            floor: 7,
+            reserved: 1 << 24,
+        }));
+        inbox.put(CoordCommand::StepAside);
+        assert_eq!(woken.len(), 1, "one wake-up, however many commands");
+        let p = inbox.take();
+        assert_eq!(
+            p.raise,
+            Some(DurableFloor {
+                floor: 100_000,
+                reserved: 1 << 24
+            })
+        );
+        assert!(p.step_aside);
+        let again = inbox.take();
+        assert!(again.raise.is_none() && !again.step_aside, "taken once");
     }
 }

@@ -13,7 +13,7 @@ pub(super) async fn session<F: Fn()>(
     out: &Outbox<F>,
     stop: &AtomicBool,
     registered: Option<(String, Instant)>,
-    inbox: &smol::channel::Receiver<CoordCommand>,
+    inbox: &Commands<'_>,
 ) -> SessionEnd {
     let lease = lease_for(cfg.session_timeout, client.session_timeout());
     let node = match (&cfg.advertise, registered) {
@@ -96,13 +96,13 @@ async fn await_change<F: Fn()>(
     state: &mut zk::StateWatcher,
     watcher: zk::OneshotWatcher,
     lessee: &Lessee<'_>,
-    inbox: &smol::channel::Receiver<CoordCommand>,
+    inbox: &Commands<'_>,
 ) -> Result<(), SessionEnd> {
     enum Woke {
         Children,
         State(zk::SessionState),
         Tick,
-        Command(CoordCommand),
+        Command,
     }
     let mut children = std::pin::pin!(watcher.changed());
     loop {
@@ -116,8 +116,8 @@ async fn await_change<F: Fn()>(
             Woke::Tick
         })
         .or(async {
-            match inbox.recv().await {
-                Ok(c) => Woke::Command(c),
+            match inbox.woken.recv().await {
+                Ok(()) => Woke::Command,
                 // No server holds the sender any more: nothing will come.
                 Err(_) => std::future::pending().await,
             }
@@ -135,7 +135,7 @@ async fn await_change<F: Fn()>(
                     renew_lease(client, &lessee.cfg.root, lessee.lease, out).await;
                 }
             }
-            Woke::Command(c) => command(client, out, lessee, inbox, c).await?,
+            Woke::Command => command(client, out, lessee, inbox.inbox.take()).await?,
         }
     }
 }
@@ -208,24 +208,15 @@ pub(super) async fn wait_usable(
     }
 }
 
-/// Carries out a server's command. Floor publications queued meanwhile
-/// are folded into one (the highest).
+/// Carries out what the server asked (merged by the inbox: one floor
+/// raise, the highest, and a step aside).
 async fn command<F: Fn()>(
     client: &zk::Client,
     out: &Outbox<F>,
     lessee: &Lessee<'_>,
-    inbox: &smol::channel::Receiver<CoordCommand>,
-    first: CoordCommand,
+    pending: Pending,
 ) -> Result<(), SessionEnd> {
-    let mut publish: Option<crate::member::DurableFloor> = None;
-    let mut step_aside = false;
-    for c in std::iter::once(first).chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
-        match c {
-            CoordCommand::RaiseFloor(d) => publish = Some(publish.unwrap_or_default().max(d)),
-            CoordCommand::StepAside => step_aside = true,
-        }
-    }
-    if let Some(want) = publish {
+    if let Some(want) = pending.raise {
         match durable::publish_floor(client, lessee.cfg, want).await {
             Ok(d) => out.send(CoordEvent::DurableFloor(d)),
             Err(e) => {
@@ -233,7 +224,7 @@ async fn command<F: Fn()>(
             }
         }
     }
-    let (true, Some(node)) = (step_aside, lessee.node) else {
+    let (true, Some(node)) = (pending.step_aside, lessee.node) else {
         return Ok(());
     };
     smol::Timer::after(STEP_ASIDE_DELAY).await;

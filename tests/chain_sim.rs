@@ -140,6 +140,12 @@ fn finds_planted_reads_after_the_lease_lapsed() {
     find_planted(chaintable::replica::PlantedBug::ServeAfterLeaseLapsed);
 }
 
+#[cfg(feature = "testing")]
+#[test]
+fn finds_planted_craq_reads_of_dirty_keys() {
+    find_planted(chaintable::replica::PlantedBug::ReadDirtyKeys);
+}
+
 #[test]
 fn a_standalone_replica_acknowledges_after_apply() {
     let mut r = Replica::standalone(4);

@@ -21,7 +21,7 @@
 #![cfg(feature = "testing")]
 
 use chaintable::member::Member;
-use chaintable::replica::{Action, PlantedBug, Replica, WriteToken, REDIAL_DELAY};
+use chaintable::replica::{Action, PlantedBug, ReadScope, Replica, WriteToken, REDIAL_DELAY};
 use chaintable::serialize::Key;
 use chaintable::wire::{Body, NodeRole, SnapshotChunk, Update, WriteOp, WriteOutcome};
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
@@ -602,7 +602,11 @@ impl Model for Chain {
                 let _ = s.tester.on_invoke(c, RegisterOp::Write(c + 1));
             }
             Act::Read(c, i) => {
-                if s.nodes[i].replica.check_can_read().is_err() {
+                if s.nodes[i]
+                    .replica
+                    .check_can_read(ReadScope::Keys(&[key()]))
+                    .is_err()
+                {
                     return None;
                 }
                 s.idle.remove(&c);
@@ -767,6 +771,16 @@ fn partitioned() -> Cfg {
     }
 }
 
+/// A chain of 3 with one write and two reads, at any member (CRAQ): a
+/// read that sees a write must not be followed by one that does not.
+fn two_readers() -> Cfg {
+    Cfg {
+        writers: 1,
+        readers: 2,
+        ..small()
+    }
+}
+
 fn large() -> Cfg {
     Cfg {
         members: 3,
@@ -885,6 +899,11 @@ fn every_interleaving_of_a_chain_with_a_member_cut_off_is_linearizable() {
     check_honest("partitioned", partitioned());
 }
 
+#[test]
+fn every_interleaving_of_reads_at_every_member_with_a_crash_is_linearizable() {
+    check_honest("two readers", two_readers());
+}
+
 /// Checks `cfg` with `bug` planted: a property must break, or a replica
 /// invariant (an `assert!` kept in release builds) must stop it.
 fn find_planted(bug: PlantedBug, cfg: Cfg) {
@@ -932,6 +951,11 @@ fn the_model_checker_finds_an_ack_before_the_successor_has_the_write() {
 #[test]
 fn the_model_checker_finds_reads_after_the_lease_lapsed() {
     find_planted(PlantedBug::ServeAfterLeaseLapsed, partitioned());
+}
+
+#[test]
+fn the_model_checker_finds_craq_reads_of_dirty_keys() {
+    find_planted(PlantedBug::ReadDirtyKeys, two_readers());
 }
 
 #[test]

@@ -125,6 +125,11 @@ struct Args {
     /// Entries per chunk when sending state to a joining member.
     #[arg(long, default_value_t = 4096)]
     snapshot_chunk_entries: usize,
+    /// Chain mode: `on`, every member answers reads of keys it holds no
+    /// unacknowledged write to (CRAQ; reads stay linearizable); `off`, only
+    /// the tail answers reads.
+    #[arg(long, default_value = "on", value_parser = parse_on_off)]
+    craq: bool,
     /// Durability: keep a write-ahead log and snapshots in DIR, and recover
     /// the table from it at start (spec/STORAGE.md). Without it the table
     /// lives in memory only.
@@ -264,6 +269,7 @@ fn config(
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
+        craq: args.craq,
         restore: args.restore,
         storage: args.data_dir.map(|dir| StorageConfig {
             dir,
@@ -278,6 +284,15 @@ fn config(
             worker_delay: Duration::from_millis(args.test_worker_delay_ms),
         },
         ..ServerConfig::default()
+    }
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
     }
 }
 

@@ -1,7 +1,21 @@
 //! Client requests: admitting writes at the head, deciding where reads go.
 
 use super::{Refusal, Replica, Standing, WriteToken, SEQ_MAX};
+use crate::serialize::Key;
 use crate::wire::{ErrorCode, Update, WriteOp};
+
+/// What a read looks at, which decides whether a member that is not the
+/// tail may answer it (CRAQ, see `dirty.rs`).
+#[derive(Debug, Clone, Copy)]
+pub enum ReadScope<'a> {
+    /// These keys (GET, MGET): clean if none has a write held here.
+    Keys(&'a [Key]),
+    /// The whole table (SIZE, GETKEYS, GETTABLE, a backup): clean if no
+    /// write at all is held here.
+    Table,
+    /// Only the tail answers (VERIFY: only it knows what is committed).
+    TailOnly,
+}
 
 impl Replica {
     /// Admits a client write at the head: assigns its sequence number and
@@ -79,13 +93,15 @@ impl Replica {
         Ok(())
     }
 
-    /// Whether this member may answer a read now, or where to send it.
+    /// Whether this member may answer a read of `scope` now, or where to
+    /// send it: the acting tail answers every read; with CRAQ any other
+    /// active member answers one whose keys are clean here.
     ///
     /// # Errors
     ///
     /// A [`Refusal`] saying where to go instead (NOT_TAIL with a redirect) or
     /// why not now (no lease, fenced).
-    pub fn check_can_read(&self) -> Result<(), Refusal> {
+    pub fn check_can_read(&self, scope: ReadScope<'_>) -> Result<(), Refusal> {
         let refuse = |code, redirect| Err(Refusal::new(code, redirect));
         if !self.lease_valid() {
             return Err(Refusal::no_lease());
@@ -101,10 +117,26 @@ impl Replica {
                 self.predecessor().map(|m| m.addr.clone()),
             ),
             Standing::Active if self.acting_tail() => Ok(()),
+            Standing::Active if self.craq && self.clean(scope) => Ok(()),
             // The tail as membership lists it (spec §5.4): one hop, not a
             // walk down the chain. If it is still joining it names its
             // predecessor, which is then the acting tail.
             Standing::Active => refuse(ErrorCode::NotTail, self.tail_addr()),
+        }
+    }
+
+    fn clean(&self, scope: ReadScope<'_>) -> bool {
+        if self.chain && self.members.is_empty() {
+            return false;
+        }
+        #[cfg(feature = "testing")]
+        if self.planted(super::PlantedBug::ReadDirtyKeys) {
+            return true;
+        }
+        match scope {
+            ReadScope::Keys(keys) => !keys.iter().any(|k| self.dirty.is_dirty(k)),
+            ReadScope::Table => self.dirty.is_empty(),
+            ReadScope::TailOnly => false,
         }
     }
 

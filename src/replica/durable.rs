@@ -55,6 +55,9 @@ impl Replica {
         self.durable = true;
         self.last_queued = last_seq;
         self.last_applied = last_seq;
+        // Its log may end in writes that were never acknowledged: none is
+        // clean until the chain it serves in has acknowledged past them.
+        self.dirty.clear();
         self.adopt_gaps(gaps, last_seq.saturating_add(1));
     }
 

@@ -38,6 +38,7 @@
 //! its successor's history followed by its Sent list.
 
 mod client;
+mod dirty;
 mod durable;
 mod gaps;
 mod membership;
@@ -50,10 +51,12 @@ mod stream;
 mod tests;
 mod time;
 
+use dirty::DirtyKeys;
 use snapshot::OutgoingSnapshot;
 use time::Timers;
 
 pub use crate::member::Member;
+pub use client::ReadScope;
 pub use durable::{Transfers, ID_RESERVE_CHUNK, RECENT_BYTES_MAX};
 #[cfg(feature = "testing")]
 pub use planted::PlantedBug;
@@ -305,6 +308,11 @@ pub struct Replica {
     last_applied: u64,
     /// Highest sequence number known to be applied by the tail.
     last_acked: u64,
+    /// CRAQ: members that are not the tail answer reads of clean keys.
+    craq: bool,
+    /// The keys written by updates queued here and not yet acknowledged
+    /// (kept by chain members with `craq` on; see `dirty.rs`).
+    dirty: DirtyKeys,
     sent: SentList,
     /// Synchronous writes waiting for the tail, in sequence order.
     waiting: VecDeque<Waiting>,
@@ -388,6 +396,8 @@ impl Replica {
             transfers: Transfers::default(),
             last_applied: 0,
             last_acked: 0,
+            craq: chain,
+            dirty: DirtyKeys::default(),
             sent: SentList::new(sent_max.min(HELD_UPDATES_MAX / 2)),
             waiting: VecDeque::new(),
             unapplied: 0,
@@ -477,11 +487,13 @@ impl Replica {
     pub(super) fn forget_unapplied(&mut self) {
         self.stale_applies += self.unapplied;
         self.unapplied = 0;
+        self.dirty.clear();
     }
 
     /// Empties the table through the worker, in order with other writes.
     pub(super) fn clear_table(&mut self) {
         self.history_epoch += 1;
+        self.dirty.clear();
         self.emit(Action::Install(SnapshotChunk {
             snapshot_seq: 0,
             first: true,
@@ -501,6 +513,25 @@ impl Replica {
     /// Key and value bytes Sent may hold before the head answers BUSY.
     pub fn set_sent_bytes_max(&mut self, bytes: usize) {
         self.sent_bytes_max = bytes.max(1);
+    }
+
+    /// CRAQ reads (on by default for chain members): a member that is not
+    /// the tail answers reads of keys it holds no unacknowledged write to.
+    pub fn set_craq(&mut self, on: bool) {
+        self.craq = on && self.chain;
+        self.dirty = DirtyKeys::default();
+    }
+
+    /// Whether this member answers CRAQ reads (HELLO_OK feature bit 6).
+    #[must_use]
+    pub fn craq(&self) -> bool {
+        self.craq
+    }
+
+    /// Distinct keys held dirty here (STATS `dirty_keys`).
+    #[must_use]
+    pub fn dirty_keys(&self) -> usize {
+        self.dirty.keys()
     }
 
     /// How many entries go in one SNAPSHOT chunk.
@@ -559,6 +590,9 @@ impl Replica {
     pub fn poll_action(&mut self) -> Option<Action> {
         let next = self.actions.pop_front();
         if next.is_none() {
+            // Every input that moves the acknowledged point is followed by
+            // a drain: the one place to clean keys, whatever moved it.
+            self.dirty.clean_through(self.last_acked);
             self.assert_invariants();
         }
         next

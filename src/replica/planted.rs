@@ -20,14 +20,19 @@ pub enum PlantedBug {
     /// a member cut off from the coordinator serves stale reads after the
     /// others have moved on without it.
     ServeAfterLeaseLapsed,
+    /// A member that is not the tail answers every read (CRAQ without the
+    /// dirty check): it serves writes the tail may never apply, and then
+    /// a read at the tail goes back in time.
+    ReadDirtyKeys,
 }
 
 impl PlantedBug {
     /// Every planted bug, for tests that try each.
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 4] = [
         PlantedBug::AckBeforeSuccessor,
         PlantedBug::AcceptStalePredecessor,
         PlantedBug::ServeAfterLeaseLapsed,
+        PlantedBug::ReadDirtyKeys,
     ];
 }
 

@@ -194,6 +194,8 @@ impl Replica {
         self.history_epoch += 1;
         self.forget_recent();
         self.awaiting_install = None;
+        // The worker is past every write queued before the install.
+        self.dirty.settled();
         let Standing::Joining {
             installed: false, ..
         } = self.standing

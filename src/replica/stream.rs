@@ -118,6 +118,9 @@ impl Replica {
 
     pub(super) fn queue_apply(&mut self, update: Update) {
         self.note_gap(update.prev_seq, update.skipped_until());
+        if self.craq {
+            self.dirty.add(update.seq, &update.op);
+        }
         self.unapplied += 1;
         self.emit(Action::Apply(update));
     }

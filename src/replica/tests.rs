@@ -320,25 +320,30 @@ fn a_member_serves_only_while_its_lease_runs() {
         put(&mut r, 1).map_err(|e| e.code),
         Err(ErrorCode::Unavailable)
     );
-    assert!(r.check_can_read().is_err(), "no lease granted yet");
+    assert!(
+        r.check_can_read(ReadScope::TailOnly).is_err(),
+        "no lease granted yet"
+    );
     r.handle_lease(t0, Duration::from_secs(10));
     assert!(put(&mut r, 1).is_ok());
-    assert!(r.check_can_read().is_ok());
+    assert!(r.check_can_read(ReadScope::TailOnly).is_ok());
     assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     r.handle_timeout(t0 + Duration::from_secs(10));
-    let refused = r.check_can_read().unwrap_err();
+    let refused = r.check_can_read(ReadScope::TailOnly).unwrap_err();
     assert_eq!(refused, Refusal::no_lease());
     assert!(put(&mut r, 2).is_err());
     // A confirmation sent later extends it; an older one never shortens it.
     r.handle_lease(t0 + Duration::from_secs(9), Duration::from_secs(10));
     r.handle_lease(t0, Duration::from_secs(1));
-    assert!(r.check_can_read().is_ok());
+    assert!(r.check_can_read(ReadScope::TailOnly).is_ok());
     // Time never runs backwards inside the replica.
     r.handle_timeout(t0);
     r.handle_timeout(t0 + Duration::from_secs(19));
-    assert!(r.check_can_read().is_err());
+    assert!(r.check_can_read(ReadScope::TailOnly).is_err());
     // A standalone server has no lease.
-    assert!(Replica::standalone(4).check_can_read().is_ok());
+    assert!(Replica::standalone(4)
+        .check_can_read(ReadScope::TailOnly)
+        .is_ok());
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 use super::conn::{Conn, Slot};
 use super::Server;
+use crate::replica::ReadScope;
 use crate::storage::backup_parts;
 use crate::table::Table;
 use crate::wire::{Body, ErrorCode, Message, SeqGap, Update};
@@ -115,7 +116,7 @@ impl BackupRun {
 impl Server {
     /// BACKUP from `conn`: starts the stream, or refuses.
     pub(super) fn start_backup(&mut self, conn: &mut Conn, request_id: u64) -> Option<Message> {
-        if let Err(r) = self.replica.check_can_read() {
+        if let Err(r) = self.replica.check_can_read(ReadScope::TailOnly) {
             return Some(super::handler::refusal(request_id, r));
         }
         if self.backup.is_some() {

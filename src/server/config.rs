@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub peer_timeout: Duration,
     /// Entries per SNAPSHOT chunk during state transfer.
     pub snapshot_chunk_entries: usize,
+    /// Chain mode: members that are not the tail answer reads of clean
+    /// keys (CRAQ, spec §5.5); off, only the tail answers reads.
+    pub craq: bool,
     /// `--data-dir` and its settings: a durable server (see `storage`).
     pub storage: Option<crate::storage::StorageConfig>,
     /// `--restore FILE`: start from this backup (standalone servers).
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             session_timeout: Duration::from_millis(2000),
             peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,
+            craq: true,
             storage: None,
             restore: None,
             #[cfg(feature = "testing")]

@@ -10,15 +10,15 @@
 
 use super::conn::{Conn, Kind, Slot};
 use super::Server;
-use crate::replica::{Refusal, WriteToken};
+use crate::replica::{ReadScope, Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::serialize::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use crate::wire::FEATURE_WATCH;
 use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
 use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
 use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_BATCH, FEATURE_CAS, FEATURE_DATA_DIR};
+use crate::wire::{FEATURE_CRAQ_READS, FEATURE_WATCH};
 use std::time::{Duration, Instant};
 
 /// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
@@ -184,6 +184,9 @@ impl Server {
         }
         if self.cfg.storage.is_some() {
             features |= FEATURE_DATA_DIR;
+        }
+        if self.replica.craq() {
+            features |= FEATURE_CRAQ_READS;
         }
         let payload_bytes_max = u32::try_from(self.cfg.payload_bytes_max).unwrap_or(u32::MAX);
         let extension = extension.then(|| HelloExtension {
@@ -458,8 +461,15 @@ impl Server {
     /// Answers a read (or STATS) from the current state.
     pub(super) fn eval_read(&self, msg: &Message) -> Message {
         let id = msg.request_id;
-        if !matches!(msg.body, Body::Stats | Body::Hello(_)) {
-            if let Err(r) = self.replica.check_can_read() {
+        let scope = match &msg.body {
+            Body::Stats | Body::Hello(_) => None,
+            Body::Get { key } => Some(ReadScope::Keys(std::slice::from_ref(key))),
+            Body::MGet { keys } => Some(ReadScope::Keys(keys)),
+            Body::Size | Body::GetKeys | Body::GetTable => Some(ReadScope::Table),
+            _ => Some(ReadScope::TailOnly),
+        };
+        if let Some(scope) = scope {
+            if let Err(r) = self.replica.check_can_read(scope) {
                 return refusal(id, r);
             }
         }

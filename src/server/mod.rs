@@ -358,6 +358,7 @@ fn new_replica(cfg: &ServerConfig) -> Replica {
     replica.set_snapshot_chunk_entries(cfg.snapshot_chunk_entries);
     replica.set_sent_bytes_max(cfg.sent_bytes_max);
     replica.set_peer_timeout(cfg.peer_timeout);
+    replica.set_craq(cfg.craq);
     #[cfg(feature = "testing")]
     replica.set_reads_anywhere(cfg.test.unsafe_reads_anywhere);
     replica

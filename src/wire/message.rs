@@ -80,6 +80,9 @@ pub const FEATURE_CAS: u32 = 1 << 3;
 pub const FEATURE_BATCH: u32 = 1 << 4;
 /// HELLO_OK feature bit: the server takes WATCH and UNWATCH.
 pub const FEATURE_WATCH: u32 = 1 << 5;
+/// HELLO_OK feature bit: this chain member answers reads of clean keys
+/// even when it is not the tail (CRAQ, spec §5.5).
+pub const FEATURE_CRAQ_READS: u32 = 1 << 6;
 /// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
 /// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
 pub const HELLO_WANTS_EXTENSION: u32 = 1;

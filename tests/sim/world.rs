@@ -13,7 +13,7 @@ use super::lincheck::{self, KvOp, Recorded, Verdict};
 use chaintable::member::{DurableFloor, Member};
 #[cfg(feature = "testing")]
 use chaintable::replica::PlantedBug;
-use chaintable::replica::{Action, Replica, WriteToken};
+use chaintable::replica::{Action, ReadScope, Replica, WriteToken};
 use chaintable::serialize::{Entry, Key};
 use chaintable::wire::{
     BatchOp, Body, NodeRole, SeqGap, SnapshotChunk, Update, WriteOp, WriteOutcome,

@@ -1,5 +1,7 @@
-//! Clients: one request at a time to the head (writes) or the tail
-//! (reads) of their possibly stale view, recorded for the checker.
+//! Clients: one request at a time to the head (writes) or, for reads, to
+//! any member of their possibly stale view (CRAQ: a member that is not the
+//! tail answers clean keys, and refuses dirty ones), recorded for the
+//! checker.
 
 use super::*;
 
@@ -32,7 +34,8 @@ impl World {
             _ => Req::Get(key),
         };
         let target = match req {
-            Req::Get(_) => view.last(),
+            Req::Get(_) if view.is_empty() => None,
+            Req::Get(_) => view.get(self.rng.gen_range(0..view.len())),
             _ => view.first(),
         };
         let Some(pid) = target.and_then(|m| m.addr.parse::<Pid>().ok()) else {
@@ -56,7 +59,11 @@ impl World {
         }
         let reply = match req {
             Req::Get(key) => {
-                let refused = self.procs[&pid].replica.check_can_read().is_err();
+                let keys = [key_of(key)];
+                let refused = self.procs[&pid]
+                    .replica
+                    .check_can_read(ReadScope::Keys(&keys))
+                    .is_err();
                 let found = self.procs[&pid].table.get(&key_of(key));
                 let value =
                     found.map(|(_, v)| u64::from_le_bytes(v[..8].try_into().expect("8 bytes")));

@@ -400,8 +400,10 @@ fn points_1_8_9_a_client_finds_the_chain_by_the_recipe() {
 
     let mut at_head = chaintable::client::Client::connect(&head).unwrap();
     let last = at_head.put(b"k", b"1").unwrap().op_id;
-    let chaintable::client::ClientError::Server(e) = at_head.get(b"k").unwrap_err() else {
-        panic!("a read at the head")
+    // VERIFY is answered at the tail alone (a GET of a clean key is
+    // answered anywhere, spec §5.5).
+    let chaintable::client::ClientError::Server(e) = at_head.verify(last).unwrap_err() else {
+        panic!("a VERIFY at the head")
     };
     assert_eq!(
         (e.error_code(), e.redirect.as_str()),

@@ -128,7 +128,8 @@ struct Args {
     /// Chain mode: `on`, every member answers reads of keys it holds no
     /// unacknowledged write to (CRAQ; reads stay linearizable); `off`, only
     /// the tail answers reads.
-    #[arg(long, default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
     craq: bool,
     /// Durability: keep a write-ahead log and snapshots in DIR, and recover
     /// the table from it at start (spec/STORAGE.md). Without it the table

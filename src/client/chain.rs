@@ -1,7 +1,9 @@
-//! A client for a chain: finds head and tail through ZooKeeper, sends
-//! writes to the head and reads to the tail, and re-routes on membership
-//! changes and redirects without the caller noticing. A write whose outcome
-//! is unknown is never retried: the error says so.
+//! A client for a chain: finds the members through ZooKeeper, sends writes
+//! to the head and spreads reads over every member (CRAQ: a member answers
+//! a clean key itself and redirects a dirty one to the tail, spec §5.5),
+//! and re-routes on membership changes and redirects without the caller
+//! noticing. A write whose outcome is unknown is never retried: the error
+//! says so.
 
 use super::{Client, ClientError, Options};
 use crate::coord::{CoordConfig, CoordEvent, Coordinator};
@@ -12,14 +14,21 @@ use std::time::{Duration, Instant};
 /// Pause between attempts while the chain re-wires.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Redirects a read follows at once before pausing: a dirty key's member
+/// names the tail, and a tail still joining names its predecessor.
+const READ_HOPS_MAX: usize = 3;
+
 pub struct ChainClient {
     coord: Coordinator,
     root: String,
     members: Vec<Member>,
     head: Option<Client>,
-    tail: Option<Client>,
-    /// Where a redirect told us to send reads (a joining tail's predecessor).
-    read_redirect: Option<String>,
+    /// Connections for reads, at most one per member.
+    readers: Vec<Client>,
+    /// Round-robin position over the members for the next read.
+    next_read: usize,
+    /// Reads answered, per member address (for `table-bench` and tests).
+    pub reads_by_member: std::collections::BTreeMap<String, u64>,
     write_redirect: Option<String>,
     opts: Options,
     /// How long one call keeps retrying retriable failures.
@@ -50,8 +59,9 @@ impl ChainClient {
             root: root.to_string(),
             members: Vec::new(),
             head: None,
-            tail: None,
-            read_redirect: None,
+            readers: Vec::new(),
+            next_read: 0,
+            reads_by_member: std::collections::BTreeMap::new(),
             write_redirect: None,
             retry_for: opts.read_timeout,
             opts,
@@ -85,16 +95,14 @@ impl ChainClient {
         if let CoordEvent::Members(m) = e {
             if m != self.members {
                 let head_changed = m.first() != self.members.first();
-                let tail_changed = m.last() != self.members.last();
                 self.members = m;
                 if head_changed {
                     self.head = None;
                     self.write_redirect = None;
                 }
-                if tail_changed {
-                    self.tail = None;
-                    self.read_redirect = None;
-                }
+                let members = &self.members;
+                self.readers
+                    .retain(|c| members.iter().any(|m| m.addr == c.addr()));
             }
         }
     }
@@ -105,21 +113,24 @@ impl ChainClient {
         }
     }
 
-    fn target(&self, write: bool) -> Option<String> {
-        let redirect = if write {
-            &self.write_redirect
-        } else {
-            &self.read_redirect
-        };
-        if let Some(r) = redirect {
-            return Some(r.clone());
+    /// Where the next write goes: a redirect's target, else the head.
+    fn write_target(&self) -> Option<String> {
+        self.write_redirect
+            .clone()
+            .or_else(|| self.members.first().map(|m| m.addr.clone()))
+    }
+
+    /// Where the next read goes: the next member in turn.
+    fn read_target(&mut self) -> Option<String> {
+        if self.members.is_empty() {
+            return None;
         }
-        let m = if write {
-            self.members.first()
-        } else {
-            self.members.last()
-        };
-        m.map(|m| m.addr.clone())
+        self.next_read = self.next_read.wrapping_add(1);
+        Some(
+            self.members[self.next_read % self.members.len()]
+                .addr
+                .clone(),
+        )
     }
 
     /// Sends `body` to the right member; returns the reply and which server
@@ -133,68 +144,108 @@ impl ChainClient {
     pub fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
         let write = body.is_write();
         let deadline = Instant::now() + self.retry_for;
+        let mut read_redirect: Option<String> = None;
+        let mut hops = 0;
         loop {
             self.refresh();
-            let result = self.try_once(write, body.clone());
+            let addr = if write {
+                self.write_target()
+            } else if read_redirect.is_some() {
+                read_redirect.clone()
+            } else if matches!(body, Body::Verify { .. }) {
+                // Only the tail knows what is committed.
+                self.members.last().map(|m| m.addr.clone())
+            } else {
+                self.read_target()
+            };
+            let result = match addr {
+                Some(addr) => self.try_at(write, &addr, body.clone()),
+                None => Err(ClientError::NoChain {
+                    root: self.root.clone(),
+                }),
+            };
             let err = match result {
-                Ok(ok) => return Ok(ok),
+                Ok((reply, addr)) => {
+                    if !write {
+                        *self.reads_by_member.entry(addr.clone()).or_insert(0) += 1;
+                    }
+                    return Ok((reply, addr));
+                }
                 Err(e) => e,
             };
-            match (&err, err.retry()) {
-                (_, Retry::OutcomeUnknown | Retry::NotRetriable) => return Err(err),
-                (ClientError::Server(e), _) if !e.redirect.is_empty() => {
-                    let slot = if write {
-                        &mut self.write_redirect
-                    } else {
-                        &mut self.read_redirect
-                    };
-                    *slot = Some(e.redirect.clone());
-                }
-                _ => {}
+            if matches!(err.retry(), Retry::OutcomeUnknown | Retry::NotRetriable) {
+                return Err(err);
             }
+            let redirect = match &err {
+                ClientError::Server(e)
+                    if !e.redirect.is_empty()
+                        && matches!(err.code(), Some(ErrorCode::NotHead | ErrorCode::NotTail)) =>
+                {
+                    Some(e.redirect.clone())
+                }
+                _ => None,
+            };
             if write {
                 self.head = None;
+                self.write_redirect.clone_from(&redirect);
             } else {
-                self.tail = None;
+                read_redirect.clone_from(&redirect);
             }
             if Instant::now() >= deadline {
                 return Err(err);
             }
-            if err.code() != Some(ErrorCode::NotHead) && err.code() != Some(ErrorCode::NotTail) {
-                // Not a redirect: let membership catch up before retrying.
-                self.write_redirect = None;
-                self.read_redirect = None;
+            if !write && redirect.is_some() && hops < READ_HOPS_MAX {
+                // A dirty key, or a tail that moved: go there at once.
+                hops += 1;
+                continue;
             }
+            hops = 0;
             std::thread::sleep(RETRY_PAUSE);
         }
     }
 
-    fn try_once(&mut self, write: bool, body: Body) -> Result<(Body, String), ClientError> {
-        let addr = self.target(write).ok_or_else(|| ClientError::NoChain {
-            root: self.root.clone(),
-        })?;
-        let slot = if write {
-            &mut self.head
+    /// One attempt at `addr`, over the head connection (writes) or that
+    /// member's read connection, made if there is none.
+    fn try_at(
+        &mut self,
+        write: bool,
+        addr: &str,
+        body: Body,
+    ) -> Result<(Body, String), ClientError> {
+        let client = if write {
+            if self.head.as_ref().is_none_or(|c| c.addr() != addr) {
+                self.head = Some(Client::connect_with(addr, self.opts.clone())?);
+            }
+            self.head
+                .as_mut()
+                .ok_or_else(|| ClientError::Protocol("no connection".into()))?
         } else {
-            &mut self.tail
+            let i = match self.readers.iter().position(|c| c.addr() == addr) {
+                Some(i) => i,
+                None => {
+                    if self.readers.len() > self.members.len() {
+                        self.readers.remove(0);
+                    }
+                    self.readers
+                        .push(Client::connect_with(addr, self.opts.clone())?);
+                    self.readers.len() - 1
+                }
+            };
+            &mut self.readers[i]
         };
-        if slot.as_ref().is_none_or(|c| c.addr() != addr) {
-            *slot = Some(Client::connect_with(&addr, self.opts.clone())?);
-        }
-        let client = slot
-            .as_mut()
-            .ok_or_else(|| ClientError::Protocol("no connection".into()))?;
         let reply = client.call(body);
-        if reply.is_err() {
+        if matches!(
+            reply,
+            Err(ClientError::Timeout { .. } | ClientError::Disconnected { .. })
+        ) {
             // A fresh connection next time: the old one may be mid-stream.
-            if matches!(
-                reply,
-                Err(ClientError::Timeout { .. } | ClientError::Disconnected { .. })
-            ) {
-                *slot = None;
+            if write {
+                self.head = None;
+            } else {
+                self.readers.retain(|c| c.addr() != addr);
             }
         }
-        reply.map(|b| (b, addr))
+        reply.map(|b| (b, addr.to_string()))
     }
 
     /// BACKUP from the tail (see [`Client::backup_to`]); returns the bytes
@@ -208,9 +259,10 @@ impl ChainClient {
         out: &mut dyn std::io::Write,
     ) -> Result<(u64, String), ClientError> {
         self.refresh();
-        let addr = self.target(false).ok_or_else(|| ClientError::NoChain {
-            root: self.root.clone(),
-        })?;
+        let addr =
+            (self.members.last().map(|m| m.addr.clone())).ok_or_else(|| ClientError::NoChain {
+                root: self.root.clone(),
+            })?;
         let mut client = Client::connect_with(&addr, self.opts.clone())?;
         client.backup_to(out).map(|n| (n, addr))
     }

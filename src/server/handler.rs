@@ -13,7 +13,9 @@ use super::Server;
 use crate::replica::{ReadScope, Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
 use crate::serialize::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use crate::wire::{op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk};
+use crate::wire::{
+    op, Access, Body, ErrorCode, ErrorReply, Frame, FrameError, Hello, HelloOk, NodeRole,
+};
 use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
@@ -469,7 +471,17 @@ impl Server {
             _ => Some(ReadScope::TailOnly),
         };
         if let Some(scope) = scope {
-            if let Err(r) = self.replica.check_can_read(scope) {
+            let off_tail = matches!(self.replica.role(), NodeRole::Head | NodeRole::Middle);
+            let checked = self.replica.check_can_read(scope);
+            if off_tail {
+                let (mut answered, mut sent) = self.craq_reads.get();
+                match checked {
+                    Ok(()) => answered += 1,
+                    Err(_) => sent += 1,
+                }
+                self.craq_reads.set((answered, sent));
+            }
+            if let Err(r) = checked {
                 return refusal(id, r);
             }
         }
@@ -572,6 +584,11 @@ impl Server {
             s.count("last_applied", self.replica.last_applied());
             s.count("last_acked", self.replica.last_acked());
             s.count("sent_len", self.replica.sent_len() as u64);
+            let (answered, sent) = self.craq_reads.get();
+            s.count("craq", u64::from(self.replica.craq()));
+            s.count("dirty_keys", self.replica.dirty_keys() as u64);
+            s.count("reads_off_tail", answered);
+            s.count("reads_sent_to_tail", sent);
             if self.replica.is_durable() {
                 s.count("durable_floor", self.replica.durable_floor());
                 s.count("ids_reserved", self.replica.ids_reserved());

@@ -130,6 +130,10 @@ pub struct Server {
     dirty: Vec<u64>,
     next_conn_id: u64,
     counters: Counters,
+    /// Reads a member that is not the tail answered itself, and reads it
+    /// sent to the tail for a dirty key (CRAQ; counted where reads are
+    /// answered, which borrows the server shared).
+    craq_reads: std::cell::Cell<(u64, u64)>,
     clients_connected: usize,
     shutting_down: bool,
     /// The loop's clock, read once per iteration.
@@ -254,6 +258,7 @@ impl Server {
             dirty: Vec::new(),
             next_conn_id: 1,
             counters: Counters::default(),
+            craq_reads: std::cell::Cell::new((0, 0)),
             clients_connected: 0,
             shutting_down: false,
             now: Instant::now(),

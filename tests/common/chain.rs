@@ -94,6 +94,15 @@ impl Chain {
         chain
     }
 
+    /// Adds a member started with `args` beyond the chain's own.
+    pub fn add_member_with(&mut self, args: &[&str]) -> usize {
+        let before = self.extra.len();
+        self.extra.extend(args.iter().map(|s| s.to_string()));
+        let i = self.add_member();
+        self.extra.truncate(before);
+        i
+    }
+
     pub fn add_member(&mut self) -> usize {
         let (p, host) = self.spawn_member(self.members.len());
         self.members.push(Some(p));

@@ -119,6 +119,12 @@ fn print(cfg: &Config, r: &Report) {
     for (kind, n) in &r.faults {
         println!("  fault {kind}: {n}");
     }
+    let spread: Vec<String> = r
+        .reads_by_member
+        .iter()
+        .map(|(addr, n)| format!("{addr} {n}"))
+        .collect();
+    println!("  reads answered per member: {}", spread.join(", "));
     println!("  verdict: {}", r.verdict.as_deref().unwrap_or("-"));
     println!(
         "  peak memory of the harness so far: {} MiB",

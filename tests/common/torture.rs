@@ -16,7 +16,7 @@ use chaintable::serialize::Key;
 use chaintable::wire::{BatchOp, Body, Retry, WriteMode, WriteOutcome};
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +59,9 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, usize>,
     pub schedule: Vec<String>,
     pub verdict: Option<String>,
+    /// Reads answered per member address, over all clients (CRAQ spreads
+    /// them).
+    pub reads_by_member: Vec<(String, u64)>,
     pub anomaly: bool,
     /// The run could not finish (e.g. a member never registered): nothing
     /// was checked, so it is neither a pass nor an anomaly of the server.
@@ -78,6 +81,52 @@ struct Shared {
     budget: usize,
     members: Mutex<Vec<String>>,
     stop: AtomicBool,
+    /// Reads that went back before what their client had seen (see
+    /// [`Session`]).
+    session_violations: Mutex<Vec<String>>,
+    /// Reads answered, per member, over all clients.
+    reads_by_member: Mutex<BTreeMap<String, u64>>,
+}
+
+/// One client's session guarantee (spec §5.5): no read returns a version
+/// of a key older than one this client has already read or written. Op
+/// ids grow along the chain's history, so a value's version is where it
+/// stands in it; a read that finds the key absent carries no version and
+/// is left to the linearizability check.
+#[derive(Default)]
+struct Session {
+    seen: HashMap<u32, u64>,
+}
+
+impl Session {
+    /// Notes what `reply` says about `key`; a read that went back is
+    /// reported to `shared`.
+    fn observe(&mut self, client: u32, key: u32, reply: &Body, shared: &Shared) {
+        if let Some(v) = self.went_back(key, reply) {
+            let mut violations = shared.session_violations.lock().unwrap();
+            violations.push(format!("client {client}: {v}"));
+        }
+    }
+
+    fn went_back(&mut self, key: u32, reply: &Body) -> Option<String> {
+        let version = match reply {
+            Body::Value(Some(v)) => {
+                let seen = self.seen.get(&key).copied().unwrap_or(0);
+                if v.version < seen {
+                    return Some(format!(
+                        "read version {} of t{key} after having seen {seen}",
+                        v.version
+                    ));
+                }
+                v.version
+            }
+            Body::PutOk(w) | Body::DelOk(w) => w.op_id,
+            _ => return None,
+        };
+        let seen = self.seen.entry(key).or_insert(0);
+        *seen = (*seen).max(version);
+        None
+    }
 }
 
 impl Shared {
@@ -125,6 +174,8 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
         budget: cfg.keys as usize * MAX_OPS_PER_KEY * OPS_BUDGET_PERCENT / 100,
         members: Mutex::new(chain.addrs()),
         stop: AtomicBool::new(false),
+        session_violations: Mutex::new(Vec::new()),
+        reads_by_member: Mutex::new(BTreeMap::new()),
     });
     let clients: Vec<_> = (0..cfg.clients)
         .map(|id| {
@@ -160,6 +211,13 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
     final_reads(cfg, &chain, &shared);
     let history = shared.history.lock().unwrap().clone();
     summarize(&history, &mut report);
+    report.reads_by_member = shared
+        .reads_by_member
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(addr, n)| (addr.clone(), *n))
+        .collect();
     match chain.converged_digest() {
         Ok((digest, entries)) => report.schedule.push(format!(
             "final: {running} members, digest {digest}, {entries} entries"
@@ -172,6 +230,17 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
         }
     }
     judge(cfg, &history, &mut report);
+    let violations = shared.session_violations.lock().unwrap().clone();
+    if !violations.is_empty() {
+        report.anomaly = true;
+        let verdict = report.verdict.take().unwrap_or_default();
+        report.verdict = Some(format!(
+            "{verdict}; session guarantee broken {} times (seed {}):\n  {}",
+            violations.len(),
+            cfg.seed,
+            violations.join("\n  ")
+        ));
+    }
     report
 }
 
@@ -188,6 +257,7 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
     let mut rng = StdRng::seed_from_u64(cfg.seed * 1000 + u64::from(id));
     let mut counter = 0u64;
     let mut pace = Pace::new(cfg, shared.budget);
+    let mut session = Session::default();
     while !shared.stop.load(Ordering::SeqCst) {
         if shared.issued.fetch_add(1, Ordering::SeqCst) >= shared.budget {
             // Out of budget: the faults go on, the history stops growing.
@@ -203,7 +273,7 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
                 let value = (u64::from(id) << 32) | counter;
                 // Two operations (the read, the compare): count the second.
                 shared.issued.fetch_add(1, Ordering::SeqCst);
-                cas_step(id, key, &mut chain, shared, &mut rng, value);
+                cas_step(id, key, &mut chain, shared, &mut rng, value, &mut session);
                 pace.wait();
                 continue;
             }
@@ -244,11 +314,19 @@ fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {
             chain.call(body.clone()).map(|(b, _)| b)
         };
         let return_ns = shared.now_ns();
+        if let Ok(reply) = &result {
+            session.observe(id, key, reply, shared);
+        }
         if let Some(rec) = record(id, key, &body, result, call_ns, return_ns) {
             shared.history.lock().unwrap().push(rec);
         }
         pace.wait();
     }
+    let mut spread = shared.reads_by_member.lock().unwrap();
+    for (addr, n) in &chain.reads_by_member {
+        *spread.entry(addr.clone()).or_insert(0) += n;
+    }
+    drop(spread);
     chain.close();
 }
 
@@ -265,10 +343,14 @@ fn cas_step(
     shared: &Shared,
     rng: &mut StdRng,
     value: u64,
+    session: &mut Session,
 ) {
     let call_ns = shared.now_ns();
     let read = chain.call(Body::Get { key: key_of(key) });
     let return_ns = shared.now_ns();
+    if let Ok((reply, _)) = &read {
+        session.observe(id, key, reply, shared);
+    }
     let Ok((Body::Value(found), _)) = read else {
         return; // nothing known to compare with
     };

@@ -47,8 +47,10 @@ def find_members(zookeeper: str, root: str = "/chain", *, timeout: float = 5.0) 
 
 
 class ChainClient:
-    """Writes go to the head, reads to the tail; NOT_HEAD and NOT_TAIL
-    redirects are followed, retriable errors retried (after re-reading the
+    """Writes go to the head, reads to each member in turn (spec section
+    5.5: a member answers clean keys itself and sends dirty ones to the
+    tail; VERIFY goes to the tail); NOT_HEAD and NOT_TAIL redirects are
+    followed, retriable errors retried (after re-reading the
     membership when there is no redirect) for up to `retry_for_s` seconds.
     A write whose outcome is unknown raises :class:`OutcomeUnknown`."""
 
@@ -57,6 +59,7 @@ class ChainClient:
         self.zookeeper, self.root = zookeeper, root
         self.timeout, self.retry_for_s, self.pause_s = timeout, retry_for_s, pause_s
         self._conns: Dict[str, Client] = {}
+        self._next_read = 0
         self.members: List[str] = []
         self.refresh()
 
@@ -86,7 +89,13 @@ class ChainClient:
         if c is not None:
             c.close()
 
-    def _run(self, req: Request, write: bool) -> object:
+    def _read_target(self, tail_only: bool) -> str:
+        if tail_only:
+            return self.members[-1]
+        self._next_read += 1
+        return self.members[self._next_read % len(self.members)]
+
+    def _run(self, req: Request, write: bool, tail_only: bool = False) -> object:
         deadline = time.monotonic() + self.retry_for_s
         target: Optional[str] = None
         last: Union[Exception, None] = None
@@ -95,7 +104,7 @@ class ChainClient:
                 if not self.members:
                     self.refresh()
                 if self.members:
-                    target = self.members[0] if write else self.members[-1]
+                    target = self.members[0] if write else self._read_target(tail_only)
             if target is None:
                 time.sleep(self.pause_s)
                 continue
@@ -177,6 +186,6 @@ class ChainClient:
         return out
 
     def verify(self, op_id: int) -> str:
-        out = self._run(wire.verify(op_id), write=False)
+        out = self._run(wire.verify(op_id), write=False, tail_only=True)
         assert isinstance(out, str)
         return out

@@ -37,6 +37,7 @@ FEATURE_DATA_DIR = 1 << 2
 FEATURE_CAS = 1 << 3
 FEATURE_BATCH = 1 << 4
 FEATURE_WATCH = 1 << 5
+FEATURE_CRAQ_READS = 1 << 6
 #: WATCH's from_seq for "changes from now on" (spec section 4.1.2).
 WATCH_FROM_NOW = (1 << 64) - 1
 #: Longest key, and longest WATCH prefix.
@@ -269,6 +270,11 @@ class Hello:
     @property
     def data_dir(self) -> bool:
         return bool(self.features & FEATURE_DATA_DIR)
+
+    @property
+    def craq_reads(self) -> bool:
+        """This chain member answers reads of clean keys in any role."""
+        return bool(self.features & FEATURE_CRAQ_READS)
 
 
 @dataclass(frozen=True)

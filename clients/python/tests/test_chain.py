@@ -32,6 +32,16 @@ class Chain(unittest.TestCase):
             self.assertEqual(cc.put_if(b"py-chain-cas", b"b", 0).version, first.op_id)
             self.assertEqual(cc.get(b"py-chain-cas").value, b"a")
 
+    def test_reads_are_spread_over_every_member(self):
+        with ChainClient(ZK) as cc:
+            w = cc.put(b"py-craq", b"v")
+            for _ in range(3):
+                self.assertEqual(cc.get(b"py-craq").version, w.op_id)
+            self.assertEqual(sorted(cc._conns), sorted(CHAIN), "a connection to each member")
+        for addr in CHAIN:
+            with Client(addr) as c:
+                self.assertTrue(c.hello.craq_reads, addr)
+
     def test_a_batch_through_the_chain(self):
         with ChainClient(ZK) as cc:
             op = cc.mwrite([(b"py-chain-b1", b"x"), (b"py-chain-b2", b"y")])

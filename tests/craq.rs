@@ -181,3 +181,74 @@ fn with_craq_off_only_the_tail_answers_reads() {
     }
     c.close();
 }
+
+/// Every NOT_HEAD and NOT_TAIL names a member (never an empty redirect),
+/// and the right one: right after the tail fails, and while a new member
+/// joins (it names its predecessor, the acting tail, or says UNAVAILABLE
+/// before it knows the chain).
+#[test]
+fn redirects_name_the_right_member_after_a_failover_and_during_a_join() {
+    let mut chain = Chain::start_with(3, false, &[]);
+    let head = chain.member(0).addr();
+    let op = Client::connect(&head).unwrap().put(b"k", b"v").unwrap();
+    chain.kill9(2);
+    chain.wait_chain_len(2);
+    let new_tail = chain.member(1).addr();
+    let mut at_head = Client::connect(&head).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The head's view may lag ZooKeeper by a moment; it must never name
+        // the dead tail once it has moved on, nor an empty address.
+        let (code, to) = refusal(at_head.call(Body::Verify { op_id: op.op_id }));
+        assert!(
+            !to.is_empty() || code == Some(ErrorCode::Unavailable),
+            "{code:?}"
+        );
+        if to == new_tail {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the head still names {to}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut at_tail = Client::connect(&new_tail).unwrap();
+    let r = at_tail.call(Body::Put {
+        key: key("x"),
+        value: b"y".to_vec(),
+        mode: chaintable::wire::WriteMode::Sync,
+    });
+    assert_eq!(refusal(r), (Some(ErrorCode::NotHead), head.clone()));
+
+    // A member joins: ask it for a read from its first moment on.
+    let joiner_port = common::free_port();
+    let joiner_addr = format!("127.0.0.1:{joiner_port}");
+    let watcher = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            let Ok(mut c) = Client::connect(&joiner_addr) else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            while Instant::now() < deadline {
+                match c.call(Body::Verify { op_id: 1 }) {
+                    Ok(_) => return answers,
+                    Err(ClientError::Server(e)) => answers.push((e.error_code(), e.redirect)),
+                    Err(_) => break,
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        answers
+    });
+    chain.add_member_on(joiner_port);
+    chain.wait_chain_len(3);
+    let answers = watcher.join().unwrap();
+    assert!(!answers.is_empty(), "the joiner was never asked");
+    for (code, to) in &answers {
+        match code {
+            Some(ErrorCode::Unavailable) => assert!(to.is_empty()),
+            Some(ErrorCode::NotTail) => assert_eq!(to, &new_tail, "the joiner's predecessor"),
+            other => panic!("the joiner answered {other:?} {to}"),
+        }
+    }
+}

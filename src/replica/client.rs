@@ -64,7 +64,7 @@ impl Replica {
         match self.standing {
             Standing::Fenced => return refuse(ErrorCode::Unavailable, None),
             Standing::Joining { .. } if !self.is_head() => {
-                return refuse(ErrorCode::NotHead, self.head_addr())
+                return Err(Refusal::redirect(ErrorCode::NotHead, self.head_addr()))
             }
             Standing::Joining { .. } => return refuse(ErrorCode::Unavailable, None),
             Standing::Active => {}
@@ -73,7 +73,7 @@ impl Replica {
             return refuse(ErrorCode::Unavailable, None);
         }
         if !self.is_head() {
-            return refuse(ErrorCode::NotHead, self.head_addr());
+            return Err(Refusal::redirect(ErrorCode::NotHead, self.head_addr()));
         }
         if self.takeover_mark.is_some_and(|m| self.last_acked < m) {
             return Err(Refusal {
@@ -112,16 +112,16 @@ impl Replica {
         }
         match self.standing {
             Standing::Fenced => refuse(ErrorCode::Unavailable, None),
-            Standing::Joining { .. } => refuse(
+            Standing::Joining { .. } => Err(Refusal::redirect(
                 ErrorCode::NotTail,
                 self.predecessor().map(|m| m.addr.clone()),
-            ),
+            )),
             Standing::Active if self.acting_tail() => Ok(()),
             Standing::Active if self.craq && self.clean(scope) => Ok(()),
             // The tail as membership lists it (spec §5.4): one hop, not a
             // walk down the chain. If it is still joining it names its
             // predecessor, which is then the acting tail.
-            Standing::Active => refuse(ErrorCode::NotTail, self.tail_addr()),
+            Standing::Active => Err(Refusal::redirect(ErrorCode::NotTail, self.tail_addr())),
         }
     }
 
@@ -150,7 +150,7 @@ impl Replica {
     pub fn check_can_watch(&self) -> Result<(), Refusal> {
         match self.standing {
             Standing::Fenced => Err(Refusal::new(ErrorCode::Unavailable, None)),
-            Standing::Joining { .. } => Err(Refusal::new(
+            Standing::Joining { .. } => Err(Refusal::redirect(
                 ErrorCode::NotTail,
                 self.predecessor().map(|m| m.addr.clone()),
             )),

@@ -219,6 +219,22 @@ impl Refusal {
         }
     }
 
+    /// NOT_HEAD or NOT_TAIL naming `to`; UNAVAILABLE when this member does
+    /// not know where to send the client yet (it has not read the chain's
+    /// membership, or its view does not list it yet): a redirect always
+    /// names a member (spec §3.1).
+    #[must_use]
+    pub fn redirect(code: ErrorCode, to: Option<String>) -> Refusal {
+        match to {
+            Some(addr) if !addr.is_empty() => Refusal::new(code, Some(addr)),
+            _ => Refusal {
+                code: ErrorCode::Unavailable,
+                why: "this member does not know the chain's membership yet; retry",
+                redirect: None,
+            },
+        }
+    }
+
     /// A chain member whose coordination lease has lapsed serves nothing:
     /// another member may already have taken its place.
     #[must_use]

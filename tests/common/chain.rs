@@ -104,7 +104,17 @@ impl Chain {
     }
 
     pub fn add_member(&mut self) -> usize {
-        let (p, host) = self.spawn_member(self.members.len());
+        self.add_member_at(None)
+    }
+
+    /// Adds a member listening on `port` (a test may ask it from before it
+    /// is up).
+    pub fn add_member_on(&mut self, port: u16) -> usize {
+        self.add_member_at(Some(port))
+    }
+
+    fn add_member_at(&mut self, port: Option<u16>) -> usize {
+        let (p, host) = self.spawn_member(self.members.len(), port);
         self.members.push(Some(p));
         self.hosts.push(host);
         self.members.len() - 1
@@ -118,12 +128,12 @@ impl Chain {
             "only a durable chain's members restart on their disk"
         );
         assert!(self.members[i].is_none(), "member {i} is running");
-        let (p, host) = self.spawn_member(i);
+        let (p, host) = self.spawn_member(i, None);
         self.members[i] = Some(p);
         self.hosts[i] = host;
     }
 
-    fn spawn_member(&mut self, i: usize) -> (ServerProc, Option<usize>) {
+    fn spawn_member(&mut self, i: usize, port: Option<u16>) -> (ServerProc, Option<usize>) {
         let zk = self.zk.addr();
         let dir = self
             .data_root
@@ -149,7 +159,10 @@ impl Chain {
                 let port = 20_000 + u16::try_from(self.members.len()).expect("few members");
                 (ServerProc::start_in(&ns, &ip, port, 4, &args), Some(id))
             }
-            None => (ServerProc::start(4, &args), None),
+            None => match port {
+                Some(port) => (ServerProc::start_on(port, 4, &args), None),
+                None => (ServerProc::start(4, &args), None),
+            },
         };
         // Registered before the next one starts, so start order = chain order.
         let registered = wait_for(Duration::from_secs(10), || {

@@ -11,23 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 out=${OUT:-bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v etcd >/dev/null || need+=(etcd-server etcd-client)
-[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/lib.sh
+ensure_packages
 cargo build --release --quiet
 bin=target/release
 tmp=$(mktemp -d /tmp/chaintable-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp" /dev/shm/chaintable-bench-etcd-*; }
+cleanup() { cleanup_pids; rm -rf "$tmp" /dev/shm/chaintable-bench-etcd-*; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-bench() { "$bin/table-bench" -q --json --duration "$secs" "$@" | tee -a "$out"; }
 : > "$out"
 
 echo "== standalone: chaintable vs Redis (50 clients, 100-byte values, 16-byte keys over 100,000 keys)"
@@ -57,29 +48,10 @@ done
 kill -9 $ct_pid
 
 echo "== replication: 3-member chain vs 3-member etcd (both in memory: chaintable has no disk; etcd's data dir is on tmpfs)"
-zk=$(free_port)
-scripts/zookeeper.sh "$zk" >"$tmp/zk.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$zk && echo srvr >&3 && timeout 1 cat <&3 | grep -q Mode) 2>/dev/null && break; sleep 0.2; done
-chain_pids=()
-head -c 32 /dev/urandom | base64 > "$tmp/cluster.secret"
-for i in 1 2 3; do
-  p=$(free_port); "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" \
-    2>"$tmp/m$i.log" & chain_pids+=($!); pids+=($!)
-  wait_port "$p"; sleep 0.5
-done
-sleep 1
-e_ports=(); e_peers=(); cluster=""
-for i in 1 2 3; do e_ports+=($(free_port)); e_peers+=($(free_port)); cluster+="e$i=http://127.0.0.1:${e_peers[$((i-1))]},"; done
-etcd_pids=()
-for i in 1 2 3; do
-  etcd --name e$i --data-dir /dev/shm/chaintable-bench-etcd-$i \
-    --listen-client-urls http://127.0.0.1:${e_ports[$((i-1))]} --advertise-client-urls http://127.0.0.1:${e_ports[$((i-1))]} \
-    --listen-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} --initial-advertise-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} \
-    --initial-cluster "${cluster%,}" --initial-cluster-state new --log-level error >"$tmp/etcd$i.log" 2>&1 &
-  etcd_pids+=($!); pids+=($!)
-done
-for p in "${e_ports[@]}"; do wait_port "$p"; done
-sleep 2
+start_zookeeper
+start_chain 3 /chain
+start_etcd /dev/shm/chaintable-bench-etcd
+e_ports=("${etcd_ports[@]}")
 for c in 1 100; do
   bench --zookeeper 127.0.0.1:$zk --label chain -c $c -d 100 -r 100000 -t put,get --server-pid "${chain_pids[0]}" --server-pid "${chain_pids[1]}" --server-pid "${chain_pids[2]}"
   bench --etcd 127.0.0.1:${e_ports[0]} --label etcd -c $c -d 100 -r 100000 -t put,get --server-pid "${etcd_pids[0]}" --server-pid "${etcd_pids[1]}" --server-pid "${etcd_pids[2]}"
@@ -114,3 +86,7 @@ python3 bench/report.py "$out" "$secs"
 echo
 echo "== durable rows (bench/durable.sh): --data-dir vs Redis's append-only file"
 OUT="${out%.jsonl}-durable.jsonl" bash bench/durable.sh "$secs"
+
+echo
+echo "== CRAQ rows (bench/craq.sh): reads at every member vs at the tail"
+OUT="${out%.jsonl}-craq.jsonl" bash bench/craq.sh "$secs"

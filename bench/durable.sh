@@ -18,25 +18,16 @@ secs=${1:-10}
 out=${OUT:-bench/results-durable-$(date +%Y%m%d-%H%M%S).jsonl}
 data_root=${DATA:-/var/tmp}
 sections=${SECTIONS:-standalone million chain}
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v etcd >/dev/null || need+=(etcd-server etcd-client)
-[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/lib.sh
+ensure_packages
 cargo build --release --quiet
 bin=target/release
 tmp=$(mktemp -d "$data_root/chaintable-durable.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+cleanup() { cleanup_pids; rm -rf "$tmp"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 # The port opens before recovery ends: wait for the server to say it serves.
 wait_serving() { for _ in $(seq 600); do grep -q "serving" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1: never served" >&2; return 1; }
-bench() { "$bin/table-bench" -q --json --duration "$secs" "$@" | tee -a "$out"; }
 : > "$out"
 echo "== data on $(df -P "$tmp" | awk 'NR==2 {print $1 " (" $6 ")"}')"
 
@@ -106,29 +97,10 @@ fi
 
 if [[ " $sections " == *" chain "* ]]; then
 echo "== durable replication: 3-member chain (--fsync always on every member) vs 3-member etcd, data on the same disk"
-zk=$(free_port)
-scripts/zookeeper.sh "$zk" >"$tmp/zk.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$zk && echo srvr >&3 && timeout 1 cat <&3 | grep -q Mode) 2>/dev/null && break; sleep 0.2; done
-head -c 32 /dev/urandom | base64 > "$tmp/cluster.secret"
-chain_pids=()
-for i in 1 2 3; do
-  p=$(free_port); "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" \
-    --data-dir "$tmp/chain-$i" --fsync always 2>"$tmp/chain-$i.log" & chain_pids+=($!); pids+=($!)
-  wait_port "$p"; sleep 0.5
-done
-sleep 1
-e_ports=(); e_peers=(); cluster=""
-for i in 1 2 3; do e_ports+=($(free_port)); e_peers+=($(free_port)); cluster+="e$i=http://127.0.0.1:${e_peers[$((i-1))]},"; done
-etcd_pids=()
-for i in 1 2 3; do
-  etcd --name e$i --data-dir "$tmp/etcd-$i" \
-    --listen-client-urls http://127.0.0.1:${e_ports[$((i-1))]} --advertise-client-urls http://127.0.0.1:${e_ports[$((i-1))]} \
-    --listen-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} --initial-advertise-peer-urls http://127.0.0.1:${e_peers[$((i-1))]} \
-    --initial-cluster "${cluster%,}" --initial-cluster-state new --log-level error >"$tmp/etcd$i.log" 2>&1 &
-  etcd_pids+=($!); pids+=($!)
-done
-for p in "${e_ports[@]}"; do wait_port "$p"; done
-sleep 2
+start_zookeeper
+start_chain 3 /chain --data-dir "$tmp/chain-{i}" --fsync always
+start_etcd "$tmp/etcd"
+e_ports=("${etcd_ports[@]}")
 for c in 1 100; do
   bench --zookeeper 127.0.0.1:$zk --label durable-chain -c $c -d 100 -r 100000 -t put --server-pid "${chain_pids[0]}" --server-pid "${chain_pids[1]}" --server-pid "${chain_pids[2]}"
   bench --etcd 127.0.0.1:${e_ports[0]} --label etcd-disk -c $c -d 100 -r 100000 -t put --server-pid "${etcd_pids[0]}" --server-pid "${etcd_pids[1]}" --server-pid "${etcd_pids[2]}"

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 /// What to load.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// chaintable: writes to `write`, reads to `read` (the same address for
-    /// a standalone server; head and tail for a chain).
+    /// chaintable: writes to `write`; client `i` reads at `reads[i %
+    /// len]` (the one server; a chain's tail, or every member with CRAQ)
+    /// and sends a read refused there with NOT_TAIL to `tail`.
     Table {
         write: String,
-        read: String,
+        reads: Vec<String>,
+        tail: String,
         /// Speak TLS with this configuration (`--tls --ca`).
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     },
@@ -62,6 +64,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Request latencies in microseconds.
     pub latency_us: Histogram<u64>,
+    /// chaintable: reads answered per server address (a read redirected to
+    /// the tail counts at the tail).
+    pub reads_by_server: std::collections::BTreeMap<String, u64>,
 }
 
 impl Outcome {
@@ -107,25 +112,38 @@ impl Rng {
 enum Conn {
     Table {
         write: Box<Client>,
+        /// Where this client reads, when not at `write`.
         read: Option<Box<Client>>,
+        /// The tail, for reads `read` sends there (connected when needed).
+        tail: Option<Box<Client>>,
+        tail_addr: String,
+        /// Reads answered at `read` (or `write`) and at the tail.
+        reads_here: u64,
+        reads_at_tail: u64,
     },
     Redis(resp::Resp),
     Etcd(etcd::Etcd),
 }
 
-fn connect(target: &Target) -> Result<Conn, String> {
+fn connect(target: &Target, i: usize) -> Result<Conn, String> {
     let opts = Options {
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(30),
         ..Options::default()
     };
     match target {
-        Target::Table { write, read, tls } => {
+        Target::Table {
+            write,
+            reads,
+            tail,
+            tls,
+        } => {
             let opts = Options {
                 tls: tls.clone(),
                 ..opts
             };
             let w = Box::new(Client::connect_with(write, opts.clone()).map_err(|e| e.to_string())?);
+            let read = &reads[i % reads.len().max(1)];
             let r = if read != write {
                 Some(Box::new(
                     Client::connect_with(read, opts).map_err(|e| e.to_string())?,
@@ -133,7 +151,14 @@ fn connect(target: &Target) -> Result<Conn, String> {
             } else {
                 None
             };
-            Ok(Conn::Table { write: w, read: r })
+            Ok(Conn::Table {
+                write: w,
+                read: r,
+                tail: None,
+                tail_addr: tail.clone(),
+                reads_here: 0,
+                reads_at_tail: 0,
+            })
         }
         Target::Redis(addr) => resp::Resp::connect(addr)
             .map(Conn::Redis)
@@ -201,7 +226,14 @@ impl Conn {
                 }
                 Ok(0)
             }
-            Conn::Table { write, read } => {
+            Conn::Table {
+                write,
+                read,
+                tail,
+                tail_addr,
+                reads_here,
+                reads_at_tail,
+            } => {
                 let body = |is_read: bool, k: u64| {
                     let key = Key::new(key_bytes(k)).expect("16-byte key");
                     if is_read {
@@ -218,33 +250,80 @@ impl Conn {
                     r.map(|v| v.iter().filter(|x| x.is_err()).count() as u64)
                         .map_err(|e| e.to_string())
                 };
-                match read {
-                    None => count(write.pipeline(ops.iter().map(|(r, k)| body(*r, *k)).collect())),
-                    Some(read) => {
-                        let reads: Vec<Body> = ops
-                            .iter()
-                            .filter(|o| o.0)
-                            .map(|(r, k)| body(*r, *k))
-                            .collect();
-                        let writes: Vec<Body> = ops
-                            .iter()
-                            .filter(|o| !o.0)
-                            .map(|(r, k)| body(*r, *k))
-                            .collect();
-                        let mut errors = 0;
-                        if !writes.is_empty() {
-                            errors += count(write.pipeline(writes))?;
-                        }
-                        if !reads.is_empty() {
-                            errors += count(read.pipeline(reads))?;
-                        }
-                        Ok(errors)
+                let Some(read) = read else {
+                    *reads_here += ops.iter().filter(|o| o.0).count() as u64;
+                    return count(write.pipeline(ops.iter().map(|(r, k)| body(*r, *k)).collect()));
+                };
+                let reads: Vec<Body> = ops
+                    .iter()
+                    .filter(|o| o.0)
+                    .map(|(r, k)| body(*r, *k))
+                    .collect();
+                let writes: Vec<Body> = ops
+                    .iter()
+                    .filter(|o| !o.0)
+                    .map(|(r, k)| body(*r, *k))
+                    .collect();
+                let mut errors = 0;
+                if !writes.is_empty() {
+                    errors += count(write.pipeline(writes))?;
+                }
+                if reads.is_empty() {
+                    return Ok(errors);
+                }
+                let replies = read.pipeline(reads.clone()).map_err(|e| e.to_string())?;
+                // A dirty key (CRAQ) or a member that is not the tail: ask
+                // the tail, as a chain client would.
+                let to_tail: Vec<Body> = reads
+                    .into_iter()
+                    .zip(&replies)
+                    .filter(|(_, r)| {
+                        matches!(r, Err(e) if e.code() == Some(crate::wire::ErrorCode::NotTail))
+                    })
+                    .map(|(b, _)| b)
+                    .collect();
+                errors += replies.iter().filter(|r| r.is_err()).count() as u64;
+                *reads_here += replies.iter().filter(|r| r.is_ok()).count() as u64;
+                if !to_tail.is_empty() {
+                    errors -= to_tail.len() as u64;
+                    if tail.is_none() {
+                        let opts = Options {
+                            connect_timeout: Duration::from_secs(5),
+                            read_timeout: Duration::from_secs(30),
+                            tls: read.options().tls.clone(),
+                            ..Options::default()
+                        };
+                        let c = Client::connect_with(tail_addr, opts).map_err(|e| e.to_string())?;
+                        *tail = Some(Box::new(c));
+                    }
+                    if let Some(t) = tail {
+                        let n = to_tail.len() as u64;
+                        let failed = count(t.pipeline(to_tail))?;
+                        errors += failed;
+                        *reads_at_tail += n - failed;
                     }
                 }
+                Ok(errors)
             }
         }
     }
+
+    /// Reads answered where this client reads, and at the tail.
+    fn reads(&self) -> (u64, u64) {
+        match self {
+            Conn::Table {
+                reads_here,
+                reads_at_tail,
+                ..
+            } => (*reads_here, *reads_at_tail),
+            _ => (0, 0),
+        }
+    }
 }
+
+/// What one client measured: latencies, errors, and reads answered where
+/// it reads and at the tail.
+type ClientTally = (Histogram<u64>, u64, (u64, u64));
 
 /// One client's requests, batch after batch, until `stop`: its latency
 /// histogram and error count.
@@ -254,7 +333,7 @@ fn client_loop(
     w: &Workload,
     done: &AtomicU64,
     stop: &AtomicBool,
-) -> Result<(Histogram<u64>, u64), String> {
+) -> Result<ClientTally, String> {
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut rng = Rng::seeded(i as u64 + 1);
@@ -281,7 +360,7 @@ fn client_loop(
             stop.store(true, Ordering::Relaxed);
         }
     }
-    Ok((hist, errors))
+    Ok((hist, errors, conn.reads()))
 }
 
 /// Runs one test. `progress` is called about once a second with the
@@ -298,8 +377,8 @@ pub fn run(
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut conns = Vec::with_capacity(w.clients);
-    for _ in 0..w.clients {
-        conns.push(connect(target)?);
+    for i in 0..w.clients {
+        conns.push(connect(target, i)?);
     }
     let started = Instant::now();
     let threads: Vec<_> = conns
@@ -327,18 +406,26 @@ pub fn run(
     let mut latency_us =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut errors = 0;
-    for t in threads {
-        let (h, e) = t
+    let mut reads_by_server = std::collections::BTreeMap::new();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (h, e, (here, at_tail)) = t
             .join()
             .map_err(|_| "a client thread panicked".to_string())??;
         latency_us.add(h).map_err(|e| e.to_string())?;
         errors += e;
+        if let Target::Table { reads, tail, .. } = target {
+            let read = reads[i % reads.len().max(1)].clone();
+            *reads_by_server.entry(read).or_insert(0) += here;
+            *reads_by_server.entry(tail.clone()).or_insert(0) += at_tail;
+        }
     }
+    reads_by_server.retain(|_, n| *n > 0);
     Ok(Outcome {
         ops: latency_us.len(),
         errors,
         elapsed: started.elapsed(),
         latency_us,
+        reads_by_server,
     })
 }
 

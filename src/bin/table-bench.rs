@@ -3,7 +3,8 @@
 
 use chaintable::bench::{self, Mix, Target, Workload};
 use chaintable::client::chain::ChainClient;
-use chaintable::client::Options;
+use chaintable::client::{Client, Options};
+use chaintable::wire::FEATURE_CRAQ_READS;
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use std::time::Duration;
 /// Load generator in the style of redis-benchmark.
 ///
 /// `table-bench --addr 127.0.0.1:9000 -c 50 -P 16 -t put,get`
-/// `table-bench --zookeeper 127.0.0.1:2181 -t put` (writes to head, reads to tail)
+/// `table-bench --zookeeper 127.0.0.1:2181 -t put,get` (writes to the head,
+/// reads spread over every member that answers them: CRAQ)
 /// `table-bench --redis 127.0.0.1:6379 -t put,get` (SET/GET over RESP)
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
@@ -24,6 +26,11 @@ struct Args {
     zookeeper: Option<String>,
     #[arg(long, default_value = "/chain")]
     chain_root: String,
+    /// With --zookeeper: `spread` reads over every member whose HELLO_OK
+    /// says it answers them (CRAQ; a dirty key goes on to the tail), or
+    /// send them all to the `tail`.
+    #[arg(long, default_value = "spread", value_parser = ["spread", "tail"])]
+    reads: String,
     /// A Redis server (`host:port`): SET for put, GET for get.
     #[arg(long)]
     redis: Option<String>,
@@ -89,7 +96,8 @@ fn target(args: &Args) -> Result<Target, String> {
     if let Some(a) = &args.addr {
         return Ok(Target::Table {
             write: a.clone(),
-            read: a.clone(),
+            reads: vec![a.clone()],
+            tail: a.clone(),
             tls,
         });
     }
@@ -105,9 +113,26 @@ fn target(args: &Args) -> Result<Target, String> {
             (Some(h), Some(t)) => (h.addr.clone(), t.addr.clone()),
             _ => return Err("no chain members".into()),
         };
+        let mut reads = vec![tail.clone()];
+        if args.reads == "spread" {
+            let opts = Options {
+                tls: tls.clone(),
+                ..Options::default()
+            };
+            let craq = |addr: &str| {
+                Client::connect_with(addr, opts.clone())
+                    .is_ok_and(|c| c.server_hello().features & FEATURE_CRAQ_READS != 0)
+            };
+            reads = members
+                .iter()
+                .map(|m| m.addr.clone())
+                .filter(|a| *a == tail || craq(a))
+                .collect();
+        }
         return Ok(Target::Table {
             write: head,
-            read: tail,
+            reads,
+            tail,
             tls,
         });
     }
@@ -187,6 +212,11 @@ fn run_test(args: &Args, target: &Target, test: &str, mix: Mix) -> Result<(), St
         mix,
     };
     let cpu_before = cpu_us(&args.server_pids);
+    let cpu_each_before: Vec<Option<u64>> = args
+        .server_pids
+        .iter()
+        .map(|p| bench::process_cpu_us(*p))
+        .collect();
     let quiet = args.quiet;
     let out = bench::run(target, &w, |done, t| {
         if !quiet {
@@ -199,11 +229,44 @@ fn run_test(args: &Args, target: &Target, test: &str, mix: Mix) -> Result<(), St
         (Some(a), Some(b)) if out.ops > 0 => Some((b - a) as f64 / out.ops as f64),
         _ => None,
     };
+    // Each server's CPU per operation of the whole test (a chain's members
+    // share the work; with --server-pid in chain order, head first).
+    let cpu_each: Vec<String> = args
+        .server_pids
+        .iter()
+        .zip(&cpu_each_before)
+        .map(
+            |(pid, before)| match (before, bench::process_cpu_us(*pid)) {
+                #[allow(clippy::cast_precision_loss)] // a ratio to print
+                (Some(a), Some(b)) if out.ops > 0 => {
+                    format!("{:.2}", (b - a) as f64 / out.ops as f64)
+                }
+                _ => "null".into(),
+            },
+        )
+        .collect();
+    let spread: Vec<String> = out
+        .reads_by_server
+        .iter()
+        .map(|(addr, n)| format!("\"{addr}\":{n}"))
+        .collect();
     let h = &out.latency_us;
     let q = |p: f64| h.value_at_quantile(p);
+    let extra_json = format!(
+        ",\"reads_by_server\":{{{}}},\"cpu_us_per_op_by_pid\":[{}]",
+        spread.join(","),
+        cpu_each.join(",")
+    );
+    if !args.json && (spread.len() > 1 || cpu_each.len() > 1) {
+        eprintln!(
+            "  reads answered per server: {}; server CPU µs/op per pid: {}",
+            spread.join(", ").replace('"', ""),
+            cpu_each.join(", ")
+        );
+    }
     if args.json {
         println!(
-            "{{\"target\":\"{}\",\"test\":\"{test}\",\"pipeline\":{},\"clients\":{},\"ops\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"cpu_us_per_op\":{},\"errors\":{}}}",
+            "{{\"target\":\"{}\",\"test\":\"{test}\",\"pipeline\":{},\"clients\":{},\"ops\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"cpu_us_per_op\":{},\"errors\":{}{extra_json}}}",
             args.label, w.pipeline, w.clients, out.ops, out.elapsed.as_secs_f64(), out.ops_per_sec(),
             q(0.5), q(0.9), q(0.99), q(0.999), h.max(),
             cpu_per_op.map_or("null".to_string(), |c| format!("{c:.2}")), out.errors

@@ -190,6 +190,12 @@ impl Client {
         &self.addr
     }
 
+    /// The options this connection was made with.
+    #[must_use]
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// What the server said in its HELLO_OK.
     #[must_use]
     pub fn server_hello(&self) -> &HelloOk {

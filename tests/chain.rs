@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const KEYS: u64 = 40;
 
 #[test]
-fn writes_at_the_head_are_read_at_the_tail() {
+fn writes_at_the_head_are_read_back_and_verified() {
     let chain = Chain::start(3, &[]);
     assert_eq!(chain.roles(), ["head", "middle", "tail"]);
     let mut c = chain.client();
@@ -24,8 +24,8 @@ fn writes_at_the_head_are_read_at_the_tail() {
         panic!("{reply:?}")
     };
     assert_eq!(head, chain.member(0).addr());
-    let (reply, tail) = c.call(Body::Get { key: key("colour") }).unwrap();
-    assert_eq!(tail, chain.member(2).addr());
+    // (Reads go to any member: tests/craq.rs shows which answers what.)
+    let (reply, _) = c.call(Body::Get { key: key("colour") }).unwrap();
     let Body::Value(Some(v)) = reply else {
         panic!("{reply:?}")
     };
@@ -33,8 +33,14 @@ fn writes_at_the_head_are_read_at_the_tail() {
     // The head's operation id is the chain's: the tail says it is executed.
     let (reply, _) = c.call(Body::Verify { op_id: w.op_id }).unwrap();
     assert_eq!(reply, Body::VerifyOk(OpState::Executed));
-    // Reads at the head are redirected to the tail, writes at the tail to the head.
-    let mut direct = chaintable::client::Client::connect(&chain.member(2).addr()).unwrap();
+    // A write at the tail that asks not to be forwarded (NO_FORWARD) is
+    // redirected to the head.
+    let no_forward = chaintable::client::Options {
+        no_forward: true,
+        ..chaintable::client::Options::default()
+    };
+    let mut direct =
+        chaintable::client::Client::connect_with(&chain.member(2).addr(), no_forward).unwrap();
     let err = direct.put(b"x", b"y").unwrap_err();
     assert_eq!(err.code(), Some(chaintable::wire::ErrorCode::NotHead));
     let chaintable::client::ClientError::Server(e) = err else {

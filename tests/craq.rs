@@ -210,7 +210,11 @@ fn redirects_name_the_right_member_after_a_failover_and_during_a_join() {
         assert!(Instant::now() < deadline, "the head still names {to}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut at_tail = Client::connect(&new_tail).unwrap();
+    let no_forward = chaintable::client::Options {
+        no_forward: true,
+        ..chaintable::client::Options::default()
+    };
+    let mut at_tail = Client::connect_with(&new_tail, no_forward).unwrap();
     let r = at_tail.call(Body::Put {
         key: key("x"),
         value: b"y".to_vec(),

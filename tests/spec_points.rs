@@ -410,7 +410,12 @@ fn points_1_8_9_a_client_finds_the_chain_by_the_recipe() {
         (Some(ErrorCode::NotTail), tail.as_str()),
         "NOT_TAIL names the tail, not the successor"
     );
-    let mut at_tail = chaintable::client::Client::connect(&tail).unwrap();
+    // A write that asks not to be forwarded (NO_FORWARD, spec §5.6).
+    let no_forward = chaintable::client::Options {
+        no_forward: true,
+        ..chaintable::client::Options::default()
+    };
+    let mut at_tail = chaintable::client::Client::connect_with(&tail, no_forward).unwrap();
     let chaintable::client::ClientError::Server(e) = at_tail.put(b"x", b"y").unwrap_err() else {
         panic!("a write at the tail")
     };

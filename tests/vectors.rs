@@ -7,7 +7,9 @@
 
 use chaintable::serialize::{Entry, Key, Stats};
 use chaintable::wire::message::*;
-use chaintable::wire::{decode_frame, ErrorCode, FrameError, PAYLOAD_BYTES_MAX_DEFAULT};
+use chaintable::wire::{
+    decode_frame, ErrorCode, FrameError, FLAG_NO_FORWARD, PAYLOAD_BYTES_MAX_DEFAULT,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -380,7 +382,17 @@ fn every_valid_vector_decodes_to_its_message_and_encodes_back() {
         assert_eq!(used, bytes.len(), "{name}: used bytes");
         let decoded = Message::from_frame(&frame).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(decoded, expected, "{name}: decode");
-        assert_eq!(expected.to_bytes(), bytes, "{name}: encode");
+        // NO_FORWARD is a header flag the client chooses, not a field.
+        let no_forward = vector["message"]["no_forward"].as_bool() == Some(true);
+        assert_eq!(
+            frame.flags & FLAG_NO_FORWARD != 0,
+            no_forward,
+            "{name}: flag"
+        );
+        let extra = if no_forward { FLAG_NO_FORWARD } else { 0 };
+        let mut encoded = Vec::new();
+        expected.encode_flagged(extra, &mut encoded);
+        assert_eq!(encoded, bytes, "{name}: encode");
     }
 }
 

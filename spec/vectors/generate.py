@@ -24,6 +24,7 @@ OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
           PEER_PROOF=0x46, ERROR=0xFF)
 REPLY = 0x80
 FLAG_ASYNC = 1
+FLAG_NO_FORWARD = 2
 ROLES = dict(standalone=0, head=1, middle=2, tail=3, solo=4, joining=5, fenced=6)
 OUTCOMES = dict(pending=0, absent=1, existed=2, mismatch=3)
 OP_STATES = dict(unknown=0, pending=1, executed=2)
@@ -93,7 +94,7 @@ def stats(fields):
 def encode(m):
     """Encodes the JSON form of a message (see frames.json) into a frame."""
     t, rid = m["type"], m["request_id"]
-    flags = FLAG_ASYNC if m.get("async") else 0
+    flags = (FLAG_ASYNC if m.get("async") else 0) | (FLAG_NO_FORWARD if m.get("no_forward") else 0)
     k = m.get("key", "").encode()
     if t == "HELLO":
         p = bytes([{"client": 1, "peer": 2}[m["role"]]]) + struct.pack(">I", m["features"]) + text(m["node"])
@@ -196,6 +197,7 @@ VALID = [
                               dict(name="send_timeout_ms", value=30000)]))),
     ("put-sync", dict(type="PUT", request_id=2, key="foo", value="bar", **{"async": False})),
     ("put-async", dict(type="PUT", request_id=3, key="k", value="", **{"async": True})),
+    ("put-no-forward", dict(type="PUT", request_id=4, key="foo", value="bar", no_forward=True, **{"async": False})),
     ("put-ok", dict(type="PUT_OK", request_id=2, op_id=42, outcome="absent")),
     ("put-ok-pending", dict(type="PUT_OK", request_id=3, op_id=43, outcome="pending")),
     ("get", dict(type="GET", request_id=4, key="foo")),

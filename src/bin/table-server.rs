@@ -131,6 +131,12 @@ struct Args {
     #[arg(long, default_value = "on", value_parser = parse_on_off,
           action = clap::ArgAction::Set)]
     craq: bool,
+    /// Chain mode: `on`, a member that is not the head forwards a client's
+    /// write to the head and relays the answer (not with --users-file or
+    /// TLS); `off`, it answers NOT_HEAD naming the head.
+    #[arg(long, default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    forward_writes: bool,
     /// Durability: keep a write-ahead log and snapshots in DIR, and recover
     /// the table from it at start (spec/STORAGE.md). Without it the table
     /// lives in memory only.
@@ -271,6 +277,7 @@ fn config(
         peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),
         craq: args.craq,
+        forward_writes: args.forward_writes,
         restore: args.restore,
         storage: args.data_dir.map(|dir| StorageConfig {
             dir,

@@ -12,7 +12,9 @@ pub use watch::{ChainWatcher, WatchUpdate, Watcher};
 
 use crate::serialize::{Entry, Key, Stats};
 use crate::wire::{BatchOp, Body, CasOk, FrameDecoder, Hello, HelloOk, Message, PeerRole};
-use crate::wire::{OpState, Versioned, WriteMode, WriteOk, PAYLOAD_BYTES_MAX_DEFAULT};
+use crate::wire::{
+    OpState, Versioned, WriteMode, WriteOk, FLAG_NO_FORWARD, PAYLOAD_BYTES_MAX_DEFAULT,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -30,6 +32,9 @@ pub struct Options {
     /// [`crate::tls::client_config`]); the server's certificate must name
     /// the host of the address dialled.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Send every write with the NO_FORWARD flag (spec §5.6): a member
+    /// that is not the head redirects it (NOT_HEAD) instead of forwarding.
+    pub no_forward: bool,
 }
 
 /// The byte stream under a client: plain TCP or TLS over it.
@@ -93,6 +98,7 @@ impl Default for Options {
             read_timeout: Duration::from_secs(10),
             credentials: None,
             tls: None,
+            no_forward: false,
         }
     }
 }
@@ -237,7 +243,12 @@ impl Client {
         let count = bodies.len() as u64;
         let mut out = Vec::new();
         for body in bodies {
-            Message::new(self.next_request_id, body).encode(&mut out);
+            let flags = if self.opts.no_forward {
+                FLAG_NO_FORWARD
+            } else {
+                0
+            };
+            Message::new(self.next_request_id, body).encode_flagged(flags, &mut out);
             self.next_request_id += 1;
         }
         let timeout_ms = crate::units::millis(self.opts.read_timeout);

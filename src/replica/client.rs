@@ -56,6 +56,17 @@ impl Replica {
         Ok(seq)
     }
 
+    /// The head to forward a client write to, when this member would
+    /// refuse it with NOT_HEAD naming one (spec §5.6); `None` at the head
+    /// and whenever the refusal is another (UNAVAILABLE, fenced, no lease).
+    #[must_use]
+    pub fn forward_target(&self) -> Option<String> {
+        match self.check_can_write() {
+            Err(r) if r.code == ErrorCode::NotHead => r.redirect,
+            _ => None,
+        }
+    }
+
     pub(super) fn check_can_write(&self) -> Result<(), Refusal> {
         let refuse = |code, redirect| Err(Refusal::new(code, redirect));
         if !self.lease_valid() {

@@ -620,7 +620,9 @@ impl Replica {
         self.members.iter().position(|m| m.name == self.me)
     }
 
-    pub(super) fn is_head(&self) -> bool {
+    /// Whether this member is the head (a standalone server always is).
+    #[must_use]
+    pub fn is_head(&self) -> bool {
         !self.chain || self.my_index() == Some(0)
     }
 

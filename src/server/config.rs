@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// Chain mode: members that are not the tail answer reads of clean
     /// keys (CRAQ, spec §5.5); off, only the tail answers reads.
     pub craq: bool,
+    /// Chain mode: a member that is not the head forwards client writes to
+    /// it (spec §5.6); off, it redirects them (NOT_HEAD).
+    pub forward_writes: bool,
     /// `--data-dir` and its settings: a durable server (see `storage`).
     pub storage: Option<crate::storage::StorageConfig>,
     /// `--restore FILE`: start from this backup (standalone servers).
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,
             craq: true,
+            forward_writes: true,
             storage: None,
             restore: None,
             #[cfg(feature = "testing")]

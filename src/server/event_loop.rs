@@ -221,6 +221,17 @@ impl Server {
         for c in completions {
             self.on_completion(c);
         }
+        let forwarded = self
+            .forwarder
+            .as_mut()
+            .map(|f| f.drain())
+            .unwrap_or_default();
+        for f in forwarded {
+            if let Some(conn) = self.conns.get_mut(&f.conn) {
+                conn.complete_write(f.request_id, |_| f.reply);
+                self.dirty.push(f.conn);
+            }
+        }
         let events: Vec<CoordEvent> = match &self.coord {
             Some(c) => c.events.try_iter().collect(),
             None => Vec::new(),

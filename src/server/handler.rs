@@ -9,6 +9,7 @@
 //! decoded before its MAC checks out.
 
 use super::conn::{Conn, Kind, Slot};
+use super::forward::NotForwarded;
 use super::Server;
 use crate::replica::{ReadScope, Refusal, WriteToken};
 use crate::serialize::{list_encoded_len, Entry, Key, Stats};
@@ -20,7 +21,7 @@ use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
 use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_BATCH, FEATURE_CAS, FEATURE_DATA_DIR};
-use crate::wire::{FEATURE_CRAQ_READS, FEATURE_WATCH};
+use crate::wire::{FEATURE_CRAQ_READS, FEATURE_WATCH, FLAG_NO_FORWARD};
 use std::time::{Duration, Instant};
 
 /// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
@@ -280,7 +281,7 @@ impl Server {
             return;
         }
         if let Some(msg) = self.decode_or_reply(conn, &frame) {
-            self.client_request(conn, msg, Access::ReadOnly);
+            self.client_request(conn, msg, Access::ReadOnly, frame.flags);
         }
     }
 
@@ -293,7 +294,7 @@ impl Server {
             return;
         }
         if let Some(msg) = self.decode_or_reply(conn, &frame) {
-            self.client_request(conn, msg, access);
+            self.client_request(conn, msg, access, frame.flags);
         }
     }
 
@@ -330,7 +331,10 @@ impl Server {
         }
     }
 
-    fn client_request(&mut self, conn: &mut Conn, msg: Message, access: Access) {
+    /// A decoded client request; `flags` are its frame header's (NO_FORWARD
+    /// matters to writes at a member that is not the head).
+    fn client_request(&mut self, conn: &mut Conn, msg: Message, access: Access, flags: u16) {
+        let forward = flags & FLAG_NO_FORWARD == 0;
         self.counters.count_request(msg.body.opcode());
         match msg.body {
             Body::Hello(h) => self.hello(conn, msg.request_id, h),
@@ -340,10 +344,15 @@ impl Server {
                 let why = "this user may only read";
                 conn.reply(&error(msg.request_id, ErrorCode::NotPermitted, why));
             }
-            Body::Put { key, value, mode } => {
-                self.write(conn, msg.request_id, WriteOp::Put { key, value }, mode)
+            Body::Put { key, value, mode } => self.write(
+                conn,
+                (msg.request_id, forward),
+                WriteOp::Put { key, value },
+                mode,
+            ),
+            Body::Del { key, mode } => {
+                self.write(conn, (msg.request_id, forward), WriteOp::Del { key }, mode)
             }
-            Body::Del { key, mode } => self.write(conn, msg.request_id, WriteOp::Del { key }, mode),
             // A compare-and-set is always synchronous: its answer is its
             // point (ASYNC is ignored, as on every request but PUT/DEL).
             Body::PutIf {
@@ -356,15 +365,20 @@ impl Server {
                     value,
                     expected,
                 };
-                self.write(conn, msg.request_id, op, WriteMode::Sync);
+                self.write(conn, (msg.request_id, forward), op, WriteMode::Sync);
             }
             Body::DelIf { key, expected } => {
                 let op = WriteOp::DelIf { key, expected };
-                self.write(conn, msg.request_id, op, WriteMode::Sync);
+                self.write(conn, (msg.request_id, forward), op, WriteMode::Sync);
             }
             // One write, all or nothing, answered once the tail holds it.
             Body::MWrite { ops } => {
-                self.write(conn, msg.request_id, WriteOp::Batch(ops), WriteMode::Sync);
+                self.write(
+                    conn,
+                    (msg.request_id, forward),
+                    WriteOp::Batch(ops),
+                    WriteMode::Sync,
+                );
             }
             Body::Watch { .. } | Body::Unwatch { .. } => self.watch_request(conn, msg),
             Body::Backup => {
@@ -381,7 +395,10 @@ impl Server {
         }
     }
 
-    fn write(&mut self, conn: &mut Conn, request_id: u64, op: WriteOp, mode: WriteMode) {
+    /// A write with `(request_id, forward)`: `forward` unless the client
+    /// set NO_FORWARD (see `forward.rs`).
+    fn write(&mut self, conn: &mut Conn, req: (u64, bool), op: WriteOp, mode: WriteMode) {
+        let (request_id, forward) = req;
         let opcode = match op {
             WriteOp::Put { .. } => op::PUT,
             WriteOp::PutIf { .. } => op::CPUT,
@@ -437,6 +454,12 @@ impl Server {
             conn: conn.id,
             request_id,
         });
+        if forward && self.forwarder.is_some() && !self.replica.is_head() {
+            if let Some(head) = self.replica.forward_target() {
+                self.forward_write(conn, request_id, opcode, head, op, mode);
+                return;
+            }
+        }
         match self.replica.handle_client_write(op, token) {
             Ok(_) if mode == WriteMode::Sync => {
                 conn.slots.push_back(Slot::Write { request_id, opcode });
@@ -456,6 +479,63 @@ impl Server {
             Err(r) => {
                 self.counters.errors_sent += 1;
                 conn.reply(&refusal(request_id, r));
+            }
+        }
+    }
+
+    /// Hands a write this member may not take to the forwarding thread
+    /// (see `forward.rs`); its answer fills the write's slot.
+    fn forward_write(
+        &mut self,
+        conn: &mut Conn,
+        request_id: u64,
+        opcode: u8,
+        head: String,
+        op: WriteOp,
+        mode: WriteMode,
+    ) {
+        let body = match op {
+            WriteOp::Put { key, value } => Body::Put { key, value, mode },
+            WriteOp::Del { key } => Body::Del { key, mode },
+            WriteOp::PutIf {
+                key,
+                value,
+                expected,
+            } => Body::PutIf {
+                key,
+                expected,
+                value,
+            },
+            WriteOp::DelIf { key, expected } => Body::DelIf { key, expected },
+            WriteOp::Batch(ops) => Body::MWrite { ops },
+            WriteOp::Noop | WriteOp::Unchanged { .. } => {
+                conn.reply(&error(
+                    request_id,
+                    ErrorCode::Internal,
+                    "not a client write",
+                ));
+                return;
+            }
+        };
+        let Some(forwarder) = self.forwarder.as_mut() else {
+            return;
+        };
+        match forwarder.forward(conn.id, request_id, head, body) {
+            Ok(()) => {
+                self.counters.writes_forwarded += 1;
+                conn.slots.push_back(Slot::Write { request_id, opcode });
+            }
+            Err(NotForwarded::Full) => {
+                self.counters.errors_sent += 1;
+                let max = super::forward::FORWARDS_INFLIGHT_MAX;
+                let why =
+                    format!("{max} forwarded writes in flight (FORWARDS_INFLIGHT_MAX); retry");
+                conn.reply(&error(request_id, ErrorCode::Busy, why));
+            }
+            Err(NotForwarded::Stopped) => {
+                self.counters.errors_sent += 1;
+                let why = "the forwarding thread stopped; send writes to the head";
+                conn.reply(&error(request_id, ErrorCode::Unavailable, why));
             }
         }
     }
@@ -589,6 +669,10 @@ impl Server {
             s.count("dirty_keys", self.replica.dirty_keys() as u64);
             s.count("reads_off_tail", answered);
             s.count("reads_sent_to_tail", sent);
+            s.count(
+                "forwards_inflight",
+                self.forwarder.as_ref().map_or(0, |f| f.inflight()) as u64,
+            );
             if self.replica.is_durable() {
                 s.count("durable_floor", self.replica.durable_floor());
                 s.count("ids_reserved", self.replica.ids_reserved());

@@ -8,6 +8,7 @@ pub mod config;
 mod conn;
 mod dispatch;
 mod event_loop;
+mod forward;
 mod handler;
 #[doc(hidden)]
 pub mod harness;
@@ -134,6 +135,8 @@ pub struct Server {
     /// sent to the tail for a dirty key (CRAQ; counted where reads are
     /// answered, which borrows the server shared).
     craq_reads: std::cell::Cell<(u64, u64)>,
+    /// Chain mode: the thread that forwards writes to the head (spec §5.6).
+    forwarder: Option<forward::Forwarder>,
     clients_connected: usize,
     shutting_down: bool,
     /// The loop's clock, read once per iteration.
@@ -223,6 +226,7 @@ impl Server {
         )
         .map_err(|e| ServerError::Setup(e.to_string()))?;
         let coord = start_coordinator(&cfg, &wake)?;
+        let forwarder = start_forwarder(&cfg, &wake)?;
         let mut replica = new_replica(&cfg);
         let history =
             crate::watch::History::new(resume.as_ref().map_or(0, |r| r.0), cfg.watch_history_bytes);
@@ -259,6 +263,7 @@ impl Server {
             next_conn_id: 1,
             counters: Counters::default(),
             craq_reads: std::cell::Cell::new((0, 0)),
+            forwarder,
             clients_connected: 0,
             shutting_down: false,
             now: Instant::now(),
@@ -350,6 +355,26 @@ fn start_coordinator(
     })
     .map_err(|e| ServerError::Setup(format!("ZooKeeper {zk}: {e}")))?;
     Ok(Some(c))
+}
+
+/// Chain mode with `--forward-writes on`: the forwarding thread. Not with
+/// client authentication or TLS: the member would have to log in to the
+/// head as the client (it holds no password) or speak TLS to it; those
+/// clusters redirect writes (NOT_HEAD) as before.
+fn start_forwarder(
+    cfg: &ServerConfig,
+    wake: &Arc<EventFd>,
+) -> Result<Option<forward::Forwarder>, ServerError> {
+    if cfg.zookeeper.is_none() || !cfg.forward_writes {
+        return Ok(None);
+    }
+    if cfg.users.is_some() || cfg.tls.is_some() {
+        tracing::info!("writes are not forwarded to the head with --users-file or TLS: NOT_HEAD redirects them");
+        return Ok(None);
+    }
+    forward::Forwarder::start(wake.clone())
+        .map(Some)
+        .map_err(|e| ServerError::Setup(format!("forwarding thread: {e}")))
 }
 
 /// The replica for this configuration: standalone, or a chain member that

@@ -34,6 +34,8 @@ pub struct Counters {
     pub watch_events_sent: u64,
     /// Watches ended with WATCH_TOO_SLOW.
     pub watches_cut_slow: u64,
+    /// Client writes forwarded to the head (spec §5.6).
+    pub writes_forwarded: u64,
     /// Per request opcode 0x01..=0x11.
     pub per_op: [u64; 18],
 }
@@ -68,6 +70,7 @@ impl Counters {
         s.count("auth_failures", self.auth_failures);
         s.count("watch_events_sent", self.watch_events_sent);
         s.count("watches_cut_slow", self.watches_cut_slow);
+        s.count("writes_forwarded", self.writes_forwarded);
         let names = [
             (op::HELLO, "ops_hello"),
             (op::PUT, "ops_put"),

@@ -27,6 +27,9 @@ pub const HEADER_BYTES: usize = 24;
 pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 /// Header flag: a PUT or DEL answered as soon as it is queued.
 pub const FLAG_ASYNC: u16 = 0x0001;
+/// Header flag: a write that a member that is not the head must redirect
+/// (NOT_HEAD), not forward to the head (spec §5.6).
+pub const FLAG_NO_FORWARD: u16 = 0x0002;
 
 /// A whole frame, CRC checked, payload not yet interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1076,7 +1076,13 @@ impl Message {
 
     /// Appends the encoded frame to `out`, payload written in place.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let (opcode, flags) = (self.body.opcode(), self.body.flags());
+        self.encode_flagged(0, out);
+    }
+
+    /// As [`Message::encode`], with header flags `extra` set besides those
+    /// the body implies (a client's NO_FORWARD).
+    pub fn encode_flagged(&self, extra: u16, out: &mut Vec<u8>) {
+        let (opcode, flags) = (self.body.opcode(), self.body.flags() | extra);
         encode_frame(out, opcode, flags, self.request_id, |o| {
             encode_body(&self.body, o)
         });

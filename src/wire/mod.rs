@@ -10,7 +10,9 @@ pub mod opcode;
 pub mod status;
 
 pub use frame::{decode_frame, Frame, FrameDecoder, FrameError};
-pub use frame::{HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
+pub use frame::{
+    FLAG_ASYNC, FLAG_NO_FORWARD, HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
+};
 pub use message::{
     batch_encoded_len, decode_batch, BatchOp, CasOk, HelloExtension, ServerLimit, WatchChange,
     WatchEvent, BATCH_BYTES_MAX, BATCH_OPS_MAX, FEATURE_BATCH, FEATURE_CAS, FEATURE_CRAQ_READS,

@@ -18,6 +18,7 @@ VERSION = 1
 HEADER = struct.Struct(">HBBHHQII")
 HEADER_BYTES = HEADER.size  # 24
 FLAG_ASYNC = 0x0001
+FLAG_NO_FORWARD = 0x0002  # a write to redirect (NOT_HEAD), not forward (section 5.6)
 
 KEY_BYTES_MAX = 1024
 VALUE_BYTES_MAX = 8 * 1024 * 1024
@@ -507,8 +508,9 @@ def hello(features: int = HELLO_WANTS_EXTENSION) -> Request:
     return Request(Op.HELLO, bytes([1]) + struct.pack(">I", features) + enc_text(""))
 
 
-def put(key: bytes, value: bytes, asynchronous: bool = False) -> Request:
-    return Request(Op.PUT, enc_key(key) + enc_data(value), FLAG_ASYNC if asynchronous else 0)
+def put(key: bytes, value: bytes, asynchronous: bool = False, no_forward: bool = False) -> Request:
+    flags = (FLAG_ASYNC if asynchronous else 0) | (FLAG_NO_FORWARD if no_forward else 0)
+    return Request(Op.PUT, enc_key(key) + enc_data(value), flags)
 
 
 def get(key: bytes) -> Request:

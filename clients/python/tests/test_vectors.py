@@ -24,7 +24,7 @@ def request_of(m):
             return None  # the obsolete peer HELLO: not a client's
         return wire.hello(m["features"])
     if t == "PUT":
-        return wire.put(k, m["value"].encode(), m.get("async", False))
+        return wire.put(k, m["value"].encode(), m.get("async", False), m.get("no_forward", False))
     if t == "GET":
         return wire.get(k)
     if t == "DEL":

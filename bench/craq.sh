@@ -30,7 +30,7 @@ for reads in spread tail; do
   bench --zookeeper 127.0.0.1:$zk --chain-root /craq --reads $reads --label "craq-$reads" "${common[@]}" -t get,mix "${pid_args[@]}"
 done
 bench --zookeeper 127.0.0.1:$zk --chain-root /craq --label craq-on "${common[@]}" -t put "${pid_args[@]}"
-for p in "${chain_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+stop_chain
 
 echo "== CRAQ off: writes without the dirty-key bookkeeping"
 start_chain 3 /craq-off --craq off

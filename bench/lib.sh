@@ -41,11 +41,17 @@ start_chain() {
   for i in $(seq "$n"); do
     p=$(free_port); args=("${@//\{i\}/$i}")
     "$bin/table-server" "$p" 64 127.0.0.1:$zk --bind 127.0.0.1 --cluster-secret-file "$tmp/cluster.secret" \
-      --chain-root "$root" "${args[@]}" 2>"$tmp${root//\//-}-$i.log" & chain_pids+=($!); pids+=($!)
+      --chain-root "$root" "${args[@]}" 2>"$tmp/chain${root//\//-}-$i.log" & chain_pids+=($!); pids+=($!)
     chain_ports+=("$p")
     wait_port "$p"; sleep 0.5
   done
   sleep 1
+}
+
+# Stops the chain start_chain started (quietly: no "Killed" lines).
+stop_chain() {
+  local p
+  for p in "${chain_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 
 # start_etcd DATA_PREFIX: a 3-member etcd cluster, member i's data in

@@ -108,6 +108,15 @@ impl Rng {
     }
 }
 
+/// Says on stderr what the first failed request of the run got: an error
+/// count alone does not say what to fix.
+fn report_error(e: &ClientError) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if !REPORTED.swap(true, Ordering::Relaxed) {
+        eprintln!("table-bench: first failed request: {e}");
+    }
+}
+
 /// One connection's worth of sending.
 enum Conn {
     Table {
@@ -144,7 +153,10 @@ fn connect(target: &Target, i: usize) -> Result<Conn, String> {
             };
             let w = Box::new(Client::connect_with(write, opts.clone()).map_err(|e| e.to_string())?);
             let read = &reads[i % reads.len().max(1)];
-            let r = if read != write {
+            // One connection for all only at a standalone server: a chain
+            // head that also reads needs a second, whose refusals go on
+            // to the tail.
+            let r = if read != write || tail != write {
                 Some(Box::new(
                     Client::connect_with(read, opts).map_err(|e| e.to_string())?,
                 ))
@@ -247,8 +259,13 @@ impl Conn {
                     }
                 };
                 let count = |r: Result<Vec<Result<Body, ClientError>>, ClientError>| {
-                    r.map(|v| v.iter().filter(|x| x.is_err()).count() as u64)
-                        .map_err(|e| e.to_string())
+                    r.map(|v| {
+                        v.iter()
+                            .filter_map(|x| x.as_ref().err())
+                            .for_each(report_error);
+                        v.iter().filter(|x| x.is_err()).count() as u64
+                    })
+                    .map_err(|e| e.to_string())
                 };
                 let Some(read) = read else {
                     *reads_here += ops.iter().filter(|o| o.0).count() as u64;
@@ -283,6 +300,11 @@ impl Conn {
                     .map(|(b, _)| b)
                     .collect();
                 errors += replies.iter().filter(|r| r.is_err()).count() as u64;
+                replies
+                    .iter()
+                    .filter_map(|r| r.as_ref().err())
+                    .filter(|e| e.code() != Some(crate::wire::ErrorCode::NotTail))
+                    .for_each(report_error);
                 *reads_here += replies.iter().filter(|r| r.is_ok()).count() as u64;
                 if !to_tail.is_empty() {
                     errors -= to_tail.len() as u64;

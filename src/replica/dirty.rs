@@ -26,7 +26,28 @@ use crate::serialize::Key;
 use crate::wire::{BatchOp, WriteOp};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+/// The counts are keyed by a key's keyed hash already: hashing it again
+/// (SipHash, per write and per acknowledgement) would only cost time.
+#[derive(Debug, Default, Clone, Copy)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the map's keys are u64); any other
+        // input is folded in rather than dropped.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// The keys of every update queued here and not yet acknowledged by the
 /// tail.
@@ -36,7 +57,7 @@ pub struct DirtyKeys {
     /// `(seq, key hash)` per key written, in sequence order.
     held: VecDeque<(u64, u64)>,
     /// How many entries of `held` each key hash has.
-    counts: HashMap<u64, u32>,
+    counts: HashMap<u64, u32, BuildHasherDefault<AlreadyHashed>>,
     /// Every key counts as dirty: the history was dropped, and the worker
     /// may still be applying the old one's writes (or clearing the table)
     /// behind which no read may look.

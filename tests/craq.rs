@@ -256,3 +256,65 @@ fn redirects_name_the_right_member_after_a_failover_and_during_a_join() {
         }
     }
 }
+
+/// Version floors (spec §5.7): a client's reads carry the highest sequence
+/// number it has seen, so it reads its own asynchronous write back even
+/// while that write is still on its way to the tail, and a member whose
+/// history does not reach the floor says BEHIND instead of answering.
+#[test]
+fn a_client_reads_its_own_asynchronous_write_whichever_member_answers() {
+    let mut chain = Chain::start_with(2, false, &[]);
+    chain.add_member_with(&["--test-worker-delay-ms", "1500"]);
+    chain.wait_chain_len(3);
+    let tail = chain.member(2).addr();
+    let mut c = chain.client();
+    let put = |value: &str| Body::Put {
+        key: key("mine"),
+        value: value.as_bytes().to_vec(),
+        mode: chaintable::wire::WriteMode::Async,
+    };
+    let (reply, _) = c.call(put("first")).unwrap();
+    let Body::PutOk(w) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(w.outcome, chaintable::wire::WriteOutcome::Pending);
+    assert_eq!(c.last_seq_seen, w.op_id);
+    // The tail has not applied it yet: with the floor it says so...
+    let mut at_tail = Client::connect(&tail).unwrap();
+    let r = at_tail.call(Body::GetAtLeast {
+        key: key("mine"),
+        min_seq: w.op_id,
+    });
+    assert_eq!(refusal(r), (Some(ErrorCode::Behind), String::new()));
+    // ...and without one it answers what it has: nothing yet.
+    assert_eq!(at_tail.get(b"mine").unwrap(), None);
+    // The client's own reads, at whichever member, wait for its write.
+    for _ in 0..3 {
+        let (reply, at) = c.call(Body::Get { key: key("mine") }).unwrap();
+        let Body::Value(Some(v)) = reply else {
+            panic!("{reply:?} from {at}")
+        };
+        assert_eq!(
+            (v.value.as_slice(), v.version),
+            (&b"first"[..], w.op_id),
+            "at {at}"
+        );
+    }
+    // A floor beyond anything the chain has done: BEHIND everywhere, the
+    // tail's without a redirect, the others' naming the tail.
+    let far = w.op_id + 1_000_000;
+    for (i, addr) in chain.addrs().iter().enumerate() {
+        let mut direct = Client::connect(addr).unwrap();
+        let r = direct.call(Body::GetAtLeast {
+            key: key("other"),
+            min_seq: far,
+        });
+        let expected = if i == 2 { String::new() } else { tail.clone() };
+        assert_eq!(
+            refusal(r),
+            (Some(ErrorCode::Behind), expected),
+            "member {i}"
+        );
+    }
+    c.close();
+}

@@ -202,6 +202,10 @@ fn message(m: &Value) -> Message {
             value: s(m, "value").as_bytes().to_vec(),
             mode: mode(m),
         },
+        "GET" if m.get("min_seq").is_some() => Body::GetAtLeast {
+            key: key(m),
+            min_seq: n(m, "min_seq"),
+        },
         "GET" => Body::Get { key: key(m) },
         "DEL" => Body::Del {
             key: key(m),

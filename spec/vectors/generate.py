@@ -25,6 +25,7 @@ OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
 REPLY = 0x80
 FLAG_ASYNC = 1
 FLAG_NO_FORWARD = 2
+FLAG_AT_LEAST = 4
 ROLES = dict(standalone=0, head=1, middle=2, tail=3, solo=4, joining=5, fenced=6)
 OUTCOMES = dict(pending=0, absent=1, existed=2, mismatch=3)
 OP_STATES = dict(unknown=0, pending=1, executed=2)
@@ -33,7 +34,7 @@ ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPC
               NOT_HEAD=9, NOT_TAIL=10, UNAVAILABLE=11, SHUTTING_DOWN=12,
               RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15, AUTH_REQUIRED=16,
               AUTH_FAILED=17, NOT_PERMITTED=18, STORAGE_UNAVAILABLE=19,
-              HISTORY_GONE=20, WATCH_TOO_SLOW=21)
+              HISTORY_GONE=20, WATCH_TOO_SLOW=21, BEHIND=22)
 ACCESS = dict(readonly=1, readwrite=2)
 # Protocol 1.1 (spec 4.1.1): HELLO feature bit 0 asks for HELLO_OK's
 # extension; HELLO_OK feature bit 1 says it follows.
@@ -95,11 +96,14 @@ def encode(m):
     """Encodes the JSON form of a message (see frames.json) into a frame."""
     t, rid = m["type"], m["request_id"]
     flags = (FLAG_ASYNC if m.get("async") else 0) | (FLAG_NO_FORWARD if m.get("no_forward") else 0)
+    flags |= FLAG_AT_LEAST if "min_seq" in m else 0
     k = m.get("key", "").encode()
     if t == "HELLO":
         p = bytes([{"client": 1, "peer": 2}[m["role"]]]) + struct.pack(">I", m["features"]) + text(m["node"])
     elif t == "PUT":
         p = key(k) + data(m["value"].encode())
+    elif t == "GET" and "min_seq" in m:
+        p = struct.pack(">Q", m["min_seq"]) + key(k)
     elif t in ("GET", "DEL"):
         p = key(k)
     elif t in ("SIZE", "GETKEYS", "GETTABLE", "STATS", "BACKUP"):
@@ -201,6 +205,7 @@ VALID = [
     ("put-ok", dict(type="PUT_OK", request_id=2, op_id=42, outcome="absent")),
     ("put-ok-pending", dict(type="PUT_OK", request_id=3, op_id=43, outcome="pending")),
     ("get", dict(type="GET", request_id=4, key="foo")),
+    ("get-at-least", dict(type="GET", request_id=5, key="foo", min_seq=42)),
     ("value-found", dict(type="VALUE", request_id=4, found=True, version=42, value="bar")),
     ("value-not-found", dict(type="VALUE", request_id=4, found=False)),
     ("del-sync", dict(type="DEL", request_id=5, key="foo", **{"async": False})),
@@ -223,6 +228,7 @@ VALID = [
     ("auth-ok", dict(type="AUTH_OK", request_id=2, access="readwrite")),
     ("error-auth-required", dict(type="ERROR", request_id=3, code="AUTH_REQUIRED", message="send AUTH first", redirect="")),
     ("error-not-tail", dict(type="ERROR", request_id=4, code="NOT_TAIL", message="not the tail", redirect="127.0.0.1:9002")),
+    ("error-behind", dict(type="ERROR", request_id=5, code="BEHIND", message="this member's history does not reach the read's floor", redirect="127.0.0.1:9002")),
     ("error-storage-unavailable", dict(type="ERROR", request_id=12, code="STORAGE_UNAVAILABLE", message="cannot write the log: No space left on device (os error 28)", redirect="")),
     ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
     ("update-put", dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")),

@@ -29,6 +29,11 @@ pub struct ChainClient {
     next_read: usize,
     /// Reads answered, per member address (for `table-bench` and tests).
     pub reads_by_member: std::collections::BTreeMap<String, u64>,
+    /// The highest sequence number this client has seen (a write's op id,
+    /// a value's version; ZooKeeper's lastZxidSeen): every GET carries it
+    /// as its floor (spec §5.7), so no read returns an older state than one
+    /// this client already saw or made, whichever member answers.
+    pub last_seq_seen: u64,
     write_redirect: Option<String>,
     opts: Options,
     /// How long one call keeps retrying retriable failures.
@@ -62,6 +67,7 @@ impl ChainClient {
             readers: Vec::new(),
             next_read: 0,
             reads_by_member: std::collections::BTreeMap::new(),
+            last_seq_seen: 0,
             write_redirect: None,
             retry_for: opts.read_timeout,
             opts,
@@ -143,6 +149,13 @@ impl ChainClient {
     /// whose outcome is unknown is reported as such, never retried.
     pub fn call(&mut self, body: Body) -> Result<(Body, String), ClientError> {
         let write = body.is_write();
+        let body = match body {
+            Body::Get { key } if self.last_seq_seen > 0 => Body::GetAtLeast {
+                key,
+                min_seq: self.last_seq_seen,
+            },
+            other => other,
+        };
         let deadline = Instant::now() + self.retry_for;
         let mut read_redirect: Option<String> = None;
         let mut hops = 0;
@@ -166,6 +179,7 @@ impl ChainClient {
             };
             let err = match result {
                 Ok((reply, addr)) => {
+                    self.saw(&reply);
                     if !write {
                         *self.reads_by_member.entry(addr.clone()).or_insert(0) += 1;
                     }
@@ -179,7 +193,10 @@ impl ChainClient {
             let redirect = match &err {
                 ClientError::Server(e)
                     if !e.redirect.is_empty()
-                        && matches!(err.code(), Some(ErrorCode::NotHead | ErrorCode::NotTail)) =>
+                        && matches!(
+                            err.code(),
+                            Some(ErrorCode::NotHead | ErrorCode::NotTail | ErrorCode::Behind)
+                        ) =>
                 {
                     Some(e.redirect.clone())
                 }
@@ -202,6 +219,24 @@ impl ChainClient {
             hops = 0;
             std::thread::sleep(RETRY_PAUSE);
         }
+    }
+
+    /// Raises [`ChainClient::last_seq_seen`] to what `reply` shows.
+    fn saw(&mut self, reply: &Body) {
+        let seen = match reply {
+            Body::PutOk(w) | Body::DelOk(w) => w.op_id,
+            Body::PutIfOk(c) | Body::DelIfOk(c) => c.op_id.max(c.version),
+            Body::MWriteOk { op_id } => *op_id,
+            Body::Value(Some(v)) => v.version,
+            Body::MGetOk(values) => values
+                .iter()
+                .flatten()
+                .map(|v| v.version)
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        };
+        self.last_seq_seen = self.last_seq_seen.max(seen);
     }
 
     /// One attempt at `addr`, over the head connection (writes) or that

@@ -136,6 +136,32 @@ impl Replica {
         }
     }
 
+    /// Whether this member's history reaches `min_seq`, a read's floor
+    /// (spec §5.7): a client that has seen sequence number `min_seq` (a
+    /// write's op id, a value's version) must not read an older state.
+    ///
+    /// # Errors
+    ///
+    /// BEHIND: naming the tail when this member is not it; with no redirect
+    /// at the tail (the chain itself is behind what the client saw: it may
+    /// catch up, as when an asynchronous write is still on its way, or it
+    /// lost writes beyond what it tolerates).
+    pub fn check_floor(&self, min_seq: u64) -> Result<(), Refusal> {
+        if self.last_applied >= min_seq {
+            return Ok(());
+        }
+        let redirect = if self.acting_tail() {
+            None
+        } else {
+            self.tail_addr()
+        };
+        Err(Refusal {
+            code: ErrorCode::Behind,
+            why: "this member's history does not reach the read's floor",
+            redirect,
+        })
+    }
+
     fn clean(&self, scope: ReadScope<'_>) -> bool {
         if self.chain && self.members.is_empty() {
             return false;

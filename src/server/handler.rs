@@ -21,7 +21,7 @@ use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
 use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_BATCH, FEATURE_CAS, FEATURE_DATA_DIR};
-use crate::wire::{FEATURE_CRAQ_READS, FEATURE_WATCH, FLAG_NO_FORWARD};
+use crate::wire::{FEATURE_CRAQ_READS, FEATURE_READ_FLOORS, FEATURE_WATCH, FLAG_NO_FORWARD};
 use std::time::{Duration, Instant};
 
 /// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
@@ -181,7 +181,7 @@ impl Server {
     /// HELLO_OK, with protocol 1.1's extension (spec §4.1.1) for a client
     /// that asked for it.
     pub(super) fn hello_ok(&self, request_id: u64, extension: bool) -> Message {
-        let mut features = FEATURE_CAS | FEATURE_BATCH | FEATURE_WATCH;
+        let mut features = FEATURE_CAS | FEATURE_BATCH | FEATURE_WATCH | FEATURE_READ_FLOORS;
         if self.cfg.users.is_some() {
             features |= FEATURE_AUTH_REQUIRED;
         }
@@ -545,7 +545,9 @@ impl Server {
         let id = msg.request_id;
         let scope = match &msg.body {
             Body::Stats | Body::Hello(_) => None,
-            Body::Get { key } => Some(ReadScope::Keys(std::slice::from_ref(key))),
+            Body::Get { key } | Body::GetAtLeast { key, .. } => {
+                Some(ReadScope::Keys(std::slice::from_ref(key)))
+            }
             Body::MGet { keys } => Some(ReadScope::Keys(keys)),
             Body::Size | Body::GetKeys | Body::GetTable => Some(ReadScope::Table),
             _ => Some(ReadScope::TailOnly),
@@ -565,6 +567,11 @@ impl Server {
                 return refusal(id, r);
             }
         }
+        if let Body::GetAtLeast { min_seq, .. } = &msg.body {
+            if let Err(r) = self.replica.check_floor(*min_seq) {
+                return refusal(id, r);
+            }
+        }
         // A list's size is known before anything is copied: one over the
         // frame limit is refused without cloning the table.
         let list_bytes = match &msg.body {
@@ -576,7 +583,7 @@ impl Server {
             return refused;
         }
         let body = match &msg.body {
-            Body::Get { key } => Body::Value(self.table.get(key)),
+            Body::Get { key } | Body::GetAtLeast { key, .. } => Body::Value(self.table.get(key)),
             Body::MGet { keys } => {
                 // Sized before anything is copied (see `get_many_within`).
                 let max = self.cfg.payload_bytes_max;

@@ -31,6 +31,10 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
             encode_data(out, value);
         }
         Get { key } | Del { key, .. } => key.encode(out),
+        GetAtLeast { key, min_seq } => {
+            put_u64(out, *min_seq);
+            key.encode(out);
+        }
         PutIf {
             key,
             expected,

@@ -30,6 +30,9 @@ pub const FLAG_ASYNC: u16 = 0x0001;
 /// Header flag: a write that a member that is not the head must redirect
 /// (NOT_HEAD), not forward to the head (spec §5.6).
 pub const FLAG_NO_FORWARD: u16 = 0x0002;
+/// Header flag: a GET whose payload starts with `u64 min_seq`, the floor
+/// the answering member's history must reach (spec §5.7).
+pub const FLAG_AT_LEAST: u16 = 0x0004;
 
 /// A whole frame, CRC checked, payload not yet interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]

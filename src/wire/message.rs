@@ -5,7 +5,7 @@
 
 use super::decode::decode_body;
 use super::encode::encode_body;
-use super::frame::{encode_frame, Frame, FLAG_ASYNC};
+use super::frame::{encode_frame, Frame, FLAG_ASYNC, FLAG_AT_LEAST};
 pub use super::opcode::{op, OpClass};
 use super::status::ErrorCode;
 #[cfg(feature = "arbitrary")]
@@ -83,6 +83,9 @@ pub const FEATURE_WATCH: u32 = 1 << 5;
 /// HELLO_OK feature bit: this chain member answers reads of clean keys
 /// even when it is not the tail (CRAQ, spec §5.5).
 pub const FEATURE_CRAQ_READS: u32 = 1 << 6;
+/// HELLO_OK feature bit: the server takes a GET with a floor (header flag
+/// AT_LEAST, spec §5.7).
+pub const FEATURE_READ_FLOORS: u32 = 1 << 7;
 /// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
 /// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
 pub const HELLO_WANTS_EXTENSION: u32 = 1;
@@ -849,6 +852,13 @@ pub enum Body {
     Get {
         key: Key,
     },
+    /// GET with a floor (header flag AT_LEAST, spec §5.7): answered only by
+    /// a member whose history reaches `min_seq` (else BEHIND). Its reply is
+    /// GET's.
+    GetAtLeast {
+        key: Key,
+        min_seq: u64,
+    },
     Del {
         key: Key,
         mode: WriteMode,
@@ -997,7 +1007,7 @@ impl Body {
         match self {
             Hello(_) => op::HELLO,
             Put { .. } => op::PUT,
-            Get { .. } => op::GET,
+            Get { .. } | GetAtLeast { .. } => op::GET,
             Del { .. } => op::DEL,
             Size => op::SIZE,
             GetKeys => op::GETKEYS,
@@ -1050,6 +1060,7 @@ impl Body {
                 mode: WriteMode::Async,
                 ..
             } => FLAG_ASYNC,
+            Body::GetAtLeast { .. } => FLAG_AT_LEAST,
             _ => 0,
         }
     }
@@ -1121,6 +1132,9 @@ impl Message {
         } else {
             WriteMode::Sync
         };
+        if frame.opcode == super::opcode::op::GET && frame.flags & FLAG_AT_LEAST != 0 {
+            return Message::get_at_least(frame);
+        }
         let body = decode_body(frame.opcode, mode, &mut r)?;
         r.finish().map_err(|source| MessageError::BadPayload {
             opcode: frame.opcode,
@@ -1129,6 +1143,24 @@ impl Message {
         Ok(Message {
             request_id: frame.request_id,
             body,
+        })
+    }
+}
+
+impl Message {
+    /// A GET with the AT_LEAST flag: `u64 min_seq`, then the key.
+    fn get_at_least(frame: &Frame) -> Result<Message, MessageError> {
+        let bad = |source| MessageError::BadPayload {
+            opcode: frame.opcode,
+            source,
+        };
+        let mut r = Reader::new(&frame.payload);
+        let min_seq = r.u64("min_seq").map_err(bad)?;
+        let key = Key::decode(&mut r).map_err(bad)?;
+        r.finish().map_err(bad)?;
+        Ok(Message {
+            request_id: frame.request_id,
+            body: Body::GetAtLeast { key, min_seq },
         })
     }
 }

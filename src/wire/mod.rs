@@ -11,13 +11,14 @@ pub mod status;
 
 pub use frame::{decode_frame, Frame, FrameDecoder, FrameError};
 pub use frame::{
-    FLAG_ASYNC, FLAG_NO_FORWARD, HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
+    FLAG_ASYNC, FLAG_AT_LEAST, FLAG_NO_FORWARD, HEADER_BYTES, PAYLOAD_BYTES_MAX_DEFAULT,
+    PROTOCOL_VERSION,
 };
 pub use message::{
     batch_encoded_len, decode_batch, BatchOp, CasOk, HelloExtension, ServerLimit, WatchChange,
     WatchEvent, BATCH_BYTES_MAX, BATCH_OPS_MAX, FEATURE_BATCH, FEATURE_CAS, FEATURE_CRAQ_READS,
-    FEATURE_DATA_DIR, FEATURE_EXTENSION, FEATURE_WATCH, HELLO_LIMITS_MAX, HELLO_WANTS_EXTENSION,
-    PROTOCOL_MINOR, WATCH_FROM_NOW,
+    FEATURE_DATA_DIR, FEATURE_EXTENSION, FEATURE_READ_FLOORS, FEATURE_WATCH, HELLO_LIMITS_MAX,
+    HELLO_WANTS_EXTENSION, PROTOCOL_MINOR, WATCH_FROM_NOW,
 };
 pub use message::{
     op, Access, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass,

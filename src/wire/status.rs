@@ -70,10 +70,12 @@ pub enum ErrorCode {
     HistoryGone = 20,
     #[error("the watcher fell too far behind and was cut off; resume from the last seq it saw")]
     WatchTooSlow = 21,
+    #[error("this member has not applied the history the read asks for (its floor); try the redirect, or later")]
+    Behind = 22,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
@@ -95,6 +97,7 @@ impl ErrorCode {
         ErrorCode::StorageUnavailable,
         ErrorCode::HistoryGone,
         ErrorCode::WatchTooSlow,
+        ErrorCode::Behind,
     ];
 
     #[must_use]
@@ -108,7 +111,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             TooManyConnections | Busy | NotHead | NotTail | Unavailable | ShuttingDown
-            | StorageUnavailable | WatchTooSlow => Retry::Retriable,
+            | StorageUnavailable | WatchTooSlow | Behind => Retry::Retriable,
             OutcomeUnknown | Internal => Retry::OutcomeUnknown,
             BadFrame | UnsupportedVersion | FrameTooLarge | UnknownOpcode | BadRequest
             | HandshakeRequired | ResultTooLarge | AuthRequired | AuthFailed | NotPermitted
@@ -153,6 +156,7 @@ impl ErrorCode {
             StorageUnavailable => "STORAGE_UNAVAILABLE",
             HistoryGone => "HISTORY_GONE",
             WatchTooSlow => "WATCH_TOO_SLOW",
+            Behind => "BEHIND",
         }
     }
 }

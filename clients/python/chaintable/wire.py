@@ -18,6 +18,7 @@ VERSION = 1
 HEADER = struct.Struct(">HBBHHQII")
 HEADER_BYTES = HEADER.size  # 24
 FLAG_ASYNC = 0x0001
+FLAG_AT_LEAST = 0x0004  # a GET with a floor: u64 min_seq, then the key (section 5.7)
 FLAG_NO_FORWARD = 0x0002  # a write to redirect (NOT_HEAD), not forward (section 5.6)
 
 KEY_BYTES_MAX = 1024
@@ -39,6 +40,7 @@ FEATURE_CAS = 1 << 3
 FEATURE_BATCH = 1 << 4
 FEATURE_WATCH = 1 << 5
 FEATURE_CRAQ_READS = 1 << 6
+FEATURE_READ_FLOORS = 1 << 7
 #: WATCH's from_seq for "changes from now on" (spec section 4.1.2).
 WATCH_FROM_NOW = (1 << 64) - 1
 #: Longest key, and longest WATCH prefix.
@@ -117,6 +119,7 @@ ERRORS: Dict[int, Tuple[str, Retry, bool]] = {
     19: ("STORAGE_UNAVAILABLE", Retry.RETRIABLE, False),
     20: ("HISTORY_GONE", Retry.NOT_RETRIABLE, False),
     21: ("WATCH_TOO_SLOW", Retry.RETRIABLE, False),
+    22: ("BEHIND", Retry.RETRIABLE, False),
 }
 
 
@@ -513,7 +516,11 @@ def put(key: bytes, value: bytes, asynchronous: bool = False, no_forward: bool =
     return Request(Op.PUT, enc_key(key) + enc_data(value), flags)
 
 
-def get(key: bytes) -> Request:
+def get(key: bytes, min_seq: int = 0) -> Request:
+    """GET; with `min_seq` (flag AT_LEAST, section 5.7) only a member whose
+    history reaches it answers, others say BEHIND."""
+    if min_seq:
+        return Request(Op.GET, struct.pack(">Q", min_seq) + enc_key(key), FLAG_AT_LEAST)
     return Request(Op.GET, enc_key(key))
 
 

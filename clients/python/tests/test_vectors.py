@@ -26,7 +26,7 @@ def request_of(m):
     if t == "PUT":
         return wire.put(k, m["value"].encode(), m.get("async", False), m.get("no_forward", False))
     if t == "GET":
-        return wire.get(k)
+        return wire.get(k, m.get("min_seq", 0))
     if t == "DEL":
         return wire.delete(k, m.get("async", False))
     if t == "VERIFY":

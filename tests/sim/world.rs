@@ -209,6 +209,9 @@ enum End {
 #[derive(Debug, Clone)]
 enum Req {
     Put(u32, u64),
+    /// An asynchronous PUT: answered with its op id at once, executed
+    /// later or, if its head fails first, never.
+    PutAsync(u32, u64),
     Del(u32),
     Get(u32),
     /// CPUT of a fresh value, expecting what this client last read of the
@@ -222,11 +225,14 @@ enum Req {
 }
 
 enum Reply {
-    Written(Option<bool>),
-    /// A compare-and-set that did not match: nothing changed.
-    Mismatch,
+    /// Written, with its op id.
+    Written(Option<bool>, u64),
+    /// A compare-and-set that did not match: nothing changed (its op id).
+    Mismatch(u64),
     /// A read: the value and its version (0 when absent).
     Value(Option<u64>, u64),
+    /// An asynchronous write was queued with this op id.
+    Accepted(u64),
     /// Refused before taking effect (not the head, no lease, busy…).
     Refused,
     /// The write may or may not have happened.
@@ -240,6 +246,12 @@ struct Client {
     next_value: u64,
     /// What this client last read of each key: (value, version).
     seen: std::collections::HashMap<u32, (Option<u64>, u64)>,
+    /// The highest sequence number this client has seen (op ids of its
+    /// writes, versions it read): the floor of its reads (spec §5.7).
+    floor: u64,
+    /// Per key, the newest version this client has read or written: no
+    /// read of it may return an older one (the session guarantee).
+    key_floor: std::collections::HashMap<u32, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -401,6 +413,8 @@ impl World {
                 pending: None,
                 next_value: (c as u64 + 1) << 32,
                 seen: std::collections::HashMap::new(),
+                floor: 0,
+                key_floor: std::collections::HashMap::new(),
             });
             self.after(0, Ev::ClientView(c));
             self.after(MS, Ev::ClientNext(c));

@@ -14,9 +14,13 @@ impl World {
         let key = self.rng.gen_range(0..KEYS);
         let r = self.rng.gen_range(0..10);
         let req = match r {
-            0..=2 => {
+            0..=1 => {
                 self.clients[c].next_value += 1;
                 Req::Put(key, self.clients[c].next_value)
+            }
+            2 => {
+                self.clients[c].next_value += 1;
+                Req::PutAsync(key, self.clients[c].next_value)
             }
             3 => {
                 // Compare with what this client last read of the key.
@@ -60,10 +64,10 @@ impl World {
         let reply = match req {
             Req::Get(key) => {
                 let keys = [key_of(key)];
-                let refused = self.procs[&pid]
-                    .replica
-                    .check_can_read(ReadScope::Keys(&keys))
-                    .is_err();
+                let floor = self.clients[c].floor;
+                let replica = &self.procs[&pid].replica;
+                let refused = replica.check_can_read(ReadScope::Keys(&keys)).is_err()
+                    || replica.check_floor(floor).is_err();
                 let found = self.procs[&pid].table.get(&key_of(key));
                 let value =
                     found.map(|(_, v)| u64::from_le_bytes(v[..8].try_into().expect("8 bytes")));
@@ -84,6 +88,18 @@ impl World {
                 },
             ),
             Req::Del(key) => self.write(pid, c, op, WriteOp::Del { key: key_of(key) }),
+            Req::PutAsync(key, value) => {
+                let wop = WriteOp::Put {
+                    key: key_of(key),
+                    value: value.to_le_bytes().to_vec(),
+                };
+                let mut result = None;
+                self.with(pid, |r| result = Some(r.handle_client_write(wop, None)));
+                match result {
+                    Some(Ok(seq)) => Reply::Accepted(seq),
+                    _ => Reply::Refused,
+                }
+            }
             Req::Cas {
                 key,
                 version,
@@ -141,13 +157,34 @@ impl World {
         };
         self.clients[c].pending = None;
         let ret = Some(self.now);
+        let floor = self.clients[c].floor;
+        let seen = match reply {
+            Reply::Written(_, id)
+            | Reply::Mismatch(id)
+            | Reply::Value(_, id)
+            | Reply::Accepted(id) => id,
+            Reply::Refused | Reply::Unknown => 0,
+        };
+        self.clients[c].floor = floor.max(seen);
+        if let (Req::Put(key, _) | Req::Del(key), Reply::Written(_, id)) = (&req, &reply) {
+            let f = self.clients[c].key_floor.entry(*key).or_insert(0);
+            *f = (*f).max(*id);
+        }
         let rec = match (req, reply) {
             (_, Reply::Refused) => None,
-            (Req::Put(key, value), Reply::Written(existed)) => {
+            (Req::Put(key, value), Reply::Written(existed, _)) => {
                 Some((key, KvOp::Put { value, existed }, ret))
             }
-            (Req::Del(key), Reply::Written(existed)) => Some((key, KvOp::Del { existed }, ret)),
+            (Req::Del(key), Reply::Written(existed, _)) => Some((key, KvOp::Del { existed }, ret)),
             (Req::Get(key), Reply::Value(value, version)) => {
+                let key_floor = self.clients[c].key_floor.get(&key).copied().unwrap_or(0);
+                if value.is_some() && version < key_floor {
+                    self.fail(format!(
+                        "client {c} read version {version} of key {key} after having seen {key_floor} (floor {floor})"
+                    ));
+                }
+                let f = self.clients[c].key_floor.entry(key).or_insert(0);
+                *f = (*f).max(version);
                 self.clients[c].seen.insert(key, (value, version));
                 Some((key, KvOp::Get { value }, ret))
             }
@@ -158,11 +195,11 @@ impl World {
                     value,
                     ..
                 },
-                reply @ (Reply::Written(_) | Reply::Mismatch | Reply::Unknown),
+                reply @ (Reply::Written(..) | Reply::Mismatch(_) | Reply::Unknown),
             ) => {
                 let applied = match reply {
-                    Reply::Written(_) => Some(true),
-                    Reply::Mismatch => Some(false),
+                    Reply::Written(..) => Some(true),
+                    Reply::Mismatch(_) => Some(false),
                     _ => None,
                 };
                 let op = KvOp::Cas {
@@ -181,6 +218,15 @@ impl World {
                 None,
             )),
             (Req::Del(key), Reply::Unknown) => Some((key, KvOp::Del { existed: None }, None)),
+            // Queued, not known to be executed: an unknown outcome.
+            (Req::PutAsync(key, value), Reply::Accepted(_) | Reply::Unknown) => Some((
+                key,
+                KvOp::Put {
+                    value,
+                    existed: None,
+                },
+                None,
+            )),
             _ => None,
         };
         if let Some((key, op, ret)) = rec {
@@ -197,7 +243,7 @@ impl World {
         self.clients[c].pending = None;
         self.replies.remove(&(c, op));
         match req {
-            Req::Put(key, value) => self.record(
+            Req::Put(key, value) | Req::PutAsync(key, value) => self.record(
                 c,
                 key,
                 KvOp::Put {

@@ -180,10 +180,10 @@ impl World {
             Action::WriteDone { token, result, .. } => {
                 self.acked.insert(result.op_id);
                 let reply = match result.outcome {
-                    WriteOutcome::Existed => Reply::Written(Some(true)),
-                    WriteOutcome::Absent => Reply::Written(Some(false)),
-                    WriteOutcome::Pending => Reply::Written(None),
-                    WriteOutcome::Mismatch => Reply::Mismatch,
+                    WriteOutcome::Existed => Reply::Written(Some(true), result.op_id),
+                    WriteOutcome::Absent => Reply::Written(Some(false), result.op_id),
+                    WriteOutcome::Pending => Reply::Written(None, result.op_id),
+                    WriteOutcome::Mismatch => Reply::Mismatch(result.op_id),
                 };
                 self.reply_write(pid, token, reply);
             }

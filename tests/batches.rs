@@ -173,8 +173,9 @@ fn a_batch_reaches_every_member_of_a_chain() {
     };
     assert_eq!(head, chain.member(0).addr());
     let keys = vec![Key::new("c0").unwrap(), Key::new("c49").unwrap()];
-    let (reply, tail) = c.call(Body::MGet { keys }).unwrap();
-    assert_eq!(tail, chain.member(2).addr());
+    // Read at whichever member the client picks (CRAQ): all agree.
+    let (reply, at) = c.call(Body::MGet { keys }).unwrap();
+    assert!(chain.addrs().contains(&at), "{at}");
     let Body::MGetOk(values) = reply else {
         panic!("{reply:?}")
     };

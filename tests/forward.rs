@@ -145,3 +145,70 @@ fn a_forward_lost_with_a_frozen_head_is_outcome_unknown() {
     assert_eq!(after.outcome, WriteOutcome::Absent);
     chain.member(0).signal(Signal::SIGCONT);
 }
+
+/// An attack on the forwarding path: 200 writes of 1 MiB sent to the
+/// middle while the head is frozen. The member forwards at most
+/// FORWARD_BYTES_MAX (64 MiB) of them, answers the rest BUSY at once, and
+/// its memory stays bounded (it would hold all 200 MiB without the bound).
+#[test]
+fn forwarded_writes_stay_bounded_while_the_head_is_frozen() {
+    let chain = Chain::start_with(3, false, &[]);
+    let middle = chain.member(1);
+    let opts = Options {
+        read_timeout: Duration::from_secs(30),
+        ..Options::default()
+    };
+    let mut c = Client::connect_with(&middle.addr(), opts).unwrap();
+    c.put(b"warm", b"1").unwrap();
+    let hwm_before = middle.peak_kib();
+    let started = Instant::now();
+    chain.member(0).signal(Signal::SIGSTOP);
+    let value = vec![7u8; 1 << 20];
+    let bodies = (0..200)
+        .map(|i| chaintable::wire::Body::Put {
+            key: key(&format!("big{i}")),
+            value: value.clone(),
+            mode: chaintable::wire::WriteMode::Sync,
+        })
+        .collect();
+    let replies = c.pipeline(bodies).expect("every write answered");
+    chain.member(0).signal(Signal::SIGCONT);
+    let code =
+        |r: &Result<chaintable::wire::Body, ClientError>| r.as_ref().err().and_then(|e| e.code());
+    let busy = replies
+        .iter()
+        .filter(|r| code(r) == Some(ErrorCode::Busy))
+        .count();
+    // Forwarded: the first batch reached the frozen head (OUTCOME_UNKNOWN
+    // once the forwarding thread gave up on it); the rest could not even
+    // get a HELLO answered (UNAVAILABLE: never sent).
+    let forwarded = replies
+        .iter()
+        .filter(|r| {
+            matches!(
+                code(r),
+                Some(ErrorCode::OutcomeUnknown | ErrorCode::Unavailable)
+            )
+        })
+        .count();
+    let unknown = replies
+        .iter()
+        .filter(|r| code(r) == Some(ErrorCode::OutcomeUnknown))
+        .count();
+    let written = replies.iter().filter(|r| r.is_ok()).count();
+    let summary =
+        format!("{busy} BUSY, {forwarded} forwarded ({unknown} unknown), {written} written");
+    assert_eq!(busy + forwarded + written, 200, "{summary}");
+    assert!(busy >= 100, "the bound did not hold: {summary}");
+    assert!((1..=64).contains(&forwarded), "{summary}");
+    assert!(unknown >= 1, "{summary}");
+    let grown_mib = middle.peak_kib().saturating_sub(hwm_before) / 1024;
+    assert!(grown_mib < 140, "the middle grew by {grown_mib} MiB");
+    // Bounded in time too: two forwarding timeouts (the frozen head's
+    // write, then its unanswered HELLO), not one per write.
+    assert!(
+        started.elapsed() < Duration::from_secs(28),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -27,6 +27,11 @@ use std::time::Duration;
 /// waiting for its answer); one more is answered BUSY.
 pub const FORWARDS_INFLIGHT_MAX: usize = 1024;
 
+/// Most key and value bytes those writes may hold: a client that sends
+/// large writes to a member whose head is slow (or frozen) gets BUSY
+/// rather than making the member hold them all.
+pub const FORWARD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// How long the forwarding thread waits to connect to the head.
 const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -40,6 +45,8 @@ struct Job {
     request_id: u64,
     head: String,
     body: Body,
+    /// Key and value bytes of `body`, counted against [`FORWARD_BYTES_MAX`].
+    bytes: usize,
 }
 
 /// A forwarded write's answer, for connection `conn`.
@@ -48,11 +55,14 @@ pub struct Forwarded {
     pub request_id: u64,
     /// The reply to send, with the client's request id.
     pub reply: Message,
+    /// The write's bytes, released now.
+    bytes: usize,
 }
 
 /// Why a write was not forwarded.
 pub enum NotForwarded {
-    /// [`FORWARDS_INFLIGHT_MAX`] writes are already in flight.
+    /// [`FORWARDS_INFLIGHT_MAX`] writes, or [`FORWARD_BYTES_MAX`] bytes,
+    /// are already in flight.
     Full,
     /// The forwarding thread is gone.
     Stopped,
@@ -63,6 +73,8 @@ pub struct Forwarder {
     jobs: SyncSender<Job>,
     done: Arc<Mutex<Vec<Forwarded>>>,
     inflight: usize,
+    /// Key and value bytes of the writes in flight.
+    inflight_bytes: usize,
 }
 
 impl Forwarder {
@@ -82,10 +94,12 @@ impl Forwarder {
             jobs,
             done,
             inflight: 0,
+            inflight_bytes: 0,
         })
     }
 
-    /// Queues `body` (a write from `conn`) for `head`.
+    /// Queues `body` (a write from `conn` holding `bytes` of keys and
+    /// values) for `head`.
     ///
     /// # Errors
     ///
@@ -96,8 +110,11 @@ impl Forwarder {
         request_id: u64,
         head: String,
         body: Body,
+        bytes: usize,
     ) -> Result<(), NotForwarded> {
-        if self.inflight >= FORWARDS_INFLIGHT_MAX {
+        // One write alone may always go (a lone 8 MiB value is admitted).
+        let over_bytes = self.inflight > 0 && self.inflight_bytes + bytes > FORWARD_BYTES_MAX;
+        if self.inflight >= FORWARDS_INFLIGHT_MAX || over_bytes {
             return Err(NotForwarded::Full);
         }
         let job = Job {
@@ -105,10 +122,12 @@ impl Forwarder {
             request_id,
             head,
             body,
+            bytes,
         };
         match self.jobs.try_send(job) {
             Ok(()) => {
                 self.inflight += 1;
+                self.inflight_bytes += bytes;
                 Ok(())
             }
             Err(TrySendError::Full(_)) => Err(NotForwarded::Full),
@@ -120,6 +139,8 @@ impl Forwarder {
     pub fn drain(&mut self) -> Vec<Forwarded> {
         let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()));
         self.inflight = self.inflight.saturating_sub(done.len());
+        let released: usize = done.iter().map(|f| f.bytes).sum();
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(released);
         done
     }
 
@@ -127,6 +148,12 @@ impl Forwarder {
     #[must_use]
     pub fn inflight(&self) -> usize {
         self.inflight
+    }
+
+    /// Key and value bytes of those writes.
+    #[must_use]
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes
     }
 }
 
@@ -197,7 +224,12 @@ fn send_batch(head: &mut Option<Client>, addr: &str, jobs: Vec<Job>) -> Vec<Forw
             "forwarding a write"
         );
     }
-    let bodies: Vec<Body> = jobs.iter().map(|j| j.body.clone()).collect();
+    // Moved, not copied: the bytes held stay what FORWARD_BYTES_MAX counts.
+    let mut jobs = jobs;
+    let bodies: Vec<Body> = jobs
+        .iter_mut()
+        .map(|j| std::mem::replace(&mut j.body, Body::Size))
+        .collect();
     let replies = match client.pipeline(bodies) {
         Ok(r) => r,
         Err(e) => {
@@ -226,6 +258,7 @@ fn send_batch(head: &mut Option<Client>, addr: &str, jobs: Vec<Job>) -> Vec<Forw
                 conn: j.conn,
                 request_id: j.request_id,
                 reply: Message::new(j.request_id, body),
+                bytes: j.bytes,
             }
         })
         .collect();
@@ -241,6 +274,7 @@ fn answer_all(jobs: Vec<Job>, code: ErrorCode, why: &str) -> Vec<Forwarded> {
             conn: j.conn,
             request_id: j.request_id,
             reply: Message::new(j.request_id, Body::Error(ErrorReply::new(code, why))),
+            bytes: j.bytes,
         })
         .collect()
 }

@@ -494,6 +494,7 @@ impl Server {
         op: WriteOp,
         mode: WriteMode,
     ) {
+        let bytes = op.held_bytes();
         let body = match op {
             WriteOp::Put { key, value } => Body::Put { key, value, mode },
             WriteOp::Del { key } => Body::Del { key, mode },
@@ -520,16 +521,19 @@ impl Server {
         let Some(forwarder) = self.forwarder.as_mut() else {
             return;
         };
-        match forwarder.forward(conn.id, request_id, head, body) {
+        match forwarder.forward(conn.id, request_id, head, body, bytes) {
             Ok(()) => {
                 self.counters.writes_forwarded += 1;
                 conn.slots.push_back(Slot::Write { request_id, opcode });
             }
             Err(NotForwarded::Full) => {
                 self.counters.errors_sent += 1;
-                let max = super::forward::FORWARDS_INFLIGHT_MAX;
-                let why =
-                    format!("{max} forwarded writes in flight (FORWARDS_INFLIGHT_MAX); retry");
+                let (n, bytes) = (forwarder.inflight(), forwarder.inflight_bytes());
+                let why = format!(
+                    "{n} forwarded writes ({bytes} bytes) in flight: at most {} (FORWARDS_INFLIGHT_MAX) and {} bytes (FORWARD_BYTES_MAX); retry",
+                    super::forward::FORWARDS_INFLIGHT_MAX,
+                    super::forward::FORWARD_BYTES_MAX
+                );
                 conn.reply(&error(request_id, ErrorCode::Busy, why));
             }
             Err(NotForwarded::Stopped) => {
@@ -676,9 +680,11 @@ impl Server {
             s.count("dirty_keys", self.replica.dirty_keys() as u64);
             s.count("reads_off_tail", answered);
             s.count("reads_sent_to_tail", sent);
+            let f = self.forwarder.as_ref();
+            s.count("forwards_inflight", f.map_or(0, |f| f.inflight()) as u64);
             s.count(
-                "forwards_inflight",
-                self.forwarder.as_ref().map_or(0, |f| f.inflight()) as u64,
+                "forward_bytes_inflight",
+                f.map_or(0, |f| f.inflight_bytes()) as u64,
             );
             if self.replica.is_durable() {
                 s.count("durable_floor", self.replica.durable_floor());

@@ -9,24 +9,11 @@ mod common;
 
 use chaintable::client::{Client, ClientError};
 use chaintable::wire::{Body, ErrorCode, FEATURE_CRAQ_READS};
-use common::chain::{stat_text, Chain};
+use common::chain::{refusal, stat_u64 as stat, Chain};
 use std::time::{Duration, Instant};
 
 fn key(s: &str) -> chaintable::serialize::Key {
     chaintable::serialize::Key::new(s.as_bytes()).unwrap()
-}
-
-fn stat(addr: &str, name: &str) -> u64 {
-    stat_text(addr, name)
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("{addr} has no STATS {name}"))
-}
-
-fn refusal(r: Result<Body, ClientError>) -> (Option<ErrorCode>, String) {
-    match r {
-        Err(ClientError::Server(e)) => (e.error_code(), e.redirect),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 #[test]

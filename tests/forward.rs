@@ -10,25 +10,12 @@ mod common;
 
 use chaintable::client::{Client, ClientError, Options};
 use chaintable::wire::{BatchOp, ErrorCode, OpState, WriteOutcome};
-use common::chain::{stat_text, Chain};
+use common::chain::{refusal, stat_u64 as stat, Chain};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 fn key(s: &str) -> chaintable::serialize::Key {
     chaintable::serialize::Key::new(s.as_bytes()).unwrap()
-}
-
-fn stat(addr: &str, name: &str) -> u64 {
-    stat_text(addr, name)
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("{addr} has no STATS {name}"))
-}
-
-fn code_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Option<ErrorCode>, String) {
-    match r {
-        Err(ClientError::Server(e)) => (e.error_code(), e.redirect),
-        other => panic!("expected an error reply, got {other:?}"),
-    }
 }
 
 #[test]
@@ -96,7 +83,7 @@ fn no_forward_and_forwarding_off_get_the_redirect() {
     };
     let mut asks_not = Client::connect_with(&chain.member(1).addr(), opts).unwrap();
     let r = asks_not.put(b"k", b"v");
-    assert_eq!(code_of(r), (Some(ErrorCode::NotHead), head.clone()));
+    assert_eq!(refusal(r), (Some(ErrorCode::NotHead), head.clone()));
     assert_eq!(stat(&chain.member(1).addr(), "writes_forwarded"), 0);
     drop(chain);
 
@@ -104,7 +91,7 @@ fn no_forward_and_forwarding_off_get_the_redirect() {
     let head = chain.member(0).addr();
     let mut plain = Client::connect(&chain.member(2).addr()).unwrap();
     let r = plain.put(b"k", b"v");
-    assert_eq!(code_of(r), (Some(ErrorCode::NotHead), head));
+    assert_eq!(refusal(r), (Some(ErrorCode::NotHead), head));
 }
 
 #[test]
@@ -122,7 +109,7 @@ fn a_forward_lost_with_a_frozen_head_is_outcome_unknown() {
     chain.member(0).signal(Signal::SIGSTOP);
     let started = Instant::now();
     let r = at_middle.put(b"during", b"2");
-    let (code, _) = code_of(r);
+    let (code, _) = refusal(r);
     assert_eq!(
         code,
         Some(ErrorCode::OutcomeUnknown),

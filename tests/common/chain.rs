@@ -295,6 +295,23 @@ impl Chain {
     }
 }
 
+/// A numeric STATS field of the server at `addr` (panics if it has none).
+pub fn stat_u64(addr: &str, name: &str) -> u64 {
+    stat_text(addr, name)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} has no STATS {name}"))
+}
+
+/// The error code and redirect of a reply that must be an ERROR.
+pub fn refusal<T: std::fmt::Debug>(
+    r: Result<T, chaintable::client::ClientError>,
+) -> (Option<chaintable::wire::ErrorCode>, String) {
+    match r {
+        Err(chaintable::client::ClientError::Server(e)) => (e.error_code(), e.redirect),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
 pub fn stat_text(addr: &str, name: &str) -> Option<String> {
     let mut c = Client::connect_with(addr, super::quick_opts()).ok()?;
     let s = c.stats().ok()?;

@@ -157,6 +157,7 @@ pub fn run(cfg: &Config) -> Report {
 }
 
 fn run_on(cfg: &Config, net: Option<Net>) -> Report {
+    let segment_started = std::time::SystemTime::now();
     let extra: Vec<&str> = if cfg.broken_reads {
         vec!["--unsafe-reads-anywhere"]
     } else {
@@ -225,7 +226,12 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
         Err(diverged) => {
             report.anomaly = true;
             let path = save_history(cfg, &history);
-            report.verdict = Some(format!("{diverged}; history saved to {}", path.display()));
+            let logs = save_server_logs(cfg, segment_started);
+            report.verdict = Some(format!(
+                "{diverged}; history saved to {}, server logs in {}",
+                path.display(),
+                logs.display()
+            ));
             return report;
         }
     }
@@ -241,7 +247,40 @@ fn run_on(cfg: &Config, net: Option<Net>) -> Report {
             violations.join("\n  ")
         ));
     }
+    if report.anomaly {
+        let dir = save_server_logs(cfg, segment_started);
+        if let Some(v) = report.verdict.as_mut() {
+            v.push_str(&format!(
+                "\n  server logs of this run saved in {}",
+                dir.display()
+            ));
+        }
+    }
     report
+}
+
+/// Copies the logs of every server this run started (the harness names
+/// them by host, port and its own pid, so later runs overwrite them) next
+/// to the saved history.
+fn save_server_logs(cfg: &Config, since: std::time::SystemTime) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("torture-logs-seed{}", cfg.seed));
+    let _ = std::fs::create_dir_all(&dir);
+    let suffix = format!("-{}.log", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return dir;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let recent = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if name.starts_with("chaintable-server-") && name.ends_with(&suffix) && recent {
+            let _ = std::fs::copy(e.path(), dir.join(&name));
+        }
+    }
+    dir
 }
 
 fn client_loop(id: u32, zk: &str, cfg: &Config, shared: &Shared) {

@@ -126,6 +126,11 @@ impl ChainClient {
             .or_else(|| self.members.first().map(|m| m.addr.clone()))
     }
 
+    /// The tail as last seen.
+    fn tail_addr(&self) -> Option<String> {
+        self.members.last().map(|m| m.addr.clone())
+    }
+
     /// Where the next read goes: the next member in turn.
     fn read_target(&mut self) -> Option<String> {
         if self.members.is_empty() {
@@ -167,7 +172,7 @@ impl ChainClient {
                 read_redirect.clone()
             } else if matches!(body, Body::Verify { .. }) {
                 // Only the tail knows what is committed.
-                self.members.last().map(|m| m.addr.clone())
+                self.tail_addr()
             } else {
                 self.read_target()
             };
@@ -294,10 +299,9 @@ impl ChainClient {
         out: &mut dyn std::io::Write,
     ) -> Result<(u64, String), ClientError> {
         self.refresh();
-        let addr =
-            (self.members.last().map(|m| m.addr.clone())).ok_or_else(|| ClientError::NoChain {
-                root: self.root.clone(),
-            })?;
+        let addr = self.tail_addr().ok_or_else(|| ClientError::NoChain {
+            root: self.root.clone(),
+        })?;
         let mut client = Client::connect_with(&addr, self.opts.clone())?;
         client.backup_to(out).map(|n| (n, addr))
     }

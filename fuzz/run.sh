@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(decode_bytes message_roundtrip chunked_decoder server_conn)
+[ ${#targets[@]} -gt 0 ] || targets=(decode_bytes message_roundtrip chunked_decoder server_conn shard_map)
 
 python3 - <<'PY'
 import json, os
@@ -17,6 +17,8 @@ for target in ("decode_bytes", "message_roundtrip", "chunked_decoder", "server_c
     for group in ("valid", "malformed"):
         for x in v[group]:
             open(f"corpus/{target}/vector-{x['name']}", "wb").write(bytes.fromhex(x["hex"]))
+os.makedirs("corpus/shard_map", exist_ok=True)
+open("corpus/shard_map/three-chains", "w").write("shard-map 1\nrange - a\nrange 68 b\nrange 70 c\n")
 PY
 
 cargo +nightly fuzz build >/dev/null

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod coord;
 pub mod member;
 pub mod replica;

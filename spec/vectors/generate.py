@@ -34,7 +34,8 @@ ERRORS = dict(BAD_FRAME=1, UNSUPPORTED_VERSION=2, FRAME_TOO_LARGE=3, UNKNOWN_OPC
               NOT_HEAD=9, NOT_TAIL=10, UNAVAILABLE=11, SHUTTING_DOWN=12,
               RESULT_TOO_LARGE=13, OUTCOME_UNKNOWN=14, INTERNAL=15, AUTH_REQUIRED=16,
               AUTH_FAILED=17, NOT_PERMITTED=18, STORAGE_UNAVAILABLE=19,
-              HISTORY_GONE=20, WATCH_TOO_SLOW=21, BEHIND=22)
+              HISTORY_GONE=20, WATCH_TOO_SLOW=21, BEHIND=22,
+              WRONG_SHARD=23)
 ACCESS = dict(readonly=1, readwrite=2)
 # Protocol 1.1 (spec 4.1.1): HELLO feature bit 0 asks for HELLO_OK's
 # extension; HELLO_OK feature bit 1 says it follows.
@@ -229,6 +230,7 @@ VALID = [
     ("error-auth-required", dict(type="ERROR", request_id=3, code="AUTH_REQUIRED", message="send AUTH first", redirect="")),
     ("error-not-tail", dict(type="ERROR", request_id=4, code="NOT_TAIL", message="not the tail", redirect="127.0.0.1:9002")),
     ("error-behind", dict(type="ERROR", request_id=5, code="BEHIND", message="this member's history does not reach the read's floor", redirect="127.0.0.1:9002")),
+    ("error-wrong-shard", dict(type="ERROR", request_id=6, code="WRONG_SHARD", message="key outside this chain's ranges in shard map 3", redirect="map:3")),
     ("error-storage-unavailable", dict(type="ERROR", request_id=12, code="STORAGE_UNAVAILABLE", message="cannot write the log: No space left on device (os error 28)", redirect="")),
     ("error-not-found-opcode", dict(type="ERROR", request_id=11, code="UNKNOWN_OPCODE", message="unknown opcode 0x3f", redirect="")),
     ("update-put", dict(type="UPDATE", request_id=0, seq=42, prev_seq=41, op="put", key="foo", value="bar")),

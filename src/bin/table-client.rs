@@ -3,6 +3,7 @@
 
 use chaintable::client::chain::ChainClient;
 use chaintable::client::cli::{self, Command};
+use chaintable::client::cluster::ClusterClient;
 use chaintable::client::{ChainWatcher, Client, ClientError, Credentials, Options};
 use chaintable::wire::Body;
 use clap::Parser;
@@ -29,6 +30,16 @@ struct Args {
     /// ZooKeeper path of the chain.
     #[arg(long, default_value = "/chain")]
     chain_root: String,
+    /// A cluster of chains (spec §5.8): the ZooKeeper path holding the shard
+    /// map. Keys go to the chain that owns them; `cluster create` and
+    /// `cluster show` manage the map.
+    #[arg(long, requires = "zookeeper")]
+    cluster_root: Option<String>,
+    /// The cluster secret, for `cluster create` in a cluster whose members
+    /// have one: the map is signed with it (members ignore an unsigned map)
+    /// and the cluster root gets the members-only ACL.
+    #[arg(long)]
+    cluster_secret_file: Option<std::path::PathBuf>,
     /// Show which server answered each command.
     #[arg(long, short)]
     verbose: bool,
@@ -72,6 +83,7 @@ fn credentials(args: &Args) -> Result<Option<Credentials>, String> {
 enum Backend {
     Single(Box<Client>),
     Chain(Box<ChainClient>),
+    Cluster(Box<ClusterClient>),
 }
 
 /// How to open another connection (a watch takes one of its own).
@@ -126,6 +138,7 @@ impl Backend {
                 c.call(body).map(|b| (b, addr))
             }
             Backend::Chain(c) => c.call(body),
+            Backend::Cluster(c) => c.call(body),
         }
     }
 
@@ -136,6 +149,9 @@ impl Backend {
                 c.backup_to(out).map(|n| (n, addr))
             }
             Backend::Chain(c) => c.backup_to(out),
+            Backend::Cluster(_) => Err(ClientError::Protocol(
+                "a backup is per chain: run it with --chain-root <cluster root>/<chain>".into(),
+            )),
         }
     }
 }
@@ -286,7 +302,14 @@ fn main() -> ExitCode {
         chain_root: args.chain_root.clone(),
         opts: opts.clone(),
     };
-    let backend = if args.zookeeper {
+    if let (Some(cluster), Some("cluster")) =
+        (&args.cluster_root, args.command.first().map(String::as_str))
+    {
+        return cluster_admin(&args, cluster, opts);
+    }
+    let backend = if let Some(cluster) = &args.cluster_root {
+        ClusterClient::connect(&args.addr, cluster, opts).map(|c| Backend::Cluster(Box::new(c)))
+    } else if args.zookeeper {
         ChainClient::connect(&args.addr, &args.chain_root, opts)
             .map(|c| Backend::Chain(Box::new(c)))
     } else {
@@ -312,6 +335,101 @@ fn main() -> ExitCode {
         scripted(&mut shell)
     };
     ExitCode::from(outcome as u8)
+}
+
+/// `cluster create CHAINS [BOUNDARY...]` and `cluster show`.
+fn cluster_admin(args: &Args, cluster: &str, opts: Options) -> ExitCode {
+    let words: Vec<&str> = args.command.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["cluster", "create", chains, boundaries @ ..] => {
+            cluster_create(args, cluster, chains, boundaries)
+        }
+        ["cluster", "show"] => cluster_show(&args.addr, cluster, opts),
+        _ => {
+            eprintln!("usage: cluster create CHAIN[,CHAIN...] [BOUNDARY...] | cluster show");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("table-client: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Writes map version 1: the key space cut at the boundaries (text keys,
+/// ascending), the pieces given to the chains in turn.
+fn cluster_create(
+    args: &Args,
+    cluster: &str,
+    chains: &str,
+    boundaries: &[&str],
+) -> Result<String, String> {
+    let secret = match &args.cluster_secret_file {
+        Some(path) => Some(chaintable::auth::Secret::from_file(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let chains: Vec<String> = chains.split(',').map(str::to_string).collect();
+    let cuts: Vec<Vec<u8>> = boundaries.iter().map(|b| b.as_bytes().to_vec()).collect();
+    let map = chaintable::cluster::ShardMap::split(1, &chains, &cuts).map_err(|e| e.to_string())?;
+    chaintable::coord::write_map(&args.addr, cluster, secret.as_ref(), &map)?;
+    Ok(format!(
+        "{cluster}: map version 1 written\n{}",
+        render_map(&map)
+    ))
+}
+
+fn render_map(map: &chaintable::cluster::ShardMap) -> String {
+    let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
+    let mut out = Vec::new();
+    for (i, r) in map.ranges().iter().enumerate() {
+        let end = map.end_of(i).map_or("(end)".to_string(), show);
+        out.push(format!("  [{}, {end}) -> {}", show(&r.start), r.chain));
+    }
+    out.join("\n")
+}
+
+/// The map, then each chain's members with their role and entries.
+fn cluster_show(zookeeper: &str, cluster: &str, opts: Options) -> Result<String, String> {
+    let mut c =
+        ClusterClient::connect(zookeeper, cluster, opts.clone()).map_err(|e| e.to_string())?;
+    let map = c.map().cloned().ok_or("no shard map")?;
+    let mut out = vec![
+        format!("{cluster}: map version {}", map.version),
+        render_map(&map),
+    ];
+    for name in c.chain_names() {
+        out.push(format!("chain {name}:"));
+        let members = match c.chain(&name) {
+            Ok(chain) => chain.members().to_vec(),
+            Err(e) => {
+                out.push(format!("  {e}"));
+                continue;
+            }
+        };
+        for m in members {
+            let stats =
+                Client::connect_with(&m.addr, opts.clone()).and_then(|mut s| s.call(Body::Stats));
+            let line = match stats {
+                Ok(Body::StatsOk(s)) => format!(
+                    "  {} {} {} entries",
+                    m.addr,
+                    s.get_text("role").unwrap_or("?"),
+                    s.get_count("entries").unwrap_or(0)
+                ),
+                Ok(other) => format!("  {} {other:?}", m.addr),
+                Err(e) => format!("  {} unreachable: {e}", m.addr),
+            };
+            out.push(line);
+        }
+    }
+    c.close();
+    Ok(out.join("\n"))
 }
 
 fn scripted(shell: &mut Shell) -> Outcome {

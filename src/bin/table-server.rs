@@ -31,6 +31,12 @@ struct Args {
     /// ZooKeeper path of the chain; several chains can share one ZooKeeper.
     #[arg(long, default_value = "/chain")]
     chain_root: String,
+    /// A cluster of chains (spec §5.8): the ZooKeeper path whose data is the
+    /// shard map. The chain root must then be a child of it, named after
+    /// the chain (`--cluster-root /cluster --chain-root /cluster/a`), and
+    /// the member takes only keys in its chain's ranges.
+    #[arg(long, requires = "zookeeper")]
+    cluster_root: Option<String>,
     /// Limit: largest frame payload accepted, bytes (FRAME_TOO_LARGE beyond),
     /// 4096..=4294967295. Also caps every reply, so the largest value
     /// stored is this less 13 bytes (or 8 MiB).
@@ -273,6 +279,7 @@ fn config(
         watch_history_bytes: args.watch_history_bytes,
         zookeeper: args.zookeeper,
         chain_root: args.chain_root,
+        cluster_root: args.cluster_root,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         snapshot_chunk_entries: args.snapshot_chunk_entries.max(1),

@@ -54,6 +54,7 @@ impl ChainClient {
             root: root.to_string(),
             advertise: None,
             session_timeout: Duration::from_secs(4),
+            cluster: None,
         };
         let coord = Coordinator::start(cfg, || {}).map_err(|source| ClientError::Connect {
             addr: zookeeper.to_string(),
@@ -192,7 +193,11 @@ impl ChainClient {
                 }
                 Err(e) => e,
             };
-            if matches!(err.retry(), Retry::OutcomeUnknown | Retry::NotRetriable) {
+            if matches!(err.retry(), Retry::OutcomeUnknown | Retry::NotRetriable)
+                || err.code() == Some(ErrorCode::WrongShard)
+            {
+                // (WRONG_SHARD: the key belongs to another chain; routing
+                // it is the cluster client's business.)
                 return Err(err);
             }
             let redirect = match &err {

@@ -23,6 +23,10 @@ pub enum ClientError {
     Invalid(#[from] DecodeError),
     #[error("no chain members are registered in ZooKeeper under {root}")]
     NoChain { root: String },
+    #[error("no valid shard map at {cluster} in ZooKeeper (create one with `table-client cluster create`)")]
+    NoShardMap { cluster: String },
+    #[error("{0}")]
+    CrossShard(String),
 }
 
 fn name(code: u16) -> String {
@@ -39,7 +43,7 @@ impl ClientError {
     pub fn retry(&self) -> Retry {
         match self {
             ClientError::Refused { .. } | ClientError::Connect { .. } => Retry::Retriable,
-            ClientError::NoChain { .. } => Retry::Retriable,
+            ClientError::NoChain { .. } | ClientError::NoShardMap { .. } => Retry::Retriable,
             ClientError::Timeout { write, .. } | ClientError::Disconnected { write, .. } => {
                 if *write {
                     Retry::OutcomeUnknown
@@ -48,7 +52,9 @@ impl ClientError {
                 }
             }
             ClientError::Server(e) => e.error_code().map_or(Retry::NotRetriable, |c| c.retry()),
-            ClientError::Protocol(_) | ClientError::Invalid(_) => Retry::NotRetriable,
+            ClientError::Protocol(_) | ClientError::Invalid(_) | ClientError::CrossShard(_) => {
+                Retry::NotRetriable
+            }
         }
     }
 

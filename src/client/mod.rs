@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod cli;
+pub mod cluster;
 mod error;
 mod watch;
 

@@ -19,12 +19,14 @@
 mod durable;
 mod members;
 mod session;
+mod shard_map;
 mod zk_auth;
 
 pub use durable::{decode_floor, encode_floor};
 use members::list_members;
 pub use members::{order_members, CHILDREN_MAX};
 use session::session;
+pub use shard_map::write_map;
 
 pub use zk_auth::{digest_credentials, sign_member, verify_member, MemberRecord, DIGEST_USER};
 
@@ -65,6 +67,9 @@ pub enum CoordEvent {
     /// The chain's durable floor as ZooKeeper holds it (see `durable.rs`):
     /// read with every membership listing, and after every publication.
     DurableFloor(crate::member::DurableFloor),
+    /// The cluster's shard map (with `CoordConfig::cluster`), read with
+    /// every listing and whenever it changes.
+    ShardMap(crate::cluster::ShardMap),
 }
 
 /// What the server asks of the coordination thread.
@@ -102,6 +107,9 @@ pub struct CoordConfig {
     /// `None` (or the insecure secret) leaves ZooKeeper open and accepts
     /// unsigned member nodes.
     pub secret: Option<Secret>,
+    /// A cluster of chains: the cluster root, whose data is the shard map
+    /// (spec §5.8), read and watched besides the members.
+    pub cluster: Option<String>,
 }
 
 impl CoordConfig {

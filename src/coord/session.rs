@@ -32,8 +32,14 @@ pub(super) async fn session<F: Fn()>(
         if stop.load(Ordering::SeqCst) {
             return SessionEnd::Stopped;
         }
-        let watcher = match list_members(client, cfg).await {
-            Ok((members, watcher)) => {
+        let listed = match read_map_of(client, cfg, out).await {
+            Ok(map_watcher) => list_members(client, cfg)
+                .await
+                .map(|(members, watcher)| (members, watcher, map_watcher)),
+            Err(e) => Err(e),
+        };
+        let watchers = match listed {
+            Ok((members, watcher, map_watcher)) => {
                 if let Some(own) = node.as_deref() {
                     if !members.iter().any(|m| m.name == own) {
                         // Deleted (or altered) while our session lives: the
@@ -55,7 +61,7 @@ pub(super) async fn session<F: Fn()>(
                     }
                 }
                 out.send(CoordEvent::Members(members));
-                watcher
+                (watcher, map_watcher)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "listing members failed; retrying");
@@ -70,11 +76,29 @@ pub(super) async fn session<F: Fn()>(
             lease,
             node: node.as_deref(),
         };
-        if let Err(end) = await_change(client, out, stop, &mut state, watcher, &lessee, inbox).await
+        if let Err(end) =
+            await_change(client, out, stop, &mut state, watchers, &lessee, inbox).await
         {
             return end;
         }
     }
+}
+
+/// Reads the shard map when the session serves a cluster, reports it, and
+/// returns the watch on it.
+async fn read_map_of<F: Fn()>(
+    client: &zk::Client,
+    cfg: &CoordConfig,
+    out: &Outbox<F>,
+) -> Result<Option<zk::OneshotWatcher>, zk::Error> {
+    let Some(cluster) = &cfg.cluster else {
+        return Ok(None);
+    };
+    let (map, watcher) = super::shard_map::read_map(client, cfg, cluster).await?;
+    if let Some(map) = map {
+        out.send(CoordEvent::ShardMap(map));
+    }
+    Ok(Some(watcher))
 }
 
 /// What renewing the lease needs: the node to renew it for (none before
@@ -94,7 +118,7 @@ async fn await_change<F: Fn()>(
     out: &Outbox<F>,
     stop: &AtomicBool,
     state: &mut zk::StateWatcher,
-    watcher: zk::OneshotWatcher,
+    (watcher, map_watcher): (zk::OneshotWatcher, Option<zk::OneshotWatcher>),
     lessee: &Lessee<'_>,
     inbox: &Commands<'_>,
 ) -> Result<(), SessionEnd> {
@@ -105,11 +129,22 @@ async fn await_change<F: Fn()>(
         Command,
     }
     let mut children = std::pin::pin!(watcher.changed());
+    let mut map_changed = map_watcher.map(|w| Box::pin(w.changed()));
     loop {
         let woke = async {
             (&mut children).await;
             Woke::Children
         }
+        .or(async {
+            match map_changed.as_mut() {
+                // The map changed: read it (and the members) again.
+                Some(changed) => {
+                    changed.await;
+                    Woke::Children
+                }
+                None => std::future::pending().await,
+            }
+        })
         .or(async { Woke::State(state.changed().await) })
         .or(async {
             smol::Timer::after(RECONNECT_DELAY).await;

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub zookeeper: Option<String>,
     /// The chain's root znode (`--chain-root`): one chain per root.
     pub chain_root: String,
+    /// A cluster of chains (`--cluster-root`): the path whose data is the
+    /// shard map; `chain_root` is then `<cluster_root>/<chain name>`.
+    pub cluster_root: Option<String>,
     /// ZooKeeper session timeout: the fencing bound.
     pub session_timeout: Duration,
     /// How long a successor link may stay silent while this member waits on
@@ -102,6 +105,16 @@ pub struct TestSwitches {
 }
 
 impl ServerConfig {
+    /// In a cluster, this member's chain name: the last part of its chain
+    /// root, whose parent must be the cluster root (checked at start-up).
+    #[must_use]
+    pub fn cluster_chain(&self) -> Option<String> {
+        self.cluster_root.as_ref()?;
+        self.chain_root
+            .rsplit_once('/')
+            .map(|(_, name)| name.to_string())
+    }
+
     /// Bytes a peer link may have queued for sending before it is closed
     /// (and the replica redials and resends). An honest link never holds
     /// more than the unacknowledged updates (at most `sent_bytes_max` of
@@ -143,6 +156,7 @@ impl Default for ServerConfig {
             backlog: 1024,
             zookeeper: None,
             chain_root: "/chain".into(),
+            cluster_root: None,
             session_timeout: Duration::from_millis(2000),
             peer_timeout: crate::replica::PEER_TIMEOUT_DEFAULT,
             snapshot_chunk_entries: 4096,

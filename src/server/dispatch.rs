@@ -150,6 +150,27 @@ impl Server {
         }
     }
 
+    /// A shard map read from ZooKeeper (cluster members only).
+    fn shard_map(&mut self, map: crate::cluster::ShardMap) {
+        let Some(shard) = self.shard.as_mut() else {
+            return;
+        };
+        let owned: Vec<String> = map
+            .ranges()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.chain == shard.chain())
+            .map(|(i, r)| {
+                let end = map.end_of(i).map_or("end".into(), |e| {
+                    format!("{:?}", String::from_utf8_lossy(e))
+                });
+                format!("[{:?}, {end})", String::from_utf8_lossy(&r.start))
+            })
+            .collect();
+        tracing::info!(version = map.version, chain = shard.chain(), ranges = ?owned, "shard map");
+        shard.update(map);
+    }
+
     pub(super) fn on_coord_event(&mut self, e: CoordEvent) {
         match e {
             // The replica forgets any table it held: a fresh registration
@@ -165,6 +186,7 @@ impl Server {
             }
             CoordEvent::Alive { sent, lease } => self.replica.handle_lease(sent, lease),
             CoordEvent::DurableFloor(d) => self.replica.handle_durable_floor(d),
+            CoordEvent::ShardMap(map) => self.shard_map(map),
             CoordEvent::Fenced(reason) => {
                 tracing::warn!(reason = %reason, "fenced: serving nothing until re-registered");
                 self.replica.fence();

@@ -336,6 +336,12 @@ impl Server {
     fn client_request(&mut self, conn: &mut Conn, msg: Message, access: Access, flags: u16) {
         let forward = flags & FLAG_NO_FORWARD == 0;
         self.counters.count_request(msg.body.opcode());
+        if let Some(Err(r)) = self.shard.as_ref().map(|s| s.check(&msg.body)) {
+            self.counters.errors_sent += 1;
+            self.wrong_shard_refused += u64::from(r.code == ErrorCode::WrongShard);
+            conn.reply(&refusal(msg.request_id, r));
+            return;
+        }
         match msg.body {
             Body::Hello(h) => self.hello(conn, msg.request_id, h),
             Body::Auth { user, password } => self.auth(conn, msg.request_id, &user, &password),
@@ -694,6 +700,19 @@ impl Server {
             s.count("transfers_full", t.full);
             s.count("transfers_delta", t.delta);
             s.count("transfer_delta_updates", t.delta_updates);
+        }
+        if let Some(shard) = &self.shard {
+            s.text("shard_chain", shard.chain());
+            let map = shard.map();
+            s.count("shard_map_version", map.map_or(0, |m| m.version));
+            let owned = map.map_or(0, |m| {
+                m.ranges()
+                    .iter()
+                    .filter(|r| r.chain == shard.chain())
+                    .count()
+            });
+            s.count("shard_ranges_owned", owned as u64);
+            s.count("wrong_shard_refused", self.wrong_shard_refused);
         }
         if let (Some(h), Some(st)) = (&self.health, &self.cfg.storage) {
             use std::sync::atomic::Ordering::Relaxed;

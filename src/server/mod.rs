@@ -137,6 +137,11 @@ pub struct Server {
     craq_reads: std::cell::Cell<(u64, u64)>,
     /// Chain mode: the thread that forwards writes to the head (spec §5.6).
     forwarder: Option<forward::Forwarder>,
+    /// A member of a cluster of chains (`--cluster-root`): its chain and
+    /// the shard map, which say which keys it may take (spec §5.8).
+    shard: Option<crate::cluster::Shard>,
+    /// Requests refused with WRONG_SHARD (STATS).
+    wrong_shard_refused: u64,
     clients_connected: usize,
     shutting_down: bool,
     /// The loop's clock, read once per iteration.
@@ -240,6 +245,7 @@ impl Server {
             }
             health
         });
+        let shard = cfg.cluster_chain().map(crate::cluster::Shard::new);
         Ok(Server {
             cfg,
             listener: Some(listener),
@@ -264,6 +270,8 @@ impl Server {
             counters: Counters::default(),
             craq_reads: std::cell::Cell::new((0, 0)),
             forwarder,
+            shard,
+            wrong_shard_refused: 0,
             clients_connected: 0,
             shutting_down: false,
             now: Instant::now(),
@@ -342,12 +350,25 @@ fn start_coordinator(
     let Some(zk) = &cfg.zookeeper else {
         return Ok(None);
     };
+    if let Some(cluster) = &cfg.cluster_root {
+        let parent = cfg.chain_root.rsplit_once('/').map(|(p, _)| p);
+        let name = cfg.cluster_chain().unwrap_or_default();
+        let probe = crate::cluster::ShardMap::split(0, std::slice::from_ref(&name), &[]);
+        if parent != Some(cluster.trim_end_matches('/')) || probe.is_err() {
+            return Err(ServerError::Setup(format!(
+                "--chain-root {} must be --cluster-root {cluster} followed by /<chain name> ([A-Za-z0-9_-], at most {} bytes)",
+                cfg.chain_root,
+                crate::cluster::map::CHAIN_NAME_BYTES_MAX
+            )));
+        }
+    }
     let coord_cfg = CoordConfig {
         secret: cfg.secret.clone(),
         zookeeper: zk.clone(),
         root: cfg.chain_root.clone(),
         advertise: Some(cfg.advertise.clone()),
         session_timeout: cfg.session_timeout,
+        cluster: cfg.cluster_root.clone(),
     };
     let wake = wake.clone();
     let c = Coordinator::start(coord_cfg, move || {

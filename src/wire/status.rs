@@ -72,10 +72,12 @@ pub enum ErrorCode {
     WatchTooSlow = 21,
     #[error("this member has not applied the history the read asks for (its floor); try the redirect, or later")]
     Behind = 22,
+    #[error("this member's chain does not own the key (or it has not read the shard map the client routed by); refresh the map and retry")]
+    WrongShard = 23,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
@@ -98,6 +100,7 @@ impl ErrorCode {
         ErrorCode::HistoryGone,
         ErrorCode::WatchTooSlow,
         ErrorCode::Behind,
+        ErrorCode::WrongShard,
     ];
 
     #[must_use]
@@ -111,7 +114,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             TooManyConnections | Busy | NotHead | NotTail | Unavailable | ShuttingDown
-            | StorageUnavailable | WatchTooSlow | Behind => Retry::Retriable,
+            | StorageUnavailable | WatchTooSlow | Behind | WrongShard => Retry::Retriable,
             OutcomeUnknown | Internal => Retry::OutcomeUnknown,
             BadFrame | UnsupportedVersion | FrameTooLarge | UnknownOpcode | BadRequest
             | HandshakeRequired | ResultTooLarge | AuthRequired | AuthFailed | NotPermitted
@@ -157,6 +160,7 @@ impl ErrorCode {
             HistoryGone => "HISTORY_GONE",
             WatchTooSlow => "WATCH_TOO_SLOW",
             Behind => "BEHIND",
+            WrongShard => "WRONG_SHARD",
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// Chain scenarios run one at a time: each starts a JVM and several
 /// servers, and on two cores parallel runs would turn timing into noise.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A member's table: key -> (version, value).
 pub type Table = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod cluster;
 pub mod lincheck;
 pub mod netns;
 pub mod torture;

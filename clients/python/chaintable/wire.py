@@ -120,6 +120,7 @@ ERRORS: Dict[int, Tuple[str, Retry, bool]] = {
     20: ("HISTORY_GONE", Retry.NOT_RETRIABLE, False),
     21: ("WATCH_TOO_SLOW", Retry.RETRIABLE, False),
     22: ("BEHIND", Retry.RETRIABLE, False),
+    23: ("WRONG_SHARD", Retry.RETRIABLE, False),
 }
 
 

@@ -273,6 +273,15 @@ fn message(m: &Value) -> Message {
         "UNWATCH_OK" => Body::Unwatched {
             found: m["found"].as_bool().unwrap(),
         },
+        "RANGE" => Body::Range {
+            from: s(m, "from").as_bytes().to_vec(),
+            to: s(m, "to").as_bytes().to_vec(),
+            limit: u32::try_from(n(m, "limit")).unwrap(),
+        },
+        "RANGE_OK" => Body::RangeOk {
+            entries: entries(&m["entries"]),
+            next: s(m, "next").as_bytes().to_vec(),
+        },
         "MWRITE_OK" => Body::MWriteOk {
             op_id: n(m, "op_id"),
         },

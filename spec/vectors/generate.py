@@ -18,7 +18,7 @@ import zlib
 MAGIC, VERSION = 0x4354, 1
 OP = dict(HELLO=0x01, PUT=0x02, GET=0x03, DEL=0x04, SIZE=0x05, GETKEYS=0x06,
           GETTABLE=0x07, STATS=0x08, VERIFY=0x09, AUTH=0x0A, BACKUP=0x0B, CPUT=0x0C, CDEL=0x0D,
-          MGET=0x0E, MWRITE=0x0F, WATCH=0x10, UNWATCH=0x11,
+          MGET=0x0E, MWRITE=0x0F, WATCH=0x10, UNWATCH=0x11, RANGE=0x12,
           UPDATE=0x40, ACK=0x41,
           SNAPSHOT=0x42, HANDOFF=0x43, PEER_HELLO=0x44, PEER_CHALLENGE=0x45,
           PEER_PROOF=0x46, ERROR=0xFF)
@@ -124,6 +124,12 @@ def encode(m):
         p = struct.pack(">QH", m["from_seq"], len(prefix)) + prefix
     elif t == "UNWATCH":
         p = struct.pack(">Q", m["watch_id"])
+    elif t == "RANGE":
+        lo, hi = m["from"].encode(), m["to"].encode()
+        p = struct.pack(">H", len(lo)) + lo + struct.pack(">H", len(hi)) + hi + struct.pack(">I", m["limit"])
+    elif t == "RANGE_OK":
+        nxt = m["next"].encode()
+        p = struct.pack(">I", len(m["entries"])) + b"".join(entry(e) for e in m["entries"]) + struct.pack(">H", len(nxt)) + nxt
     elif t == "WATCH_EVENT":
         p = struct.pack(">QBI", m["seq"], int(m["more"]), len(m["changes"])) + b"".join(change(c) for c in m["changes"])
     elif t == "UNWATCH_OK":
@@ -181,7 +187,7 @@ def encode(m):
         p = struct.pack(">H", ERRORS[m["code"]]) + text(m["message"]) + text(m["redirect"])
     else:
         raise ValueError(t)
-    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL", "MGET_OK": "MGET", "MWRITE_OK": "MWRITE", "WATCH_EVENT": "WATCH", "UNWATCH_OK": "UNWATCH"}[t]] | REPLY
+    opcode = OP[t] if t in OP else OP[{"HELLO_OK": "HELLO", "PUT_OK": "PUT", "VALUE": "GET", "DEL_OK": "DEL", "SIZE_OK": "SIZE", "KEYS": "GETKEYS", "ENTRIES": "GETTABLE", "STATS_OK": "STATS", "VERIFY_OK": "VERIFY", "AUTH_OK": "AUTH", "BACKUP_CHUNK": "BACKUP", "CPUT_OK": "CPUT", "CDEL_OK": "CDEL", "MGET_OK": "MGET", "MWRITE_OK": "MWRITE", "WATCH_EVENT": "WATCH", "UNWATCH_OK": "UNWATCH", "RANGE_OK": "RANGE"}[t]] | REPLY
     return frame(opcode, rid, p, flags)
 
 
@@ -268,6 +274,10 @@ VALID = [
     ("watch-event-last", dict(type="WATCH_EVENT", request_id=19, seq=62, more=False,
                               changes=[dict(op="changed", key="user/2")])),
     ("watch-event-progress", dict(type="WATCH_EVENT", request_id=19, seq=90, more=False, changes=[])),
+    ("range", dict(type="RANGE", request_id=22, **{"from": "user/a", "to": "user/m", "limit": 2})),
+    ("range-to-the-end", dict(type="RANGE", request_id=23, **{"from": "", "to": "", "limit": 1024})),
+    ("range-ok", dict(type="RANGE_OK", request_id=22, entries=[dict(key="user/ann", version=7, value="x"), dict(key="user/bob", version=9, value="yz")], next="user/cat")),
+    ("range-ok-done", dict(type="RANGE_OK", request_id=23, entries=[], next="")),
     ("unwatch", dict(type="UNWATCH", request_id=21, watch_id=19)),
     ("unwatch-ok", dict(type="UNWATCH_OK", request_id=21, found=True)),
     ("error-history-gone", dict(type="ERROR", request_id=19, code="HISTORY_GONE", message="this member keeps the changes after seq 70 only: read the keys, then watch from now", redirect="")),
@@ -344,6 +354,8 @@ def malformed():
         ("trailing-bytes", frame(OP["SIZE"], 6, b"\x00"), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("empty-key", frame(OP["GET"], 4, key(b"")), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("key-too-long", too_long_key, "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("range-limit-zero", frame(OP["RANGE"], 22, struct.pack(">HH", 0, 0) + struct.pack(">I", 0)), "BAD_PAYLOAD", "BAD_REQUEST", False),
+        ("range-limit-over-max", frame(OP["RANGE"], 22, struct.pack(">HH", 0, 0) + struct.pack(">I", 1025)), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("watch-prefix-too-long", frame(OP["WATCH"], 19, struct.pack(">QH", 0, 1025) + b"x" * 1025), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("data-length-past-end", frame(OP["PUT"], 2, key(b"k") + struct.pack(">I", 100) + b"abc"), "BAD_PAYLOAD", "BAD_REQUEST", False),
         ("bad-update-kind", frame(OP["UPDATE"], 0, struct.pack(">QQ", 1, 0) + b"\x07" + key(b"k")), "BAD_PAYLOAD", "UNKNOWN_OPCODE", False),

@@ -238,6 +238,7 @@ impl ChainClient {
             Body::PutIfOk(c) | Body::DelIfOk(c) => c.op_id.max(c.version),
             Body::MWriteOk { op_id } => *op_id,
             Body::Value(Some(v)) => v.version,
+            Body::RangeOk { entries, .. } => entries.iter().map(|e| e.version).max().unwrap_or(0),
             Body::MGetOk(values) => values
                 .iter()
                 .flatten()

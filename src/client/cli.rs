@@ -18,6 +18,9 @@ commands (alias):
   mput <key> <data>...        store several pairs as one write (all or
                               nothing; each <data> is one word)
   mdel <key>...               delete several keys as one write
+  range <from> <to> [<n>]     up to <n> entries (default 100) with keys from
+                              <from> up to (not including) <to>, in key
+                              order; '-' for the start or the end
   size (s)                    number of entries
   getkeys (k)                 all keys
   gettable (t)                all entries
@@ -150,11 +153,43 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::SnapshotSave(file.into())
         }
         "watch" | "w" => parse_watch(rest)?,
+        "range" | "r" => parse_range(rest)?,
         "help" | "h" | "?" => Command::Help,
         "quit" | "q" | "exit" => Command::Quit,
         other => return Err(format!("unknown command '{other}' (type 'help')")),
     };
     Ok(Some(cmd))
+}
+
+/// `range <from> <to> [<n>]`, `-` for an open end.
+fn parse_range(rest: &str) -> Result<Command, String> {
+    const USAGE: &str = "usage: range <from> <to> [<n>] ('-' for an open end)";
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let (from, to, n) = match words.as_slice() {
+        [from, to] => (from, to, "100"),
+        [from, to, n] => (from, to, *n),
+        _ => return Err(USAGE.into()),
+    };
+    let bound = |w: &str| {
+        if w == "-" {
+            Vec::new()
+        } else {
+            w.as_bytes().to_vec()
+        }
+    };
+    let limit = n
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=crate::wire::RANGE_LIMIT_MAX).contains(n))
+        .ok_or(format!(
+            "range: <n> is 1..={}",
+            crate::wire::RANGE_LIMIT_MAX
+        ))?;
+    Ok(Command::Request(Body::Range {
+        from: bound(from),
+        to: bound(to),
+        limit,
+    }))
 }
 
 fn parse_watch(rest: &str) -> Result<Command, String> {
@@ -329,6 +364,26 @@ pub fn render(reply: &Body) -> String {
             let mut shown: Vec<String> = keys.iter().map(|k| show_bytes(k.as_bytes())).collect();
             shown.sort();
             shown.join("\n")
+        }
+        Body::RangeOk { entries, next } => {
+            let mut rows: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} = {} (version {})",
+                        show_bytes(e.key.as_bytes()),
+                        show_bytes(&e.value),
+                        e.version
+                    )
+                })
+                .collect();
+            if entries.is_empty() {
+                rows.push("(no entries)".into());
+            }
+            if !next.is_empty() {
+                rows.push(format!("(more from {})", show_bytes(next)));
+            }
+            rows.join("\n")
         }
         Body::Entries(e) if e.is_empty() => "(empty table)".to_string(),
         Body::Entries(entries) => {

@@ -151,6 +151,7 @@ impl ClusterClient {
         match body {
             Body::MGet { keys } => self.mget(keys),
             Body::Size | Body::GetKeys | Body::GetTable => self.whole(&body),
+            Body::Range { from, to, limit } => self.range(from, &to, limit),
             Body::Verify { .. } | Body::Stats | Body::Backup | Body::Watch { .. } => {
                 Err(ClientError::Protocol(format!(
                     "opcode 0x{:02x} (VERIFY, STATS, BACKUP, WATCH) is per chain in a cluster: ask one chain",
@@ -194,6 +195,9 @@ impl ClusterClient {
         let map = self.map.as_ref().ok_or_else(|| ClientError::NoShardMap {
             cluster: self.cluster.clone(),
         })?;
+        if let Body::Range { from, .. } = body {
+            return Ok(map.chain_of(from).to_string());
+        }
         let mut chain: Option<&str> = None;
         let one = all_keys(body, |k| {
             let c = map.chain_of(k.as_bytes());
@@ -232,6 +236,63 @@ impl ClusterClient {
             }
         }
         Ok((Body::MGetOk(values), "cluster".into()))
+    }
+
+    /// RANGE across the map: one RANGE per range of the map the interval
+    /// crosses, each within that range (as members require), in key
+    /// order, until `limit` entries. The next page starts where a chain's
+    /// page stopped, or at the next range when the limit ended a piece.
+    fn range(
+        &mut self,
+        from: Vec<u8>,
+        to: &[u8],
+        limit: u32,
+    ) -> Result<(Body, String), ClientError> {
+        self.refresh();
+        let map = self.map.clone().ok_or_else(|| ClientError::NoShardMap {
+            cluster: self.cluster.clone(),
+        })?;
+        let mut entries = Vec::new();
+        let (mut i, _) = map.range_of(&from);
+        let mut start = from;
+        loop {
+            let end = map.end_of(i).map(<[u8]>::to_vec);
+            let piece_to = match &end {
+                Some(e) if to.is_empty() || e.as_slice() < to => e.clone(),
+                _ => to.to_vec(),
+            };
+            let left = limit.saturating_sub(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+            let piece = Body::Range {
+                from: start,
+                to: piece_to,
+                limit: left.max(1),
+            };
+            let (reply, addr) = self.keyed(piece)?;
+            let Body::RangeOk { entries: got, next } = reply else {
+                return Ok((reply, addr));
+            };
+            entries.extend(got);
+            let next = match end {
+                _ if !next.is_empty() => next,
+                // The last range, or the interval ends within this one.
+                None => break,
+                Some(e) if !to.is_empty() && to <= e.as_slice() => break,
+                Some(e) if entries.len() >= limit as usize => e,
+                Some(e) => {
+                    start = e;
+                    i += 1;
+                    continue;
+                }
+            };
+            return Ok((Body::RangeOk { entries, next }, "cluster".into()));
+        }
+        Ok((
+            Body::RangeOk {
+                entries,
+                next: Vec::new(),
+            },
+            "cluster".into(),
+        ))
     }
 
     /// SIZE, GETKEYS or GETTABLE of every chain, merged (each chain's part

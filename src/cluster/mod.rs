@@ -85,7 +85,7 @@ impl Shard {
     /// The [`Refusal`] to answer with.
     pub fn check(&self, body: &Body) -> Result<(), Refusal> {
         let Some(map) = &self.map else {
-            let mut named = false;
+            let mut named = matches!(body, Body::Range { .. });
             all_keys(body, |_| {
                 named = true;
                 false
@@ -99,7 +99,19 @@ impl Shard {
                 redirect: None,
             });
         };
-        if all_keys(body, |k| map.chain_of(k.as_bytes()) == self.chain) {
+        let owned = match body {
+            // A scan must lie within one range of this chain (a client
+            // splits it at every range boundary).
+            Body::Range { from, to, .. } => {
+                let (i, range) = map.range_of(from);
+                let ends_within = map
+                    .end_of(i)
+                    .is_none_or(|end| !to.is_empty() && to.as_slice() <= end);
+                range.chain == self.chain && ends_within
+            }
+            _ => all_keys(body, |k| map.chain_of(k.as_bytes()) == self.chain),
+        };
+        if owned {
             return Ok(());
         }
         Err(Refusal {

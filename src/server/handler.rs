@@ -21,7 +21,9 @@ use crate::wire::{BatchOp, PROTOCOL_VERSION};
 use crate::wire::{HelloExtension, ServerLimit, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR};
 use crate::wire::{Message, MessageError, PeerRole, WriteMode, WriteOk, WriteOp, WriteOutcome};
 use crate::wire::{OpClass, FEATURE_AUTH_REQUIRED, FEATURE_BATCH, FEATURE_CAS, FEATURE_DATA_DIR};
-use crate::wire::{FEATURE_CRAQ_READS, FEATURE_READ_FLOORS, FEATURE_WATCH, FLAG_NO_FORWARD};
+use crate::wire::{
+    FEATURE_CRAQ_READS, FEATURE_RANGE, FEATURE_READ_FLOORS, FEATURE_WATCH, FLAG_NO_FORWARD,
+};
 use std::time::{Duration, Instant};
 
 /// VALUE reply bytes besides the value: `u8 found`, `u64 version`, `u32`
@@ -181,7 +183,8 @@ impl Server {
     /// HELLO_OK, with protocol 1.1's extension (spec §4.1.1) for a client
     /// that asked for it.
     pub(super) fn hello_ok(&self, request_id: u64, extension: bool) -> Message {
-        let mut features = FEATURE_CAS | FEATURE_BATCH | FEATURE_WATCH | FEATURE_READ_FLOORS;
+        let mut features =
+            FEATURE_CAS | FEATURE_BATCH | FEATURE_WATCH | FEATURE_READ_FLOORS | FEATURE_RANGE;
         if self.cfg.users.is_some() {
             features |= FEATURE_AUTH_REQUIRED;
         }
@@ -559,7 +562,9 @@ impl Server {
                 Some(ReadScope::Keys(std::slice::from_ref(key)))
             }
             Body::MGet { keys } => Some(ReadScope::Keys(keys)),
-            Body::Size | Body::GetKeys | Body::GetTable => Some(ReadScope::Table),
+            Body::Size | Body::GetKeys | Body::GetTable | Body::Range { .. } => {
+                Some(ReadScope::Table)
+            }
             _ => Some(ReadScope::TailOnly),
         };
         if let Some(scope) = scope {
@@ -615,6 +620,13 @@ impl Server {
                 entries: self.table.len() as u64,
             },
             Body::GetKeys => Body::Keys(self.table.keys()),
+            Body::Range { from, to, limit } => match self.range(from, to, *limit) {
+                Some(page) => page,
+                None => {
+                    let why = "the range's first entry alone exceeds the frame limit";
+                    return error(id, ErrorCode::ResultTooLarge, why);
+                }
+            },
             Body::GetTable => Body::Entries(self.table.entries()),
             Body::Verify { op_id } => Body::VerifyOk(self.replica.verify(*op_id)),
             Body::Stats => Body::StatsOk(self.stats()),
@@ -628,6 +640,7 @@ impl Server {
         let payload_bytes = match &body {
             Body::Keys(keys) => list_encoded_len(keys.iter().map(Key::encoded_len)),
             Body::Entries(entries) => list_encoded_len(entries.iter().map(Entry::encoded_len)),
+            // (A RANGE page was cut to the limit as it was built.)
             // (An MGET was sized under the locks it was copied under.)
             Body::Value(Some(v)) => VALUE_REPLY_OVERHEAD + v.value.len(),
             Body::StatsOk(s) => crate::serialize::Codec::to_bytes(s).len(),
@@ -635,6 +648,32 @@ impl Server {
         };
         self.over_frame_limit(id, payload_bytes)
             .unwrap_or_else(|| Message::new(id, body))
+    }
+
+    /// A RANGE page: the table's entries from `from`, cut where the reply
+    /// would pass the frame limit (the next page then starts at the first
+    /// entry left out); `None` if not even one entry fits.
+    fn range(&self, from: &[u8], to: &[u8], limit: u32) -> Option<Body> {
+        let to = (!to.is_empty()).then_some(to);
+        let (mut entries, mut next) = self.table.range(from, to, limit as usize);
+        // The list's count, and the longest `next` there can be.
+        let mut bytes = 4 + 2 + crate::serialize::KEY_BYTES_MAX;
+        let fits = entries
+            .iter()
+            .take_while(|e| {
+                bytes = bytes.saturating_add(e.encoded_len());
+                bytes <= self.cfg.payload_bytes_max
+            })
+            .count();
+        if fits < entries.len() {
+            if fits == 0 {
+                return None;
+            }
+            next = Some(entries.swap_remove(fits).key);
+            entries.truncate(fits);
+        }
+        let next = next.map(|k| k.as_bytes().to_vec()).unwrap_or_default();
+        Some(Body::RangeOk { entries, next })
     }
 
     /// RESULT_TOO_LARGE if a reply of `payload_bytes` would not fit a frame.

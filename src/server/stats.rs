@@ -36,8 +36,8 @@ pub struct Counters {
     pub watches_cut_slow: u64,
     /// Client writes forwarded to the head (spec §5.6).
     pub writes_forwarded: u64,
-    /// Per request opcode 0x01..=0x11.
-    pub per_op: [u64; 18],
+    /// Per request opcode 0x01..=LAST_REQUEST (index 0 unused).
+    pub per_op: [u64; op::LAST_REQUEST as usize + 1],
 }
 
 impl Counters {
@@ -89,6 +89,7 @@ impl Counters {
             (op::MWRITE, "ops_mwrite"),
             (op::WATCH, "ops_watch"),
             (op::UNWATCH, "ops_unwatch"),
+            (op::RANGE, "ops_range"),
         ];
         for (code, name) in names {
             s.count(name, self.per_op[code as usize]);

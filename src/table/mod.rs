@@ -346,6 +346,67 @@ impl Table {
         out
     }
 
+    /// Up to `limit` entries with `from <= key < to` (no end when `to` is
+    /// `None`), in key order, and the key after the last one returned when
+    /// the range holds more (where the next page starts). Keys are hashed,
+    /// not ordered, so every partition is scanned (under its own lock, as
+    /// [`Table::entries`]), but at most `limit + 1` candidates are held:
+    /// O(entries) time, O(limit) memory, whatever the range's size.
+    #[must_use]
+    pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> (Vec<Entry>, Option<Key>) {
+        /// A candidate, ordered by key alone (a max-heap: the greatest
+        /// key is the one to drop when the heap is over `limit + 1`).
+        struct ByKey(Key, Versioned);
+        impl PartialEq for ByKey {
+            fn eq(&self, other: &Self) -> bool {
+                self.0 == other.0
+            }
+        }
+        impl Eq for ByKey {}
+        impl PartialOrd for ByKey {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for ByKey {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.0.cmp(&other.0)
+            }
+        }
+        let keep = limit.saturating_add(1);
+        let mut heap = std::collections::BinaryHeap::with_capacity(keep.min(4096));
+        for i in 0..self.partitions.len() {
+            let p = self.lock_index(i);
+            for (k, v) in &p.map {
+                let kb = k.as_bytes();
+                if kb < from || to.is_some_and(|t| kb >= t) {
+                    continue;
+                }
+                if heap.len() == keep {
+                    // Full: only a key below the greatest held gets in
+                    // (and its value is copied only then).
+                    if heap.peek().is_some_and(|top: &ByKey| top.0 <= *k) {
+                        continue;
+                    }
+                    heap.pop();
+                }
+                heap.push(ByKey(k.clone(), v.clone()));
+            }
+        }
+        let mut sorted = heap.into_sorted_vec();
+        let next = (sorted.len() > limit).then(|| sorted.swap_remove(limit).0);
+        sorted.truncate(limit);
+        let entries = sorted
+            .into_iter()
+            .map(|ByKey(key, v)| Entry {
+                key,
+                version: v.version,
+                value: v.value,
+            })
+            .collect();
+        (entries, next)
+    }
+
     /// Calls `f` on every entry of partition `index` (of
     /// [`Table::partitions`]) under its lock, and returns the partition's
     /// digest at that moment: the digest of exactly the entries visited.
@@ -392,6 +453,54 @@ mod tests {
 
     fn key(s: &str) -> Key {
         Key::new(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_range_pages_through_keys_in_order_and_holds_no_more_than_asked() {
+        let table = Table::new(4);
+        for i in 0..500u32 {
+            let op = WriteOp::Put {
+                key: key(&format!("k{i:03}")),
+                value: i.to_be_bytes().to_vec(),
+            };
+            assert_eq!(table.apply(u64::from(i) + 1, &op), WriteOutcome::Absent);
+        }
+        let names = |e: &[Entry]| -> Vec<String> {
+            e.iter()
+                .map(|e| String::from_utf8_lossy(e.key.as_bytes()).to_string())
+                .collect()
+        };
+        let (page, next) = table.range(b"k100", Some(b"k200"), 7);
+        assert_eq!(
+            names(&page),
+            ["k100", "k101", "k102", "k103", "k104", "k105", "k106"]
+        );
+        assert_eq!(next, Some(key("k107")));
+        assert_eq!(page[3].version, 104, "each entry carries its own version");
+        // Paging by `next` visits every key of the range once, in order.
+        let mut seen = Vec::new();
+        let mut from = b"k100".to_vec();
+        loop {
+            let (page, next) = table.range(&from, Some(b"k200"), 13);
+            seen.extend(names(&page));
+            match next {
+                Some(k) => from = k.as_bytes().to_vec(),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (100..200).map(|i| format!("k{i:03}")).collect();
+        assert_eq!(seen, want);
+        let (tail, next) = table.range(b"k498", None, 10);
+        assert_eq!(
+            (names(&tail), next),
+            (vec!["k498".to_string(), "k499".to_string()], None)
+        );
+        assert_eq!(table.range(b"z", None, 10).0.len(), 0);
+        assert_eq!(
+            table.range(b"k3", Some(b"k2"), 10).0.len(),
+            0,
+            "an empty interval"
+        );
     }
 
     #[test]

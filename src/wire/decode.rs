@@ -33,7 +33,8 @@ pub(super) fn decode_body(
         | op::MGET
         | op::MWRITE
         | op::WATCH
-        | op::UNWATCH => decode_request(opcode, mode, r).map_err(bad),
+        | op::UNWATCH
+        | op::RANGE => decode_request(opcode, mode, r).map_err(bad),
         op::UPDATE..=op::PEER_PROOF => decode_peer(opcode, r).map_err(bad),
         op::ERROR => decode_error(r).map_err(bad),
         _ if opcode & op::REPLY != 0 => match decode_reply(opcode & !op::REPLY, r) {
@@ -92,6 +93,7 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         op::UNWATCH => Body::Unwatch {
             watch_id: r.u64("watch id")?,
         },
+        op::RANGE => decode_range(r)?,
         op::AUTH => Body::Auth {
             user: decode_text(r, "user")?,
             password: decode_text(r, "password")?,
@@ -195,9 +197,46 @@ fn decode_reply(request: u8, r: &mut Reader<'_>) -> Option<Result<Body, DecodeEr
         op::MWRITE => r.u64("op id").map(|op_id| Body::MWriteOk { op_id }),
         op::WATCH => WatchEvent::decode(r).map(Body::WatchEvent),
         op::UNWATCH => decode_bool(r, "found").map(|found| Body::Unwatched { found }),
+        op::RANGE => decode_range_ok(r),
         _ => return None,
     };
     Some(body)
+}
+
+/// RANGE: `from` and `to` (each a `u16` length, 0 ..= [`KEY_BYTES_MAX`],
+/// then the bytes) and a `u32` limit (1 ..= [`RANGE_LIMIT_MAX`]).
+fn decode_range(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    let from = decode_bound(r, "range start")?;
+    let to = decode_bound(r, "range end")?;
+    let limit = r.u32("range limit")?;
+    if !(1..=RANGE_LIMIT_MAX).contains(&limit) {
+        return Err(DecodeError::Invalid {
+            what: "range limit (1..=1024)",
+            value: u64::from(limit),
+        });
+    }
+    Ok(Body::Range { from, to, limit })
+}
+
+/// RANGE_OK: `list<entry>`, then the next page's start as a bound.
+fn decode_range_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    let entries = decode_list(r, "entries", Entry::MIN_ENCODED_LEN)?;
+    let next = decode_bound(r, "next range start")?;
+    Ok(Body::RangeOk { entries, next })
+}
+
+/// A key bound (a RANGE's start or end): `u16` length, 0 ..=
+/// [`KEY_BYTES_MAX`] checked before anything is copied, then the bytes.
+fn decode_bound(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+    let len = usize::from(r.u16(what)?);
+    if len > KEY_BYTES_MAX {
+        return Err(DecodeError::TooLong {
+            what,
+            len,
+            max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(r.take(len, what)?.to_vec())
 }
 
 /// A WATCH prefix: `u16` length (0 ..= [`KEY_BYTES_MAX`], checked before

@@ -8,6 +8,13 @@ use crate::serialize::types::{encode_text, put_u32};
 use crate::serialize::{encode_data, encode_list, Codec};
 use byteorder::{BigEndian, WriteBytesExt};
 
+/// A key bound (RANGE's `from`, `to`, RANGE_OK's `next`): `u16` length,
+/// then the bytes. At most KEY_BYTES_MAX bytes: the sender's limit to check.
+fn encode_bound(out: &mut Vec<u8>, bound: &[u8]) {
+    let _ = out.write_u16::<BigEndian>(u16::try_from(bound.len()).unwrap_or(u16::MAX));
+    out.extend_from_slice(bound);
+}
+
 /// Appends the payload of `body` to `out`.
 pub(super) fn encode_body(body: &Body, out: &mut Vec<u8>) {
     match OpClass::of(body.opcode()) {
@@ -57,6 +64,11 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
             out.extend_from_slice(prefix);
         }
         Unwatch { watch_id } => put_u64(out, *watch_id),
+        Range { from, to, limit } => {
+            encode_bound(out, from);
+            encode_bound(out, to);
+            let _ = out.write_u32::<BigEndian>(*limit);
+        }
         Size | GetKeys | GetTable | Stats | Backup => {}
         Verify { op_id } => put_u64(out, *op_id),
         Auth { user, password } => {
@@ -146,6 +158,10 @@ fn encode_reply(body: &Body, out: &mut Vec<u8>) {
         MWriteOk { op_id } => put_u64(out, *op_id),
         WatchEvent(e) => e.encode(out),
         Unwatched { found } => put_u8(out, u8::from(*found)),
+        RangeOk { entries, next } => {
+            encode_list(out, entries);
+            encode_bound(out, next);
+        }
         PutIfOk(c) | DelIfOk(c) => {
             put_u64(out, c.op_id);
             put_u8(out, c.outcome as u8);

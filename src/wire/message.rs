@@ -86,6 +86,10 @@ pub const FEATURE_CRAQ_READS: u32 = 1 << 6;
 /// HELLO_OK feature bit: the server takes a GET with a floor (header flag
 /// AT_LEAST, spec §5.7).
 pub const FEATURE_READ_FLOORS: u32 = 1 << 7;
+/// HELLO_OK feature bit: the server takes RANGE (ordered scans).
+pub const FEATURE_RANGE: u32 = 1 << 8;
+/// Most entries one RANGE may ask for.
+pub const RANGE_LIMIT_MAX: u32 = 1024;
 /// HELLO feature bit (from the client): it speaks protocol 1.1 and wants
 /// HELLO_OK's extension. A 1.0 server ignores it and answers as in 1.0.
 pub const HELLO_WANTS_EXTENSION: u32 = 1;
@@ -734,6 +738,17 @@ impl Codec for WatchEvent {
 }
 
 #[cfg(feature = "arbitrary")]
+fn arbitrary_bound<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<Vec<u8>> {
+    let n = u.int_in_range(0..=16)?;
+    (0..n).map(|_| u8::arbitrary(u)).collect()
+}
+
+#[cfg(feature = "arbitrary")]
+fn arbitrary_range_limit(u: &mut Unstructured<'_>) -> arbitrary::Result<u32> {
+    u.int_in_range(1..=RANGE_LIMIT_MAX)
+}
+
+#[cfg(feature = "arbitrary")]
 fn arbitrary_batch<'a, T: Arbitrary<'a>>(u: &mut Unstructured<'a>) -> arbitrary::Result<Vec<T>> {
     let n = u.int_in_range(1..=8)?;
     (0..n).map(|_| T::arbitrary(u)).collect()
@@ -913,6 +928,16 @@ pub enum Body {
     Unwatch {
         watch_id: u64,
     },
+    /// RANGE: up to `limit` entries with `from <= key < to` (no end when
+    /// `to` is empty), in key order.
+    Range {
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bound))]
+        from: Vec<u8>,
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bound))]
+        to: Vec<u8>,
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_range_limit))]
+        limit: u32,
+    },
     Update(Update),
     Ack {
         seq: u64,
@@ -961,6 +986,13 @@ pub enum Body {
     /// UNWATCH done: whether the watch was open. No frame of it follows.
     Unwatched {
         found: bool,
+    },
+    /// RANGE's entries in key order, and where the next page starts
+    /// (empty when the range holds nothing more).
+    RangeOk {
+        entries: Vec<Entry>,
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bound))]
+        next: Vec<u8>,
     },
     Error(ErrorReply),
 }
@@ -1022,6 +1054,7 @@ impl Body {
             MWrite { .. } => op::MWRITE,
             Watch { .. } => op::WATCH,
             Unwatch { .. } => op::UNWATCH,
+            Range { .. } => op::RANGE,
             Update(_) => op::UPDATE,
             Ack { .. } => op::ACK,
             Snapshot(_) => op::SNAPSHOT,
@@ -1046,6 +1079,7 @@ impl Body {
             MWriteOk { .. } => op::REPLY | op::MWRITE,
             WatchEvent(_) => op::REPLY | op::WATCH,
             Unwatched { .. } => op::REPLY | op::UNWATCH,
+            RangeOk { .. } => op::REPLY | op::RANGE,
             Error(_) => op::ERROR,
         }
     }

@@ -17,8 +17,8 @@ pub use frame::{
 pub use message::{
     batch_encoded_len, decode_batch, BatchOp, CasOk, HelloExtension, ServerLimit, WatchChange,
     WatchEvent, BATCH_BYTES_MAX, BATCH_OPS_MAX, FEATURE_BATCH, FEATURE_CAS, FEATURE_CRAQ_READS,
-    FEATURE_DATA_DIR, FEATURE_EXTENSION, FEATURE_READ_FLOORS, FEATURE_WATCH, HELLO_LIMITS_MAX,
-    HELLO_WANTS_EXTENSION, PROTOCOL_MINOR, WATCH_FROM_NOW,
+    FEATURE_DATA_DIR, FEATURE_EXTENSION, FEATURE_RANGE, FEATURE_READ_FLOORS, FEATURE_WATCH,
+    HELLO_LIMITS_MAX, HELLO_WANTS_EXTENSION, PROTOCOL_MINOR, RANGE_LIMIT_MAX, WATCH_FROM_NOW,
 };
 pub use message::{
     op, Access, Body, ErrorReply, Hello, HelloOk, Message, MessageError, NodeRole, OpClass,

@@ -20,8 +20,9 @@ pub mod op {
     pub const MWRITE: u8 = 0x0F;
     pub const WATCH: u8 = 0x10;
     pub const UNWATCH: u8 = 0x11;
+    pub const RANGE: u8 = 0x12;
     /// The last assigned client request opcode.
-    pub const LAST_REQUEST: u8 = UNWATCH;
+    pub const LAST_REQUEST: u8 = RANGE;
     pub const UPDATE: u8 = 0x40;
     pub const ACK: u8 = 0x41;
     pub const SNAPSHOT: u8 = 0x42;

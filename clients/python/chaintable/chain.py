@@ -170,6 +170,13 @@ class ChainClient:
         assert out is None or isinstance(out, Versioned)
         return out
 
+    def range(self, start: bytes = b"", end: bytes = b"",
+              limit: int = 100) -> Tuple[List[Entry], bytes]:
+        """A page of entries in key order (see Client.range)."""
+        out = self._run(wire.range_(start, end, limit), write=False)
+        assert isinstance(out, tuple)
+        return out
+
     def size(self) -> int:
         out = self._run(wire.size(), write=False)
         assert isinstance(out, int)

@@ -183,6 +183,15 @@ class Client:
         assert isinstance(out, WriteResult)
         return out
 
+    def range(self, start: bytes = b"", end: bytes = b"",
+              limit: int = 100) -> Tuple[List[Entry], bytes]:
+        """Up to `limit` entries with start <= key < end (no end when `end`
+        is empty) in key order, and where the next page starts (b"" when
+        nothing is left)."""
+        out = self.call(wire.range_(start, end, limit))
+        assert isinstance(out, tuple)
+        return out
+
     def size(self) -> int:
         out = self.call(wire.size())
         assert isinstance(out, int)

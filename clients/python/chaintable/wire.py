@@ -41,12 +41,16 @@ FEATURE_BATCH = 1 << 4
 FEATURE_WATCH = 1 << 5
 FEATURE_CRAQ_READS = 1 << 6
 FEATURE_READ_FLOORS = 1 << 7
+#: HELLO_OK feature bit: the server takes RANGE.
+FEATURE_RANGE = 1 << 8
 #: WATCH's from_seq for "changes from now on" (spec section 4.1.2).
 WATCH_FROM_NOW = (1 << 64) - 1
 #: Longest key, and longest WATCH prefix.
 KEY_BYTES_MAX = 1024
 #: Most keys in one MGET, most writes in one MWRITE.
 BATCH_OPS_MAX = 1024
+#: Most entries one RANGE asks for.
+RANGE_LIMIT_MAX = 1024
 
 
 class Op(enum.IntEnum):
@@ -67,6 +71,7 @@ class Op(enum.IntEnum):
     MWRITE = 0x0F
     WATCH = 0x10
     UNWATCH = 0x11
+    RANGE = 0x12
 
 
 REPLY = 0x80
@@ -378,6 +383,16 @@ def dec_entries(r: Reader) -> List[Entry]:
     return out
 
 
+def dec_range_ok(r: Reader) -> Tuple[List[Entry], bytes]:
+    """RANGE_OK: the entries in key order, and where the next page starts
+    (empty when nothing is left)."""
+    entries = dec_entries(r)
+    n = r.u16("next length")
+    if n > KEY_BYTES_MAX:
+        raise ProtocolError(f"next range start of {n} bytes")
+    return entries, r.take(n, "next range start")
+
+
 def dec_stats(r: Reader) -> Dict[str, Union[int, str]]:
     n = r.u16("stats count")
     if n > STATS_FIELDS_MAX:
@@ -474,6 +489,7 @@ DECODERS: Dict[int, Callable[[Reader], object]] = {
     REPLY | Op.MWRITE: lambda r: r.u64("op_id"),
     REPLY | Op.WATCH: dec_watch_event,
     REPLY | Op.UNWATCH: dec_found,
+    REPLY | Op.RANGE: dec_range_ok,
     ERROR: dec_error,
 }
 
@@ -590,6 +606,17 @@ def watch(prefix: bytes, from_seq: int = WATCH_FROM_NOW) -> Request:
     if len(prefix) > KEY_BYTES_MAX:
         raise ValueError(f"a prefix holds at most {KEY_BYTES_MAX} bytes")
     return Request(Op.WATCH, struct.pack(">QH", from_seq, len(prefix)) + prefix)
+
+
+def range_(start: bytes, end: bytes = b"", limit: int = 100) -> Request:
+    """RANGE: up to `limit` entries with start <= key < end (no end when
+    `end` is empty), in key order."""
+    if len(start) > KEY_BYTES_MAX or len(end) > KEY_BYTES_MAX:
+        raise ValueError(f"a range bound holds at most {KEY_BYTES_MAX} bytes")
+    if not 1 <= limit <= RANGE_LIMIT_MAX:
+        raise ValueError(f"a range asks for 1..={RANGE_LIMIT_MAX} entries")
+    return Request(Op.RANGE, struct.pack(">H", len(start)) + start + struct.pack(">H", len(end)) + end
+                   + struct.pack(">I", limit))
 
 
 def unwatch(watch_id: int) -> Request:

@@ -71,6 +71,23 @@ class Standalone(unittest.TestCase):
             self.c.call(wire.Request(wire.Op.MWRITE, b"\x00\x00\x00\x00"))
         self.assertEqual(e.exception.name, "BAD_REQUEST")  # an empty batch
 
+    def test_a_range_pages_through_keys_in_order(self):
+        for i in range(30):
+            self.c.put(b"py-r-%02d" % i, b"v%d" % i)
+        self.c.put(b"py-s-after", b"outside")
+        self.assertTrue(self.c.hello.features & wire.FEATURE_RANGE)
+        seen, start = [], b"py-r-"
+        while True:
+            page, start = self.c.range(start, b"py-s", 7)
+            self.assertLessEqual(len(page), 7)
+            seen += [(e.key, e.value) for e in page]
+            if not start:
+                break
+        self.assertEqual(seen, [(b"py-r-%02d" % i, b"v%d" % i) for i in range(30)])
+        with self.assertRaises(ServerError) as e:
+            self.c.call(wire.Request(wire.Op.RANGE, b"\x00\x00\x00\x00\x00\x00\x00\x00"))
+        self.assertEqual(e.exception.name, "BAD_REQUEST")  # a limit of 0
+
     def test_an_async_write_is_verified(self):
         w = self.c.put(b"py-async", b"x", asynchronous=True)
         self.assertEqual(w.outcome, "pending")

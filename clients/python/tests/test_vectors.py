@@ -12,7 +12,7 @@ VECTORS = os.environ.get(
 
 REPLY_TYPES = {"HELLO_OK", "PUT_OK", "DEL_OK", "VALUE", "SIZE_OK", "KEYS", "ENTRIES",
                "STATS_OK", "VERIFY_OK", "AUTH_OK", "BACKUP_CHUNK", "ERROR", "CPUT_OK", "CDEL_OK",
-               "MGET_OK", "MWRITE_OK", "WATCH_EVENT", "UNWATCH_OK"}
+               "MGET_OK", "MWRITE_OK", "WATCH_EVENT", "UNWATCH_OK", "RANGE_OK"}
 
 
 def request_of(m):
@@ -46,6 +46,8 @@ def request_of(m):
         return wire.watch(m["prefix"].encode(), m["from_seq"])
     if t == "UNWATCH":
         return wire.unwatch(m["watch_id"])
+    if t == "RANGE":
+        return wire.range_(m["from"].encode(), m["to"].encode(), m["limit"])
     simple = {"SIZE": wire.size, "GETKEYS": wire.getkeys, "GETTABLE": wire.gettable,
               "STATS": wire.stats, "BACKUP": wire.backup}
     return simple[t]() if t in simple else None
@@ -71,6 +73,10 @@ def check_reply(test, m, got):
                           for c in m["changes"]])
     elif t == "UNWATCH_OK":
         test.assertEqual(got, m["found"])
+    elif t == "RANGE_OK":
+        test.assertEqual(([(e.key, e.version, e.value) for e in got[0]], got[1]),
+                         ([(e["key"].encode(), e["version"], e["value"].encode()) for e in m["entries"]],
+                          m["next"].encode()))
     elif t in ("CPUT_OK", "CDEL_OK"):
         test.assertEqual((got.op_id, got.outcome, got.version), (m["op_id"], m["outcome"], m["version"]))
     elif t in ("PUT_OK", "DEL_OK"):

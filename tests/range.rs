@@ -125,3 +125,63 @@ fn the_cli_shows_a_page_and_where_the_next_begins() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.trim(), "a3 = a3 (version 3)\nb1 = b1 (version 4)");
 }
+
+/// An attacker pipelines scans that each ask for one entry from a table of
+/// 200,000 keys. Were a scan to read the whole table (keys are spread over
+/// the partitions by hash), each would cost milliseconds of the one network
+/// thread and a GET queued behind them would wait seconds; reading each
+/// partition in order from `from` keeps a scan's cost near its page.
+#[test]
+fn a_flood_of_scans_costs_what_the_pages_cost_not_the_table() {
+    use chaintable::wire::{BatchOp, Message};
+    let server = ServerProc::start(4, &[]);
+    let mut c = server.client();
+    for chunk in 0..200 {
+        let ops = (0..1000)
+            .map(|i| BatchOp::Put {
+                key: Key::new(format!("k{:07}", chunk * 1000 + i)).unwrap(),
+                value: vec![b'v'; 16],
+            })
+            .collect();
+        assert!(matches!(
+            c.call(Body::MWrite { ops }).unwrap(),
+            Body::MWriteOk { .. }
+        ));
+    }
+    let scans = 2000u64;
+    let mut attacker = common::Raw::hello(&server.addr());
+    let mut flood = Vec::new();
+    for id in 0..scans {
+        let from = format!("k{:07}", (id * 97) % 200_000).into_bytes();
+        let m = Message::new(
+            100 + id,
+            Body::Range {
+                from,
+                to: vec![],
+                limit: 1,
+            },
+        );
+        flood.extend(m.to_bytes());
+    }
+    let started = std::time::Instant::now();
+    attacker.send_bytes(&flood);
+    let (value, _) = (
+        c.call(Body::Get {
+            key: Key::new("k0123456").unwrap(),
+        })
+        .unwrap(),
+        (),
+    );
+    let waited = started.elapsed();
+    assert!(matches!(value, Body::Value(Some(_))));
+    for _ in 0..scans {
+        let reply = attacker.recv().expect("every scan is answered");
+        assert!(matches!(reply.body, Body::RangeOk { ref entries, .. } if entries.len() == 1));
+    }
+    let all = started.elapsed();
+    eprintln!("a GET behind {scans} pipelined scans: {waited:?}; all scans answered in {all:?}");
+    assert!(
+        all < std::time::Duration::from_secs(3),
+        "{scans} one-entry scans of a 200,000-key table took {all:?}"
+    );
+}

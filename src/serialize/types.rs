@@ -37,7 +37,23 @@ fn put_bytes_u16(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// A key: 1..=[`KEY_BYTES_MAX`] arbitrary bytes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(Vec<u8>);
+pub struct Key(KeyBytes);
+
+/// Bytes of a key held inline (no allocation of their own): most keys are
+/// short, so they live inside the map's node, where comparing them during
+/// a search touches no other memory.
+pub const KEY_INLINE_BYTES: usize = 24;
+
+type KeyBytes = smallvec::SmallVec<[u8; KEY_INLINE_BYTES]>;
+
+/// A key compares, hashes and orders exactly as its bytes (the derived
+/// impls of a `Vec<u8>` newtype), so maps of keys can be searched by a
+/// byte slice: a range scan starts at a bound that need not be a key.
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl Key {
     /// Smallest possible encoding: a 2-byte length and one byte.
@@ -50,7 +66,7 @@ impl Key {
     /// [`DecodeError::Empty`] or [`DecodeError::TooLong`] (over
     /// [`KEY_BYTES_MAX`]).
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Key, DecodeError> {
-        let bytes = bytes.into();
+        let bytes: Vec<u8> = bytes.into();
         if bytes.is_empty() {
             return Err(DecodeError::Empty { what: "key" });
         }
@@ -61,7 +77,7 @@ impl Key {
                 max: KEY_BYTES_MAX,
             });
         }
-        Ok(Key(bytes))
+        Ok(Key(KeyBytes::from_vec(bytes)))
     }
 
     #[must_use]
@@ -71,7 +87,7 @@ impl Key {
 
     #[must_use]
     pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+        self.0.into_vec()
     }
 }
 
@@ -95,7 +111,12 @@ impl Codec for Key {
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = r.len_u16("key", KEY_BYTES_MAX)?;
-        Key::new(r.take(len, "key")?)
+        let bytes = r.take(len, "key")?;
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty { what: "key" });
+        }
+        // Straight from the input: no Vec for a key that fits inline.
+        Ok(Key(KeyBytes::from_slice(bytes)))
     }
 }
 
@@ -107,7 +128,7 @@ impl<'a> Arbitrary<'a> for Key {
         if bytes.is_empty() {
             bytes.push(u8::arbitrary(u)?);
         }
-        Ok(Key(bytes))
+        Ok(Key(KeyBytes::from_vec(bytes)))
     }
 }
 

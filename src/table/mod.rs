@@ -1,11 +1,14 @@
 //! The table: key -> (version, value), split into `n_lists` lists, each cut
-//! into [`STRIPES_PER_LIST`] partitions: a standard `HashMap` behind its
-//! own lock, so that reads on the network thread, writes on the worker and
-//! a snapshot's copy rarely wait for each other.
+//! into [`STRIPES_PER_LIST`] partitions: an ordered map (`BTreeMap`)
+//! behind its own lock, so that reads on the network thread, writes on the
+//! worker and a snapshot's copy rarely wait for each other. Keys go to
+//! partitions by hash; each partition keeps its keys in order, so a range
+//! scan reads only the front of each partition's part of the range
+//! (see [`Table::range`]) instead of the whole table.
 
 use crate::serialize::{Entry, Key};
 use crate::wire::{BatchOp, Versioned, WriteOp, WriteOutcome};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// Most lists a table may have (a sanity bound on `n_lists`).
@@ -20,7 +23,7 @@ pub const STRIPES_PER_LIST: usize = 16;
 /// One lock stripe: its entries and the sum of their digests.
 #[derive(Debug, Default)]
 struct Partition {
-    map: HashMap<Key, Versioned>,
+    map: BTreeMap<Key, Versioned>,
     digest: u64,
     /// Bytes of every key's encoding (GETKEYS' payload, but for the count).
     keys_encoded_bytes: usize,
@@ -64,7 +67,7 @@ pub fn digest_of(key: &Key, version: u64, value: &[u8]) -> u64 {
 
 impl Partition {
     fn insert(&mut self, key: Key, v: Versioned) -> bool {
-        use std::collections::hash_map::Entry as Slot;
+        use std::collections::btree_map::Entry as Slot;
         self.digest = self.digest.wrapping_add(entry_digest(&key, &v));
         self.count(&key, &v, true);
         // One lookup, and the key is moved in, never cloned.
@@ -146,7 +149,7 @@ impl Table {
     }
 
     fn lock_index(&self, index: usize) -> MutexGuard<'_, Partition> {
-        // A panic while holding a partition lock cannot leave a HashMap
+        // A panic while holding a partition lock cannot leave a BTreeMap
         // half-updated (its operations are panic-safe), so poisoning is
         // recovered from rather than spread.
         self.partitions[index]
@@ -348,10 +351,12 @@ impl Table {
 
     /// Up to `limit` entries with `from <= key < to` (no end when `to` is
     /// `None`), in key order, and the key after the last one returned when
-    /// the range holds more (where the next page starts). Keys are hashed,
-    /// not ordered, so every partition is scanned (under its own lock, as
-    /// [`Table::entries`]), but at most `limit + 1` candidates are held:
-    /// O(entries) time, O(limit) memory, whatever the range's size.
+    /// the range holds more (where the next page starts). Keys are spread
+    /// over the partitions by hash, so each partition (under its own lock,
+    /// as [`Table::entries`]) is read in order from `from` until its next
+    /// key could not be among the `limit + 1` smallest held so far: time
+    /// O(partitions × log entries + limit × log limit) and memory O(limit),
+    /// whatever the table's size.
     #[must_use]
     pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> (Vec<Entry>, Option<Key>) {
         /// A candidate, ordered by key alone (a max-heap: the greatest
@@ -377,16 +382,17 @@ impl Table {
         let mut heap = std::collections::BinaryHeap::with_capacity(keep.min(4096));
         for i in 0..self.partitions.len() {
             let p = self.lock_index(i);
-            for (k, v) in &p.map {
-                let kb = k.as_bytes();
-                if kb < from || to.is_some_and(|t| kb >= t) {
-                    continue;
+            let start = std::ops::Bound::Included(from);
+            let in_order = p.map.range::<[u8], _>((start, std::ops::Bound::Unbounded));
+            for (k, v) in in_order {
+                if to.is_some_and(|t| k.as_bytes() >= t) {
+                    break;
                 }
                 if heap.len() == keep {
-                    // Full: only a key below the greatest held gets in
-                    // (and its value is copied only then).
+                    // Full: only a key below the greatest held gets in,
+                    // and every later key of this partition is greater.
                     if heap.peek().is_some_and(|top: &ByKey| top.0 <= *k) {
-                        continue;
+                        break;
                     }
                     heap.pop();
                 }

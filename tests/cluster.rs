@@ -233,6 +233,21 @@ fn a_member_refuses_a_key_its_chain_does_not_own_and_names_the_map_version() {
         shown.contains("chain b:") && shown.contains("1 entries"),
         "{shown}"
     );
+    // A backup of the cluster: one file per chain, each restoring to a
+    // server that holds exactly that chain's keys.
+    let dir =
+        std::env::temp_dir().join(format!("chaintable-cluster-backup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let saved = run(&["snapshot", "save", dir.to_str().unwrap()]);
+    assert_eq!(saved.lines().count(), 2, "{saved}");
+    for (chain, key) in [("a", "apple"), ("b", "zebra")] {
+        let file = dir.join(format!("{chain}.backup"));
+        let restored = common::ServerProc::start(4, &["--restore", file.to_str().unwrap()]);
+        let table = table_of(&restored.addr()).unwrap();
+        let keys: Vec<&[u8]> = table.keys().map(Vec::as_slice).collect();
+        assert_eq!(keys, [key.as_bytes()], "chain {chain}'s backup");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

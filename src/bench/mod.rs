@@ -29,6 +29,12 @@ pub enum Target {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     },
     Redis(String),
+    /// A cluster of chains (spec §5.8): each key goes to the chain the map
+    /// gives it; each chain is a [`Target::Table`].
+    Cluster {
+        map: crate::cluster::ShardMap,
+        chains: Vec<(String, Target)>,
+    },
     /// etcd v3 through its JSON gateway (one request per round trip).
     Etcd(String),
 }
@@ -132,6 +138,12 @@ enum Conn {
     },
     Redis(resp::Resp),
     Etcd(etcd::Etcd),
+    /// One [`Conn::Table`] per chain, in the order of the target's chains.
+    Cluster {
+        map: crate::cluster::ShardMap,
+        names: Vec<String>,
+        chains: Vec<Conn>,
+    },
 }
 
 fn connect(target: &Target, i: usize) -> Result<Conn, String> {
@@ -172,6 +184,17 @@ fn connect(target: &Target, i: usize) -> Result<Conn, String> {
                 reads_at_tail: 0,
             })
         }
+        Target::Cluster { map, chains } => {
+            let conns = chains
+                .iter()
+                .map(|(_, t)| connect(t, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Conn::Cluster {
+                map: map.clone(),
+                names: chains.iter().map(|(n, _)| n.clone()).collect(),
+                chains: conns,
+            })
+        }
         Target::Redis(addr) => resp::Resp::connect(addr)
             .map(Conn::Redis)
             .map_err(|e| e.to_string()),
@@ -192,6 +215,7 @@ impl Conn {
                 r.flush_and_read(1).map(|_| 0).map_err(|e| e.to_string())
             }
             Conn::Etcd(_) => Err("etcd: no batch workload in this bench".into()),
+            Conn::Cluster { .. } => Err("a cluster's batches are split in `batch`".into()),
             Conn::Table { write, .. } => {
                 let batch = ops
                     .iter()
@@ -211,10 +235,26 @@ impl Conn {
 
     /// Sends one batch of (is_read, key) requests; returns how many failed.
     fn batch(&mut self, ops: &[(bool, u64)], value: &[u8], one_write: bool) -> Result<u64, String> {
+        if let Conn::Cluster { map, names, chains } = self {
+            // Split by chain (a batch stays within one chain), in turn.
+            let mut errors = 0;
+            for (name, conn) in names.iter().zip(chains.iter_mut()) {
+                let mine: Vec<(bool, u64)> = ops
+                    .iter()
+                    .filter(|(_, k)| map.chain_of(&key_bytes(*k)) == name)
+                    .copied()
+                    .collect();
+                if !mine.is_empty() {
+                    errors += conn.batch(&mine, value, one_write)?;
+                }
+            }
+            return Ok(errors);
+        }
         if one_write {
             return self.one_write(ops, value);
         }
         match self {
+            Conn::Cluster { .. } => Err("a cluster's batches are split above".into()),
             Conn::Redis(r) => {
                 for (is_read, k) in ops {
                     if *is_read {
@@ -338,6 +378,10 @@ impl Conn {
                 reads_at_tail,
                 ..
             } => (*reads_here, *reads_at_tail),
+            Conn::Cluster { chains, .. } => chains
+                .iter()
+                .map(Conn::reads)
+                .fold((0, 0), |(a, b), (c, d)| (a + c, b + d)),
             _ => (0, 0),
         }
     }

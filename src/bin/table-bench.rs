@@ -3,6 +3,7 @@
 
 use chaintable::bench::{self, Mix, Target, Workload};
 use chaintable::client::chain::ChainClient;
+use chaintable::client::cluster::ClusterClient;
 use chaintable::client::{Client, Options};
 use chaintable::wire::FEATURE_CRAQ_READS;
 use clap::Parser;
@@ -26,6 +27,10 @@ struct Args {
     zookeeper: Option<String>,
     #[arg(long, default_value = "/chain")]
     chain_root: String,
+    /// With --zookeeper: a cluster of chains (spec §5.8) under this root;
+    /// each key goes to its chain's head (writes) and members (reads).
+    #[arg(long, requires = "zookeeper")]
+    cluster_root: Option<String>,
     /// With --zookeeper: `spread` reads over every member whose HELLO_OK
     /// says it answers them (CRAQ; a dirty key goes on to the tail), or
     /// send them all to the `tail`.
@@ -101,42 +106,69 @@ fn target(args: &Args) -> Result<Target, String> {
             tls,
         });
     }
-    if let Some(zk) = &args.zookeeper {
+    if let (Some(zk), Some(cluster)) = (&args.zookeeper, &args.cluster_root) {
         let opts = Options {
             tls: tls.clone(),
             ..Options::default()
         };
-        let mut c = ChainClient::connect(zk, &args.chain_root, opts).map_err(|e| e.to_string())?;
-        let members = c.members().to_vec();
+        let mut c = ClusterClient::connect(zk, cluster, opts).map_err(|e| e.to_string())?;
+        let map = c.map().cloned().ok_or("no shard map")?;
+        let names = c.chain_names();
         c.close();
-        let (head, tail) = match (members.first(), members.last()) {
-            (Some(h), Some(t)) => (h.addr.clone(), t.addr.clone()),
-            _ => return Err("no chain members".into()),
-        };
-        let mut reads = vec![tail.clone()];
-        if args.reads == "spread" {
-            let opts = Options {
-                tls: tls.clone(),
-                ..Options::default()
-            };
-            let craq = |addr: &str| {
-                Client::connect_with(addr, opts.clone())
-                    .is_ok_and(|c| c.server_hello().features & FEATURE_CRAQ_READS != 0)
-            };
-            reads = members
-                .iter()
-                .map(|m| m.addr.clone())
-                .filter(|a| *a == tail || craq(a))
-                .collect();
+        let mut chains = Vec::new();
+        for name in names {
+            let root = format!("{}/{name}", cluster.trim_end_matches('/'));
+            chains.push((name, chain_target(zk, &root, args, tls.clone())?));
         }
-        return Ok(Target::Table {
-            write: head,
-            reads,
-            tail,
-            tls,
-        });
+        return Ok(Target::Cluster { map, chains });
+    }
+    if let Some(zk) = &args.zookeeper {
+        return chain_target(zk, &args.chain_root, args, tls);
     }
     Err("give --addr, --zookeeper or --redis".into())
+}
+
+/// One chain found through ZooKeeper: writes to its head, reads at its
+/// tail or (`--reads spread`) every member that announces CRAQ.
+fn chain_target(
+    zk: &str,
+    root: &str,
+    args: &Args,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Target, String> {
+    let opts = Options {
+        tls: tls.clone(),
+        ..Options::default()
+    };
+    let mut c = ChainClient::connect(zk, root, opts).map_err(|e| e.to_string())?;
+    let members = c.members().to_vec();
+    c.close();
+    let (head, tail) = match (members.first(), members.last()) {
+        (Some(h), Some(t)) => (h.addr.clone(), t.addr.clone()),
+        _ => return Err("no chain members".into()),
+    };
+    let mut reads = vec![tail.clone()];
+    if args.reads == "spread" {
+        let opts = Options {
+            tls: tls.clone(),
+            ..Options::default()
+        };
+        let craq = |addr: &str| {
+            Client::connect_with(addr, opts.clone())
+                .is_ok_and(|c| c.server_hello().features & FEATURE_CRAQ_READS != 0)
+        };
+        reads = members
+            .iter()
+            .map(|m| m.addr.clone())
+            .filter(|a| *a == tail || craq(a))
+            .collect();
+    }
+    Ok(Target::Table {
+        write: head,
+        reads,
+        tail,
+        tls,
+    })
 }
 
 fn cpu_us(pids: &[u32]) -> Option<u64> {

@@ -150,7 +150,7 @@ impl Backend {
             }
             Backend::Chain(c) => c.backup_to(out),
             Backend::Cluster(_) => Err(ClientError::Protocol(
-                "a backup is per chain: run it with --chain-root <cluster root>/<chain>".into(),
+                "a cluster's backup is one file per chain (snapshot save DIR)".into(),
             )),
         }
     }
@@ -158,12 +158,33 @@ impl Backend {
 
 /// `snapshot save FILE`: the backup goes to FILE.tmp, is read back whole
 /// (which checks every record and computes the table's digest), and only
-/// then renamed to FILE.
+/// then renamed to FILE. In a cluster FILE is a directory that receives
+/// one backup per chain, `<chain>.backup`, each consistent as of its own
+/// chain's last write (chains have no common instant).
 fn snapshot_save(backend: &mut Backend, path: &std::path::Path) -> Result<String, String> {
+    let Backend::Cluster(cluster) = backend else {
+        return save_one(path, &mut |out| backend.backup_to(out));
+    };
+    std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut done = Vec::new();
+    for name in cluster.chain_names() {
+        let chain = cluster
+            .chain(&name)
+            .map_err(|e| format!("chain {name}: {e}"))?;
+        let file = path.join(format!("{name}.backup"));
+        done.push(save_one(&file, &mut |out| chain.backup_to(out))?);
+    }
+    Ok(done.join("\n"))
+}
+
+type BackupFn<'a> = dyn FnMut(&mut dyn std::io::Write) -> Result<(u64, String), ClientError> + 'a;
+
+/// One backup into `path` (see [`snapshot_save`]).
+fn save_one(path: &std::path::Path, backup_to: &mut BackupFn<'_>) -> Result<String, String> {
     let tmp = path.with_extension("tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    let saved = backend.backup_to(&mut out).and_then(|(n, addr)| {
+    let saved = backup_to(&mut out).and_then(|(n, addr)| {
         std::io::Write::flush(&mut out)
             .and_then(|()| out.get_ref().sync_all())
             .map(|()| (n, addr))

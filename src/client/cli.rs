@@ -32,6 +32,8 @@ commands (alias):
                               until <n> updates or Ctrl-C
   snapshot save <file>        save a consistent backup of the table (from the
                               tail) to <file>; table-server --restore <file>
+                              (with --cluster-root: <file> is a directory
+                              that gets one <chain>.backup per chain)
   help (h)                    this text
   quit (q)                    leave";
 

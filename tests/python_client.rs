@@ -87,6 +87,49 @@ fn the_python_client_installs_and_passes_its_tests_against_real_servers() {
         ],
     );
     let chain = Chain::start_with(3, false, &[]);
+    // A cluster of two one-member chains on the same ZooKeeper: `a` owns
+    // the keys below `m`, `b` the rest.
+    let zk = chain.zk.addr();
+    let secret = common::cluster_secret_file();
+    let cluster: Vec<ServerProc> = ["a", "b"]
+        .iter()
+        .map(|c| {
+            let root = format!("/pycluster/{c}");
+            let args = [
+                &zk,
+                "--cluster-secret-file",
+                &secret,
+                "--cluster-root",
+                "/pycluster",
+                "--chain-root",
+                &root,
+            ];
+            ServerProc::start(4, &args)
+        })
+        .collect();
+    let created = common::table_client(
+        &[
+            &zk,
+            "-z",
+            "--cluster-root",
+            "/pycluster",
+            "--cluster-secret-file",
+            &secret,
+            "cluster",
+            "create",
+            "a,b",
+            "m",
+        ],
+        &[],
+    );
+    assert!(created.status.success(), "{}", text(&created));
+    for m in &cluster {
+        let read = common::wait_for(std::time::Duration::from_secs(10), || {
+            (common::chain::stat_text(&m.addr(), "shard_map_version")? == "1").then_some(())
+        });
+        assert!(read.is_some(), "{} never read the map", m.addr());
+    }
+    let cluster_members: Vec<String> = cluster.iter().map(ServerProc::addr).collect();
     let out = run(Command::new(venv.join("bin/python"))
         // Not the source tree: the tests must import the installed package.
         .current_dir(&venv)
@@ -97,6 +140,8 @@ fn the_python_client_installs_and_passes_its_tests_against_real_servers() {
         .env("CHAINTABLE_ADDR", standalone.addr())
         .env("CHAINTABLE_ZK", chain.zk.addr())
         .env("CHAINTABLE_CHAIN", chain.addrs().join(","))
+        .env("CHAINTABLE_CLUSTER", "/pycluster")
+        .env("CHAINTABLE_CLUSTER_MEMBERS", cluster_members.join(","))
         .env("CHAINTABLE_VECTORS", root.join("spec/vectors/frames.json")));
     let report = text(&out);
     let _ = std::fs::remove_dir_all(&venv);
@@ -108,7 +153,7 @@ fn the_python_client_installs_and_passes_its_tests_against_real_servers() {
         .lines()
         .find_map(|l| l.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no test count in:\n{report}"));
-    assert!(ran >= 18, "only {ran} Python tests ran:\n{report}");
+    assert!(ran >= 24, "only {ran} Python tests ran:\n{report}");
     assert!(
         !report.contains("skipped"),
         "every Python test must run here (none skipped):\n{report}"

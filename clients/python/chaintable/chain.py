@@ -114,7 +114,9 @@ class ChainClient:
                 last = e
                 if e.retry is Retry.OUTCOME_UNKNOWN:
                     raise OutcomeUnknown(str(e)) from e
-                if e.retry is not Retry.RETRIABLE:
+                if e.retry is not Retry.RETRIABLE or e.name == "WRONG_SHARD":
+                    # (WRONG_SHARD: another chain owns the key; its
+                    # redirect is a map version, for ClusterClient.)
                     raise
                 if e.redirect:
                     target = e.redirect

@@ -16,7 +16,13 @@ ensure_packages() {
   fi
 }
 
-cleanup_pids() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+# TERM first (scripts/zookeeper.sh then stops its JVM), then KILL.
+cleanup_pids() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 bench() { "$bin/table-bench" -q --json --duration "$secs" "$@" | tee -a "$out"; }

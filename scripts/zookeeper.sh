@@ -6,7 +6,11 @@ set -euo pipefail
 port=${1:-2181}
 [ -f /usr/share/java/zookeeper.jar ] || { echo "install ZooKeeper first: apt-get install -y zookeeper" >&2; exit 2; }
 dir=$(mktemp -d /tmp/chaintable-zk.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+jpid=
+# Ctrl-C, or a script that started this one stopping it (TERM): the JVM
+# goes too, not only this shell.
+trap '[ -n "$jpid" ] && kill "$jpid" 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'exit 143' TERM INT
 cat > "$dir/zoo.cfg" <<CFG
 tickTime=200
 minSessionTimeout=400
@@ -19,4 +23,6 @@ admin.enableServer=false
 CFG
 echo "ZooKeeper on 127.0.0.1:$port (data in $dir)"
 java -Xmx256m -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar \
-  org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg"
+  org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" &
+jpid=$!
+wait "$jpid"

@@ -61,5 +61,5 @@ chain() { # label bin root [secret args]
 }
 chain chain-old $OLD /ab-old --cluster-secret-file $tmp/secret
 chain chain-new $NEW /ab-new --cluster-secret-file $tmp/secret
-kill -9 $zkpid 2>/dev/null; pkill -f "zookeeper.*$zk" 2>/dev/null
+kill $zkpid 2>/dev/null; wait $zkpid 2>/dev/null  # TERM: scripts/zookeeper.sh stops its JVM
 rm -rf "$tmp"

@@ -181,10 +181,16 @@ impl ClusterClient {
                 _ => None,
             };
             let ours = self.version();
+            // Wait for the member's map if it is newer than ours, else
+            // for any newer one (ours and the member's disagree).
+            let above = match theirs {
+                Some(v) if v > ours => v - 1,
+                _ => ours,
+            };
             if theirs.is_some_and(|v| v < ours) {
                 // The member has not read our map yet.
                 std::thread::sleep(REROUTE_PAUSE);
-            } else if !self.wait_for_map(theirs.unwrap_or(ours).max(ours), deadline) {
+            } else if !self.wait_for_map(above, deadline) {
                 return result;
             }
         }

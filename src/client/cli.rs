@@ -343,6 +343,16 @@ fn show_cas(c: &CasOk, is_put: bool) -> String {
     }
 }
 
+/// `key = value (version n)`, one GETTABLE or RANGE row.
+fn show_entry(e: &crate::serialize::Entry) -> String {
+    format!(
+        "{} = {} (version {})",
+        show_bytes(e.key.as_bytes()),
+        show_bytes(&e.value),
+        e.version
+    )
+}
+
 fn show_value(v: &Option<Versioned>) -> String {
     match v {
         Some(v) => format!("{} (version {})", show_bytes(&v.value), v.version),
@@ -368,17 +378,8 @@ pub fn render(reply: &Body) -> String {
             shown.join("\n")
         }
         Body::RangeOk { entries, next } => {
-            let mut rows: Vec<String> = entries
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} = {} (version {})",
-                        show_bytes(e.key.as_bytes()),
-                        show_bytes(&e.value),
-                        e.version
-                    )
-                })
-                .collect();
+            // In key order, as the server sent them.
+            let mut rows: Vec<String> = entries.iter().map(show_entry).collect();
             if entries.is_empty() {
                 rows.push("(no entries)".into());
             }
@@ -389,17 +390,7 @@ pub fn render(reply: &Body) -> String {
         }
         Body::Entries(e) if e.is_empty() => "(empty table)".to_string(),
         Body::Entries(entries) => {
-            let mut rows: Vec<String> = entries
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} = {} (version {})",
-                        show_bytes(e.key.as_bytes()),
-                        show_bytes(&e.value),
-                        e.version
-                    )
-                })
-                .collect();
+            let mut rows: Vec<String> = entries.iter().map(show_entry).collect();
             rows.sort();
             rows.join("\n")
         }

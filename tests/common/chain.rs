@@ -165,14 +165,7 @@ impl Chain {
             },
         };
         // Registered before the next one starts, so start order = chain order.
-        let registered = wait_for(Duration::from_secs(10), || {
-            stat_text(&p.addr(), "node").filter(|n| !n.is_empty())
-        });
-        assert!(
-            registered.is_some(),
-            "member did not register:\n{}",
-            p.log_text()
-        );
+        wait_registered(&p);
         (p, host)
     }
 
@@ -296,6 +289,19 @@ impl Chain {
 }
 
 /// A numeric STATS field of the server at `addr` (panics if it has none).
+/// Waits until member `p` has registered in ZooKeeper (panics with its log
+/// if it has not within 10 s).
+pub fn wait_registered(p: &ServerProc) {
+    let registered = wait_for(Duration::from_secs(10), || {
+        stat_text(&p.addr(), "node").filter(|n| !n.is_empty())
+    });
+    assert!(
+        registered.is_some(),
+        "member did not register:\n{}",
+        p.log_text()
+    );
+}
+
 pub fn stat_u64(addr: &str, name: &str) -> u64 {
     stat_text(addr, name)
         .and_then(|t| t.parse().ok())

@@ -55,14 +55,7 @@ impl Cluster {
             "--unsafe-reads-anywhere",
         ];
         let p = ServerProc::start(4, &args);
-        let registered = wait_for(Duration::from_secs(10), || {
-            stat_text(&p.addr(), "node").filter(|n| !n.is_empty())
-        });
-        assert!(
-            registered.is_some(),
-            "member did not register:\n{}",
-            p.log_text()
-        );
+        super::chain::wait_registered(&p);
         self.chains[c].1.push(Some(p));
         self.chains[c].1.len() - 1
     }

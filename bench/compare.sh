@@ -12,13 +12,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 out=${OUT:-bench/results-$(date +%Y%m%d-%H%M%S).jsonl}
 source bench/lib.sh
-ensure_packages
-cargo build --release --quiet
-bin=target/release
-tmp=$(mktemp -d /tmp/chaintable-bench.XXXXXX)
-pids=()
-cleanup() { cleanup_pids; rm -rf "$tmp" /dev/shm/chaintable-bench-etcd-*; }
-trap cleanup EXIT
+cleanup_extra() { rm -rf /dev/shm/chaintable-bench-etcd-*; }
+bench_setup bench
 : > "$out"
 
 echo "== standalone: chaintable vs Redis (50 clients, 100-byte values, 16-byte keys over 100,000 keys)"

@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 out=${OUT:-bench/results-craq-$(date +%Y%m%d-%H%M%S).jsonl}
 source bench/lib.sh
-ensure_packages
-cargo build --release --quiet
-bin=target/release
-tmp=$(mktemp -d /tmp/chaintable-craq.XXXXXX)
-pids=()
-trap 'cleanup_pids; rm -rf "$tmp"' EXIT
+bench_setup craq
 : > "$out"
 start_zookeeper
 common=(-c 50 -d 100 -r 100000)

@@ -19,13 +19,7 @@ out=${OUT:-bench/results-durable-$(date +%Y%m%d-%H%M%S).jsonl}
 data_root=${DATA:-/var/tmp}
 sections=${SECTIONS:-standalone million chain}
 source bench/lib.sh
-ensure_packages
-cargo build --release --quiet
-bin=target/release
-tmp=$(mktemp -d "$data_root/chaintable-durable.XXXXXX")
-pids=()
-cleanup() { cleanup_pids; rm -rf "$tmp"; }
-trap cleanup EXIT
+bench_setup durable "$data_root"
 # The port opens before recovery ends: wait for the server to say it serves.
 wait_serving() { for _ in $(seq 600); do grep -q "serving" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1: never served" >&2; return 1; }
 : > "$out"

@@ -1,8 +1,20 @@
 # Shared by the bench scripts (sourced, not run): the processes they start,
 # how they wait for them, and one JSON line per test through table-bench.
-# The caller sets: bin (the release binaries), tmp (a scratch directory),
-# out (the JSON lines file) and secs (seconds per test), and declares
-# pids=() before starting anything.
+# The caller sets out (the JSON lines file) and secs (seconds per test),
+# and calls bench_setup, which sets bin, tmp and pids.
+
+# bench_setup NAME [DIR]: installs what is missing, builds the release
+# binaries (bin), makes the scratch directory tmp (DIR/chaintable-NAME.*,
+# DIR defaulting to /tmp), and stops every process in pids and removes tmp
+# on exit. A script with more to clean defines cleanup_extra.
+bench_setup() {
+  ensure_packages
+  cargo build --release --quiet
+  bin=target/release
+  tmp=$(mktemp -d "${2:-/tmp}/chaintable-$1.XXXXXX")
+  pids=()
+  trap 'cleanup_pids; rm -rf "$tmp"; if declare -F cleanup_extra >/dev/null; then cleanup_extra; fi' EXIT
+}
 
 # Installs what is missing from Debian (needs root): redis, etcd, ZooKeeper.
 ensure_packages() {

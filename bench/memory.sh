@@ -12,12 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}
 source bench/lib.sh
-ensure_packages
-cargo build --release --quiet
-bin=target/release
-tmp=$(mktemp -d /tmp/chaintable-memory.XXXXXX)
-pids=()
-trap 'cleanup_pids; rm -rf "$tmp"' EXIT
+bench_setup memory
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 fill=(-q -c 50 -P 16 -d 100 -r "$keys" -n $((keys * 3)) -t put)
 

@@ -111,6 +111,14 @@ impl ClusterClient {
         self.map.as_ref().map_or(0, |m| m.version)
     }
 
+    /// The map routing is done by (connect waited for one, so this fails
+    /// only if that was skipped).
+    fn current_map(&self) -> Result<&ShardMap, ClientError> {
+        self.map.as_ref().ok_or_else(|| ClientError::NoShardMap {
+            cluster: self.cluster.clone(),
+        })
+    }
+
     /// The client for chain `name`, connected on first use.
     ///
     /// # Errors
@@ -198,9 +206,7 @@ impl ClusterClient {
 
     /// The one chain every key of `body` lives on.
     fn chain_for(&self, body: &Body) -> Result<String, ClientError> {
-        let map = self.map.as_ref().ok_or_else(|| ClientError::NoShardMap {
-            cluster: self.cluster.clone(),
-        })?;
+        let map = self.current_map()?;
         if let Body::Range { from, .. } = body {
             return Ok(map.chain_of(from).to_string());
         }
@@ -221,9 +227,7 @@ impl ClusterClient {
     /// MGET split by chain, answers put back in the order asked.
     fn mget(&mut self, keys: Vec<Key>) -> Result<(Body, String), ClientError> {
         self.refresh();
-        let map = self.map.as_ref().ok_or_else(|| ClientError::NoShardMap {
-            cluster: self.cluster.clone(),
-        })?;
+        let map = self.current_map()?;
         let mut by_chain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             let chain = map.chain_of(k.as_bytes()).to_string();
@@ -255,14 +259,15 @@ impl ClusterClient {
         limit: u32,
     ) -> Result<(Body, String), ClientError> {
         self.refresh();
-        let map = self.map.clone().ok_or_else(|| ClientError::NoShardMap {
-            cluster: self.cluster.clone(),
-        })?;
         let mut entries = Vec::new();
-        let (mut i, _) = map.range_of(&from);
         let mut start = from;
         loop {
-            let end = map.end_of(i).map(<[u8]>::to_vec);
+            // The end of the range holding `start`, in the map as it is now
+            // (a piece re-routed on WRONG_SHARD is cut by the newer map).
+            let end = {
+                let map = self.current_map()?;
+                map.end_of(map.range_of(&start).0).map(<[u8]>::to_vec)
+            };
             let piece_to = match &end {
                 Some(e) if to.is_empty() || e.as_slice() < to => e.clone(),
                 _ => to.to_vec(),
@@ -286,7 +291,6 @@ impl ClusterClient {
                 Some(e) if entries.len() >= limit as usize => e,
                 Some(e) => {
                     start = e;
-                    i += 1;
                     continue;
                 }
             };

@@ -66,7 +66,11 @@ impl Key {
     /// [`DecodeError::Empty`] or [`DecodeError::TooLong`] (over
     /// [`KEY_BYTES_MAX`]).
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Key, DecodeError> {
-        let bytes: Vec<u8> = bytes.into();
+        Key::checked(KeyBytes::from_vec(bytes.into()))
+    }
+
+    /// The length checks every key passes, however it was built.
+    fn checked(bytes: KeyBytes) -> Result<Key, DecodeError> {
         if bytes.is_empty() {
             return Err(DecodeError::Empty { what: "key" });
         }
@@ -77,7 +81,7 @@ impl Key {
                 max: KEY_BYTES_MAX,
             });
         }
-        Ok(Key(KeyBytes::from_vec(bytes)))
+        Ok(Key(bytes))
     }
 
     #[must_use]
@@ -111,12 +115,8 @@ impl Codec for Key {
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = r.len_u16("key", KEY_BYTES_MAX)?;
-        let bytes = r.take(len, "key")?;
-        if bytes.is_empty() {
-            return Err(DecodeError::Empty { what: "key" });
-        }
         // Straight from the input: no Vec for a key that fits inline.
-        Ok(Key(KeyBytes::from_slice(bytes)))
+        Key::checked(KeyBytes::from_slice(r.take(len, "key")?))
     }
 }
 

@@ -88,7 +88,7 @@ fn decode_request(opcode: u8, mode: WriteMode, r: &mut Reader<'_>) -> Result<Bod
         },
         op::WATCH => Body::Watch {
             from_seq: r.u64("from seq")?,
-            prefix: decode_prefix(r)?,
+            prefix: decode_bound(r, "prefix")?,
         },
         op::UNWATCH => Body::Unwatch {
             watch_id: r.u64("watch id")?,
@@ -225,8 +225,9 @@ fn decode_range_ok(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
     Ok(Body::RangeOk { entries, next })
 }
 
-/// A key bound (a RANGE's start or end): `u16` length, 0 ..=
-/// [`KEY_BYTES_MAX`] checked before anything is copied, then the bytes.
+/// A key bound (a WATCH prefix, a RANGE's start or end, RANGE_OK's next):
+/// `u16` length, 0 ..= [`KEY_BYTES_MAX`] checked before anything is
+/// copied, then the bytes.
 fn decode_bound(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, DecodeError> {
     let len = usize::from(r.u16(what)?);
     if len > KEY_BYTES_MAX {
@@ -237,20 +238,6 @@ fn decode_bound(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, Decod
         });
     }
     Ok(r.take(len, what)?.to_vec())
-}
-
-/// A WATCH prefix: `u16` length (0 ..= [`KEY_BYTES_MAX`], checked before
-/// anything is copied), then the bytes.
-fn decode_prefix(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
-    let len = usize::from(r.u16("prefix length")?);
-    if len > KEY_BYTES_MAX {
-        return Err(DecodeError::TooLong {
-            what: "prefix",
-            len,
-            max: KEY_BYTES_MAX,
-        });
-    }
-    Ok(r.take(len, "prefix")?.to_vec())
 }
 
 fn decode_backup_chunk(r: &mut Reader<'_>) -> Result<Body, DecodeError> {

@@ -8,8 +8,8 @@ use crate::serialize::types::{encode_text, put_u32};
 use crate::serialize::{encode_data, encode_list, Codec};
 use byteorder::{BigEndian, WriteBytesExt};
 
-/// A key bound (RANGE's `from`, `to`, RANGE_OK's `next`): `u16` length,
-/// then the bytes. At most KEY_BYTES_MAX bytes: the sender's limit to check.
+/// A key bound (a WATCH prefix, RANGE's `from` and `to`, RANGE_OK's
+/// `next`): `u16` length, then the bytes. At most KEY_BYTES_MAX bytes: the sender's limit to check.
 fn encode_bound(out: &mut Vec<u8>, bound: &[u8]) {
     let _ = out.write_u16::<BigEndian>(u16::try_from(bound.len()).unwrap_or(u16::MAX));
     out.extend_from_slice(bound);
@@ -59,9 +59,7 @@ fn encode_request(body: &Body, out: &mut Vec<u8>) {
         MWrite { ops } => encode_list(out, ops),
         Watch { from_seq, prefix } => {
             put_u64(out, *from_seq);
-            // At most KEY_BYTES_MAX bytes: the sender's limit to check.
-            let _ = out.write_u16::<BigEndian>(u16::try_from(prefix.len()).unwrap_or(u16::MAX));
-            out.extend_from_slice(prefix);
+            encode_bound(out, prefix);
         }
         Unwatch { watch_id } => put_u64(out, *watch_id),
         Range { from, to, limit } => {

@@ -406,13 +406,10 @@ fn cluster_create(
 }
 
 fn render_map(map: &chaintable::cluster::ShardMap) -> String {
-    let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
-    let mut out = Vec::new();
-    for (i, r) in map.ranges().iter().enumerate() {
-        let end = map.end_of(i).map_or("(end)".to_string(), show);
-        out.push(format!("  [{}, {end}) -> {}", show(&r.start), r.chain));
-    }
-    out.join("\n")
+    let rows: Vec<String> = (map.ranges().iter().enumerate())
+        .map(|(i, r)| format!("  {} -> {}", map.range_text(i), r.chain))
+        .collect();
+    rows.join("\n")
 }
 
 /// The map, then each chain's members with their role and entries.

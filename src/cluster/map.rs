@@ -145,6 +145,15 @@ impl ShardMap {
         self.ranges.get(i + 1).map(|r| r.start.as_slice())
     }
 
+    /// Range `i` for people: `["h", "p")`, keys shown as (lossy) text,
+    /// `(end)` for no end.
+    #[must_use]
+    pub fn range_text(&self, i: usize) -> String {
+        let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
+        let end = self.end_of(i).map_or("(end)".to_string(), show);
+        format!("[{}, {end})", show(&self.ranges[i].start))
+    }
+
     /// Every chain named, once each, in the order of its first range.
     #[must_use]
     pub fn chains(&self) -> Vec<&str> {

@@ -160,12 +160,7 @@ impl Server {
             .iter()
             .enumerate()
             .filter(|(_, r)| r.chain == shard.chain())
-            .map(|(i, r)| {
-                let end = map.end_of(i).map_or("end".into(), |e| {
-                    format!("{:?}", String::from_utf8_lossy(e))
-                });
-                format!("[{:?}, {end})", String::from_utf8_lossy(&r.start))
-            })
+            .map(|(i, _)| map.range_text(i))
             .collect();
         tracing::info!(version = map.version, chain = shard.chain(), ranges = ?owned, "shard map");
         shard.update(map);

@@ -382,6 +382,8 @@ impl Table {
         let mut heap = std::collections::BinaryHeap::with_capacity(keep.min(4096));
         for i in 0..self.partitions.len() {
             let p = self.lock_index(i);
+            // (`to` is checked by hand: `BTreeMap::range` panics on an end
+            // below the start, which a client may send.)
             let start = std::ops::Bound::Included(from);
             let in_order = p.map.range::<[u8], _>((start, std::ops::Bound::Unbounded));
             for (k, v) in in_order {
